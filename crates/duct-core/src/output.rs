@@ -1,0 +1,310 @@
+//! The `Output` trait, and the queue and batches the output actor keeps.
+//!
+//! An output implements only its transport: `send` one batch and say whether
+//! it arrived. Queueing, flush intervals, rate limits, dropping and retry
+//! with backoff live once, in the runtime's output actor, built on the
+//! [`EventQueue`] here.
+//!
+//! Events travel as shared chunks (`Arc<[Event]>`): the router hands the
+//! same chunk to every output it routes to, and a batch is a list of slices
+//! of chunks, so no event is copied between a source and a transport.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::Event;
+use crate::source::BoxFuture;
+
+/// A destination for events.
+pub trait Output: Send + 'static {
+    /// Called once on the thread that runs the output, before any `send`
+    /// (outputs that serve, such as Prometheus, bind here).
+    fn start(&mut self) -> BoxFuture<'_, Result<(), OutputError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Delivers one batch. On failure, say how many events at the front of
+    /// the batch did arrive: the rest go back to the queue to be sent again.
+    fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), OutputError>>;
+
+    /// Called at shutdown after the final flush.
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A failed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputError {
+    pub message: String,
+    /// Events at the front of the batch that were delivered anyway.
+    pub delivered: usize,
+}
+
+impl OutputError {
+    pub fn new(message: impl Into<String>) -> Self {
+        OutputError {
+            message: message.into(),
+            delivered: 0,
+        }
+    }
+
+    pub fn after(mut self, delivered: usize) -> Self {
+        self.delivered = delivered;
+        self
+    }
+}
+
+impl fmt::Display for OutputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OutputError {}
+
+impl From<std::io::Error> for OutputError {
+    fn from(e: std::io::Error) -> Self {
+        OutputError::new(e.to_string())
+    }
+}
+
+/// A slice of a shared chunk of events.
+#[derive(Debug, Clone)]
+struct Chunk {
+    events: Arc<[Event]>,
+    start: usize,
+    end: usize,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn events(&self) -> &[Event] {
+        &self.events[self.start..self.end]
+    }
+}
+
+/// Events taken from a queue to be sent together.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl Batch {
+    /// A batch of events not taken from a queue (tests, `ductd once`).
+    pub fn from_events(events: Vec<Event>) -> Self {
+        let len = events.len();
+        Batch {
+            chunks: vec![Chunk {
+                events: events.into(),
+                start: 0,
+                end: len,
+            }],
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Event> + '_ {
+        self.chunks.iter().flat_map(|c| c.events().iter())
+    }
+
+    /// The batch without its first `n` events.
+    pub fn skip(mut self, mut n: usize) -> Batch {
+        n = n.min(self.len);
+        self.len -= n;
+        let mut drop = 0;
+        for c in &mut self.chunks {
+            if n == 0 {
+                break;
+            }
+            let k = n.min(c.len());
+            c.start += k;
+            n -= k;
+            if c.len() == 0 {
+                drop += 1;
+            }
+        }
+        self.chunks.drain(..drop);
+        self
+    }
+}
+
+/// An output's queue: FIFO, bounded by its owner (see [`EventQueue::drop_oldest`]).
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    chunks: VecDeque<Chunk>,
+    len: usize,
+}
+
+impl EventQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a chunk of events.
+    pub fn push(&mut self, events: Arc<[Event]>) {
+        let end = events.len();
+        if end == 0 {
+            return;
+        }
+        self.len += end;
+        self.chunks.push_back(Chunk { events, start: 0, end });
+    }
+
+    /// Puts an unsent batch back at the front, in its order.
+    pub fn push_front(&mut self, batch: Batch) {
+        self.len += batch.len;
+        for chunk in batch.chunks.into_iter().rev() {
+            if chunk.len() > 0 {
+                self.chunks.push_front(chunk);
+            }
+        }
+    }
+
+    /// Removes up to `max` events from the front.
+    pub fn take(&mut self, max: usize) -> Batch {
+        let mut batch = Batch::default();
+        while batch.len < max {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let want = max - batch.len;
+            if front.len() <= want {
+                let chunk = self.chunks.pop_front().expect("front exists");
+                batch.len += chunk.len();
+                batch.chunks.push(chunk);
+            } else {
+                let part = Chunk {
+                    events: front.events.clone(),
+                    start: front.start,
+                    end: front.start + want,
+                };
+                front.start += want;
+                batch.len += want;
+                batch.chunks.push(part);
+            }
+        }
+        self.len -= batch.len;
+        batch
+    }
+
+    /// Drops the `n` oldest events; returns how many were dropped.
+    pub fn drop_oldest(&mut self, n: usize) -> usize {
+        self.take(n).len()
+    }
+
+    /// Drops events whose TTL has passed at `now`; returns how many.
+    pub fn expire(&mut self, now: f64) -> usize {
+        let expired = |e: &Event| now - e.time > f64::from(e.ttl);
+        let mut dropped = 0;
+        for chunk in &mut self.chunks {
+            let n = chunk.events().iter().filter(|e| expired(e)).count();
+            if n == 0 {
+                continue;
+            }
+            dropped += n;
+            let kept: Vec<Event> = chunk.events().iter().filter(|e| !expired(e)).cloned().collect();
+            let end = kept.len();
+            *chunk = Chunk {
+                events: kept.into(),
+                start: 0,
+                end,
+            };
+        }
+        self.chunks.retain(|c| c.len() > 0);
+        self.len -= dropped;
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(services: &[&str]) -> Arc<[Event]> {
+        services.iter().map(|s| Event::new("h", *s)).collect::<Vec<_>>().into()
+    }
+
+    fn names(batch: &Batch) -> Vec<String> {
+        batch.iter().map(|e| e.service.clone()).collect()
+    }
+
+    #[test]
+    fn take_spans_and_splits_chunks_in_order() {
+        let mut q = EventQueue::new();
+        q.push(chunk(&["a", "b", "c"]));
+        q.push(chunk(&["d", "e"]));
+        assert_eq!(q.len(), 5);
+        let b = q.take(4);
+        assert_eq!(names(&b), ["a", "b", "c", "d"]);
+        assert_eq!(q.len(), 1);
+        assert_eq!(names(&q.take(10)), ["e"]);
+        assert!(q.is_empty());
+        assert!(q.take(3).is_empty());
+    }
+
+    #[test]
+    fn unsent_events_go_back_to_the_front() {
+        let mut q = EventQueue::new();
+        q.push(chunk(&["a", "b", "c"]));
+        q.push(chunk(&["d"]));
+        let b = q.take(3);
+        q.push(chunk(&["e"]));
+        // The transport delivered one event, then failed.
+        q.push_front(b.skip(1));
+        assert_eq!(q.len(), 4);
+        assert_eq!(names(&q.take(10)), ["b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn drop_oldest_counts() {
+        let mut q = EventQueue::new();
+        q.push(chunk(&["a", "b", "c"]));
+        assert_eq!(q.drop_oldest(2), 2);
+        assert_eq!(names(&q.take(5)), ["c"]);
+        assert_eq!(q.drop_oldest(2), 0);
+    }
+
+    #[test]
+    fn expire_drops_only_stale_events() {
+        let mut old = Event::new("h", "old");
+        old.time = 100.0;
+        old.ttl = 10.0;
+        let mut fresh = Event::new("h", "fresh");
+        fresh.time = 105.0;
+        fresh.ttl = 10.0;
+        let mut q = EventQueue::new();
+        q.push(vec![old.clone(), fresh.clone(), old].into());
+        q.push(vec![fresh].into());
+        assert_eq!(q.expire(111.0), 2);
+        assert_eq!(q.len(), 2);
+        assert_eq!(names(&q.take(5)), ["fresh", "fresh"]);
+    }
+
+    #[test]
+    fn skip_past_the_end_is_empty() {
+        let b = Batch::from_events(vec![Event::new("h", "a")]);
+        assert!(b.skip(5).is_empty());
+    }
+}

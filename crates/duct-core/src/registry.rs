@@ -1,0 +1,206 @@
+//! The table of built-in sources and outputs, by Duct's names.
+//!
+//! The binary fills a [`Registry`] with the built-ins; a downstream crate
+//! adds its own specs before handing the registry to the library's `run`,
+//! which is how a user builds their own ductd with extra sources.
+
+use std::cell::RefCell;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::{field_names, from_node, Block, Context, Diagnostic, Globals};
+use crate::output::Output;
+use crate::plan::{OutputSettings, SourceSettings};
+use crate::source::Source;
+
+/// Builds a source from its configuration; side-effect free (nothing is
+/// bound or connected until the source starts), so `ductd check` can call it.
+pub type SourceBuild = fn(&SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic>;
+
+/// Builds an output's transport from its configuration; side-effect free.
+pub type OutputBuild = fn(&OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic>;
+
+/// A source kind: its name, documentation and constructor.
+#[derive(Clone, Copy)]
+pub struct SourceSpec {
+    /// Duct's dotted class path, e.g. `duct.sources.linux.basic.CPU`.
+    pub name: &'static str,
+    /// One line for `ductd list`.
+    pub summary: &'static str,
+    /// The metrics it emits, relative to `service`, for `ductd list`.
+    pub metrics: &'static [&'static str],
+    /// Its own option names (besides the common ones).
+    pub options: fn() -> &'static [&'static str],
+    pub build: SourceBuild,
+}
+
+impl SourceSpec {
+    /// A spec whose options are the fields of `T`.
+    pub fn new<T: DeserializeOwned>(
+        name: &'static str,
+        summary: &'static str,
+        metrics: &'static [&'static str],
+        build: SourceBuild,
+    ) -> Self {
+        SourceSpec {
+            name,
+            summary,
+            metrics,
+            options: field_names::<T>,
+            build,
+        }
+    }
+}
+
+/// An output kind: its name, documentation and constructor.
+#[derive(Clone, Copy)]
+pub struct OutputSpec {
+    /// Duct's dotted class path, e.g. `duct.outputs.logger.Logger`.
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub options: fn() -> &'static [&'static str],
+    /// Log events are not sent to metric-only outputs (Riemann).
+    pub metrics_only: bool,
+    pub build: OutputBuild,
+}
+
+impl OutputSpec {
+    pub fn new<T: DeserializeOwned>(
+        name: &'static str,
+        summary: &'static str,
+        metrics_only: bool,
+        build: OutputBuild,
+    ) -> Self {
+        OutputSpec {
+            name,
+            summary,
+            options: field_names::<T>,
+            metrics_only,
+            build,
+        }
+    }
+}
+
+/// No options beyond the common ones.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NoOptions {}
+
+/// What a constructor reads its options from.
+pub struct SourceArgs<'a> {
+    pub settings: &'a SourceSettings,
+    pub globals: &'a Globals,
+    pub block: &'a Block,
+    pub(crate) spec: &'a SourceSpec,
+    pub(crate) warnings: &'a RefCell<Vec<Diagnostic>>,
+}
+
+impl SourceArgs<'_> {
+    /// The source's own options as `T`.
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        typed_options(self.block, self.spec.name, self.warnings)
+    }
+
+    /// A problem with the value of `key` (or the block, if it is absent).
+    pub fn invalid(&self, key: &str, message: impl std::fmt::Display) -> Diagnostic {
+        invalid_at(self.block, key, message)
+    }
+}
+
+/// What an output constructor reads its options from.
+pub struct OutputArgs<'a> {
+    pub settings: &'a OutputSettings,
+    pub globals: &'a Globals,
+    pub block: &'a Block,
+    pub(crate) spec: &'a OutputSpec,
+    pub(crate) warnings: &'a RefCell<Vec<Diagnostic>>,
+}
+
+impl OutputArgs<'_> {
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        typed_options(self.block, self.spec.name, self.warnings)
+    }
+
+    pub fn invalid(&self, key: &str, message: impl std::fmt::Display) -> Diagnostic {
+        invalid_at(self.block, key, message)
+    }
+}
+
+fn typed_options<T: DeserializeOwned>(
+    block: &Block,
+    owner: &str,
+    warnings: &RefCell<Vec<Diagnostic>>,
+) -> Result<T, Diagnostic> {
+    let ctx = Context {
+        owner,
+        path: &block.context,
+        // Top-level keys are checked by the planner against the common
+        // options and this spec's own; nested maps are checked here.
+        check_top: false,
+        also_known: &[],
+        warnings,
+    };
+    from_node(&block.node, &ctx).map_err(|e| e.into_diagnostic(&block.context))
+}
+
+pub(crate) fn invalid_at(block: &Block, key: &str, message: impl std::fmt::Display) -> Diagnostic {
+    let mark = block
+        .node
+        .get(key)
+        .map(|n| n.mark.clone())
+        .unwrap_or_else(|| block.node.mark.clone());
+    Diagnostic::error(mark, format!("{}.{key}: {message}", block.context))
+}
+
+/// The built-in and user-added sources and outputs.
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: Vec<SourceSpec>,
+    outputs: Vec<OutputSpec>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces, by name) a source kind.
+    pub fn add_source(&mut self, spec: SourceSpec) -> &mut Self {
+        self.sources.retain(|s| s.name != spec.name);
+        self.sources.push(spec);
+        self
+    }
+
+    /// Adds (or replaces, by name) an output kind.
+    pub fn add_output(&mut self, spec: OutputSpec) -> &mut Self {
+        self.outputs.retain(|s| s.name != spec.name);
+        self.outputs.push(spec);
+        self
+    }
+
+    /// The source called `name`; Tensor's `tensor.` names (Duct's former
+    /// name) are accepted for `duct.`.
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        let name = canonical_name(name);
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&OutputSpec> {
+        let name = canonical_name(name);
+        self.outputs.iter().find(|s| s.name == name)
+    }
+
+    pub fn sources(&self) -> &[SourceSpec] {
+        &self.sources
+    }
+
+    pub fn outputs(&self) -> &[OutputSpec] {
+        &self.outputs
+    }
+}
+
+fn canonical_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.strip_prefix("tensor.") {
+        Some(rest) => format!("duct.{rest}").into(),
+        None => name.into(),
+    }
+}

@@ -1,0 +1,430 @@
+//! The `Source` trait and the context a source works in (SPEC §5).
+//!
+//! A source is a struct holding whatever state it needs between ticks. The
+//! runtime calls [`Source::get`] every interval; listener sources instead
+//! start their own tasks in [`Source::start`] and push events with
+//! [`SourceContext::queue_back`] whenever input arrives. The context carries
+//! Duct's helpers: `create_event`, `create_log`, `queue_back` and `fork`.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{now, Event, EventKind, Metric};
+use crate::plan::SourceSettings;
+use crate::telemetry::Telemetry;
+
+/// A boxed future that may borrow from the source and need not be `Send`:
+/// it runs on the arbiter thread that owns the source.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Any error a source reports; it is logged with the source's service name.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What `get` hands back: zero, one or many events.
+pub type Poll<'a> = BoxFuture<'a, Result<Vec<Event>, SourceError>>;
+
+/// How a source wants to be driven once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Call `get` every interval.
+    Timer,
+    /// The source started its own tasks (a listener); no timer.
+    Listener,
+}
+
+/// A producer of events.
+///
+/// Implement `get` for a polling source. Keep state in the struct: the same
+/// value is used for every tick until the source is restarted (after a
+/// panic, a watchdog timeout, or a configuration change).
+pub trait Source: Send + 'static {
+    /// How the source is driven; listener sources return
+    /// [`Schedule::Listener`] (and `ductd once` skips them).
+    fn schedule(&self) -> Schedule {
+        Schedule::Timer
+    }
+
+    /// Called once when the source's actor starts, on the thread that will
+    /// run it. Listener sources bind and spawn their tasks here (with
+    /// [`SourceContext::spawn`]); an error is logged and the source is
+    /// rebuilt and started again after a backoff.
+    fn start(&mut self, _ctx: &SourceContext) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// One tick: the events observed now. Not called again while a previous
+    /// call is still running. Listener sources return no events.
+    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a>;
+
+    /// True when one tick is not enough to report anything (the first only
+    /// primes a rate); `ductd once` then ticks twice.
+    fn needs_two_ticks(&self) -> bool {
+        false
+    }
+}
+
+/// Where a source's events go: the router in the agent, a list in
+/// `ductd once`.
+pub trait EventSink: Send + Sync {
+    /// Hands events on without waiting.
+    fn publish(&self, events: Vec<Event>);
+
+    /// Hands events on, waiting while the receiver is saturated (listener
+    /// sources use this to push back on their clients).
+    fn publish_wait(&self, events: Vec<Event>) -> BoxFuture<'static, ()> {
+        self.publish(events);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A source's view of the agent. Cheap to clone; listener tasks keep a
+/// clone each.
+#[derive(Clone)]
+pub struct SourceContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    settings: Arc<SourceSettings>,
+    sink: Arc<dyn EventSink>,
+    /// Cancelled when the source stops: listener tasks end with it.
+    cancel: CancellationToken,
+    /// When the source last produced anything (f64 seconds as bits), for
+    /// the watchdog.
+    last_event: AtomicU64,
+    telemetry: Arc<Telemetry>,
+}
+
+impl SourceContext {
+    pub fn new(settings: Arc<SourceSettings>, sink: Arc<dyn EventSink>, telemetry: Arc<Telemetry>) -> Self {
+        SourceContext {
+            inner: Arc::new(ContextInner {
+                settings,
+                sink,
+                cancel: CancellationToken::new(),
+                last_event: AtomicU64::new(now().to_bits()),
+                telemetry,
+            }),
+        }
+    }
+
+    /// A fresh context for a rebuilt source: this one is cancelled (its
+    /// tasks end), the new one shares its settings and sink.
+    pub fn renewed(&self) -> SourceContext {
+        self.cancel();
+        let inner = &self.inner;
+        let ctx = SourceContext::new(inner.settings.clone(), inner.sink.clone(), inner.telemetry.clone());
+        ctx.mark_alive();
+        ctx
+    }
+
+    pub fn settings(&self) -> &SourceSettings {
+        &self.inner.settings
+    }
+
+    /// The configured service name.
+    pub fn service(&self) -> &str {
+        &self.inner.settings.service
+    }
+
+    /// The agent's counters (the `duct.sources.Duct` source reads them).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.inner.telemetry
+    }
+
+    /// An event of this source: its service, host, TTL, tags and
+    /// attributes, stamped now. Adjust it with [`Event::prefixed`],
+    /// [`Event::on_host`], [`Event::aggregated`] and [`Event::at`].
+    pub fn create_event(&self, state: &str, description: impl Into<String>, metric: impl IntoMetric) -> Event {
+        let s = &self.inner.settings;
+        Event {
+            host: s.hostname.clone(),
+            service: s.service.clone(),
+            state: Some(state.to_string()),
+            time: now(),
+            description: description.into(),
+            metric: metric.into_metric(),
+            ttl: s.ttl,
+            tags: s.tags.clone(),
+            attributes: s.attributes.clone(),
+            kind: EventKind::Metric,
+            aggregation: None,
+        }
+    }
+
+    /// Like [`create_event`](Self::create_event) with `.prefix` appended to
+    /// the service name (`cpu` → `cpu.user`).
+    pub fn create_event_prefixed(
+        &self,
+        prefix: &str,
+        state: &str,
+        description: impl Into<String>,
+        metric: impl IntoMetric,
+    ) -> Event {
+        self.create_event(state, description, metric).prefixed(prefix)
+    }
+
+    /// A log event (Duct's `createLog`): `evtype` as the service, the text
+    /// as the description; metric-only outputs skip it.
+    pub fn create_log(&self, evtype: &str, data: impl Into<String>) -> Event {
+        let mut ev = self.create_event("", data, 0);
+        ev.service = evtype.to_string();
+        ev.state = None;
+        ev.kind = EventKind::Log;
+        ev
+    }
+
+    /// Pushes events into the pipeline now (Duct's `queueBack`), from any
+    /// task or thread.
+    pub fn queue_back(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.mark_alive();
+        self.inner.sink.publish(events);
+    }
+
+    /// Like [`queue_back`](Self::queue_back), waiting while the pipeline is
+    /// saturated.
+    pub async fn queue_back_wait(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.mark_alive();
+        self.inner.sink.publish_wait(events).await;
+    }
+
+    pub(crate) fn mark_alive(&self) {
+        self.inner.last_event.store(now().to_bits(), Ordering::Relaxed);
+    }
+
+    /// Records that a tick produced events (the runtime calls this).
+    pub fn note_events(&self) {
+        self.mark_alive();
+    }
+
+    /// Seconds since the epoch when the source last produced events.
+    pub fn last_event_time(&self) -> f64 {
+        f64::from_bits(self.inner.last_event.load(Ordering::Relaxed))
+    }
+
+    /// Resolves when the source is stopped; listener tasks select on it.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.inner.cancel.cancelled()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Stops the source's tasks (the runtime calls this when the source
+    /// stops).
+    pub fn cancel(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Spawns a task on the current thread that ends when the source stops.
+    /// Must be called from within the source's thread (in `start` or `get`).
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        let token = self.inner.cancel.clone();
+        tokio::task::spawn_local(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    /// Runs `executable` with `args`, killing it past `timeout` (Duct's
+    /// `fork`).
+    pub async fn fork(
+        &self,
+        executable: impl AsRef<Path>,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<ForkOutput, ForkError> {
+        fork(executable.as_ref(), args, timeout).await
+    }
+}
+
+/// What a forked process left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkOutput {
+    pub stdout: String,
+    pub stderr: String,
+    /// `None` when the process was killed by a signal.
+    pub code: Option<i32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    #[error("cannot run {path}: {source}")]
+    Spawn {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} took longer than {seconds} s and was killed")]
+    Timeout { path: String, seconds: f64 },
+    #[error("reading the output of {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The most a forked process may print on each stream before the rest is
+/// discarded: a runaway plugin must not grow the agent without bound.
+const FORK_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// Runs a process with piped stdout/stderr and a deadline; the child is
+/// killed (and reaped) when the deadline passes or the caller gives up.
+pub async fn fork(executable: &Path, args: &[&str], timeout: Duration) -> Result<ForkOutput, ForkError> {
+    use tokio::io::AsyncReadExt;
+    let path = executable.display().to_string();
+    let mut child = tokio::process::Command::new(executable)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ForkError::Spawn {
+            path: path.clone(),
+            source,
+        })?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let run = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let read_out = async {
+            if let Some(s) = stdout.as_mut() {
+                s.take(FORK_OUTPUT_LIMIT as u64).read_to_end(&mut out).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let read_err = async {
+            if let Some(s) = stderr.as_mut() {
+                s.take(FORK_OUTPUT_LIMIT as u64).read_to_end(&mut err).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let (a, b) = tokio::join!(read_out, read_err);
+        a.and(b)?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((out, err, status))
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok((out, err, status))) => Ok(ForkOutput {
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            code: status.code(),
+        }),
+        Ok(Err(source)) => Err(ForkError::Io { path, source }),
+        Err(_) => Err(ForkError::Timeout {
+            path,
+            seconds: timeout.as_secs_f64(),
+        }),
+    }
+}
+
+/// Values a source can give as a metric: numbers, or `None` for none.
+pub trait IntoMetric {
+    fn into_metric(self) -> Option<Metric>;
+}
+
+macro_rules! into_metric {
+    ($($t:ty),*) => {$(
+        impl IntoMetric for $t {
+            fn into_metric(self) -> Option<Metric> {
+                Some(Metric::from(self))
+            }
+        }
+    )*};
+}
+
+into_metric!(i32, i64, u32, u64, usize, f32, f64, Metric);
+
+impl<T: IntoMetric> IntoMetric for Option<T> {
+    fn into_metric(self) -> Option<Metric> {
+        self.and_then(IntoMetric::into_metric)
+    }
+}
+
+impl Event {
+    /// Appends `.prefix` to the service name.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            self.service.push('.');
+            self.service.push_str(prefix);
+        }
+        self
+    }
+
+    /// Reports the event for another host.
+    pub fn on_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Marks the metric as a counter for the router to turn into a rate.
+    pub fn aggregated(mut self, aggregation: crate::event::Aggregation) -> Self {
+        self.aggregation = Some(aggregation);
+        self
+    }
+
+    /// Sets the event's time (seconds since the epoch).
+    pub fn at(mut self, time: f64) -> Self {
+        self.time = time;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fork_captures_output_and_exit_code() {
+        let out = fork(
+            Path::new("/bin/sh"),
+            &["-c", "echo out; echo err >&2; exit 3"],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+        assert_eq!(out.code, Some(3));
+    }
+
+    #[tokio::test]
+    async fn fork_kills_a_process_past_its_deadline() {
+        let started = std::time::Instant::now();
+        let err = fork(Path::new("/bin/sleep"), &["30"], Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ForkError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn fork_reports_a_missing_executable() {
+        let err = fork(Path::new("/no/such/binary"), &[], Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ForkError::Spawn { .. }));
+        assert!(err.to_string().contains("/no/such/binary"));
+    }
+}

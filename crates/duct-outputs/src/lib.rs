@@ -1,0 +1,14 @@
+//! ductd's built-in outputs, registered under Duct's names. Each implements
+//! only its transport (`Output::send`); queueing, batching, rate limits and
+//! retry are the runtime's output actor's.
+
+pub mod logger;
+pub mod null;
+
+use duct_core::Registry;
+
+/// Adds every built-in output to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.add_output(logger::spec());
+    registry.add_output(null::spec());
+}

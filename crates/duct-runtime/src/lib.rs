@@ -1,0 +1,15 @@
+//! ductd's actors (see DESIGN.md): a [`SourceActor`](source_actor::SourceActor)
+//! per source ticking on its timer, one [`Router`](router::Router) that
+//! aggregates, triggers and routes, and an
+//! [`OutputActor`](output_actor::OutputActor) per output that queues,
+//! batches and retries. [`Agent`] starts them from a plan, reloads and shuts
+//! them down; [`once::run_once`] runs sources once without actors.
+
+pub mod agent;
+pub mod guard;
+pub mod once;
+pub mod output_actor;
+pub mod router;
+pub mod source_actor;
+
+pub use agent::{Agent, ReloadSummary};

@@ -1,0 +1,368 @@
+//! The output actor: one per configured output. It owns the output's queue
+//! and everything about delivery that is not the transport itself (SPEC §3
+//! step 5):
+//!
+//! - events are queued as they arrive, filtered for what the output accepts;
+//! - every `interval` the queue is flushed in batches of `batch`, at most
+//!   `maxrate × interval` events per flush;
+//! - past `maxsize` the oldest events are dropped and counted; with
+//!   `expire`, events older than their TTL are dropped while waiting;
+//! - a failed send puts what was not delivered back at the front of the
+//!   queue and delivery pauses for an exponential backoff, then resumes by
+//!   itself;
+//! - at shutdown the queue is drained until it is empty or a deadline.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use duct_core::plan::OutputRecipe;
+use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats};
+use tokio::sync::oneshot;
+
+use crate::guard::{backoff, CatchUnwind, Throttle};
+
+/// Events for the queue (the same chunk is shared by every output it is
+/// routed to).
+pub struct Enqueue(pub Arc<[Event]>);
+
+impl Message for Enqueue {
+    type Result = ();
+}
+
+/// Deliver what is queued, then stop. The answer is the number of events
+/// left undelivered when the deadline came.
+pub struct Drain {
+    pub deadline: Instant,
+    pub done: oneshot::Sender<usize>,
+}
+
+impl Message for Drain {
+    type Result = ();
+}
+
+/// How a send or start attempt ended: the transport back with its result,
+/// or the message of a panic (the transport is then lost).
+type Attempt = Result<(Box<dyn Output>, Result<(), OutputError>), String>;
+
+/// The first retry waits this long; later ones double up to `backoff_max`.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+
+pub struct OutputActor {
+    recipe: Arc<OutputRecipe>,
+    settings: Arc<OutputSettings>,
+    /// `None` while a send (or start) is in flight: there is never more
+    /// than one, so batches arrive in queue order.
+    transport: Option<Box<dyn Output>>,
+    /// The batch being sent, kept to be put back if the send panics.
+    in_flight: Option<Batch>,
+    /// The transport's `start` has not succeeded yet.
+    needs_start: bool,
+    queue: EventQueue,
+    stats: Arc<OutputStats>,
+    /// Consecutive failed attempts, for the backoff.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Events this flush period may still send (`maxrate`).
+    quota: usize,
+    drain: Option<(Instant, oneshot::Sender<usize>)>,
+    drops_log: Throttle,
+}
+
+impl OutputActor {
+    pub fn new(recipe: Arc<OutputRecipe>, transport: Box<dyn Output>, stats: Arc<OutputStats>) -> Self {
+        let settings = recipe.settings.clone();
+        OutputActor {
+            quota: quota_per_flush(&settings),
+            recipe,
+            settings,
+            transport: Some(transport),
+            in_flight: None,
+            needs_start: true,
+            queue: EventQueue::new(),
+            stats,
+            failures: 0,
+            retry_at: None,
+            drain: None,
+            drops_log: Throttle::default(),
+        }
+    }
+
+    fn label(&self) -> &str {
+        &self.settings.label
+    }
+
+    fn accepts(&self, ev: &Event) -> bool {
+        (!self.settings.metrics_only || ev.is_metric()) && (self.settings.allow_nan || ev.metric.is_some())
+    }
+
+    fn publish_queue_size(&self) {
+        let in_flight = self.in_flight.as_ref().map_or(0, Batch::len);
+        self.stats
+            .queued
+            .store((self.queue.len() + in_flight) as u64, Ordering::Relaxed);
+    }
+
+    fn count_drops(&mut self, n: usize, why: &str) {
+        if n == 0 {
+            return;
+        }
+        self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(held) = self.drops_log.allow(Duration::from_secs(10)) {
+            tracing::warn!(
+                output = %self.settings.label,
+                dropped = n,
+                earlier_reports_held_back = held,
+                total_dropped = self.stats.dropped.load(Ordering::Relaxed),
+                "dropped events: {why}"
+            );
+        }
+    }
+
+    fn enforce_maxsize(&mut self) {
+        let max = self.settings.maxsize;
+        if max > 0 && self.queue.len() > max {
+            let n = self.queue.drop_oldest(self.queue.len() - max);
+            self.count_drops(n, "the queue is full (maxsize), oldest dropped first");
+        }
+    }
+
+    /// Sends the next batch if nothing is in flight and delivery is allowed
+    /// now; called on every flush tick, after every completed send and when
+    /// enough events are queued to fill a batch.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.transport.is_none() {
+            return;
+        }
+        if self.settings.expire {
+            let n = self.queue.expire(duct_core::event::now());
+            self.count_drops(n, "they outlived their TTL while waiting (expire)");
+        }
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                self.publish_queue_size();
+                return;
+            }
+            self.retry_at = None;
+        }
+        if self.needs_start {
+            self.start_transport(ctx);
+            return;
+        }
+        let draining = self.drain.is_some();
+        if self.queue.is_empty() || (self.quota == 0 && !draining) {
+            self.publish_queue_size();
+            if draining && self.queue.is_empty() {
+                self.finish_drain(ctx);
+            }
+            return;
+        }
+        let limit = if draining {
+            self.settings.batch
+        } else {
+            self.settings.batch.min(self.quota)
+        };
+        let batch = self.queue.take(limit);
+        self.quota = self.quota.saturating_sub(batch.len());
+        self.in_flight = Some(batch.clone());
+        self.publish_queue_size();
+        if self.settings.debug {
+            tracing::info!(output = %self.label(), events = batch.len(), "sending batch");
+        }
+        let Some(mut transport) = self.transport.take() else {
+            return;
+        };
+        let send = async move {
+            let result = transport.send(&batch).await;
+            (transport, result)
+        };
+        ctx.spawn(
+            CatchUnwind(Box::pin(send))
+                .into_actor(self)
+                .map(|outcome, act, ctx| act.sent(outcome, ctx)),
+        );
+    }
+
+    fn sent(&mut self, outcome: Attempt, ctx: &mut Context<Self>) {
+        let batch = self.in_flight.take().unwrap_or_default();
+        match outcome {
+            Ok((transport, Ok(()))) => {
+                self.transport = Some(transport);
+                self.stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.delivered_again();
+            }
+            Ok((transport, Err(e))) => {
+                self.transport = Some(transport);
+                let delivered = e.delivered.min(batch.len());
+                self.stats.sent.fetch_add(delivered as u64, Ordering::Relaxed);
+                self.queue.push_front(batch.skip(delivered));
+                self.failed(&e.message);
+            }
+            Err(panic) => {
+                self.queue.push_front(batch);
+                self.rebuild_transport();
+                self.failed(&format!("the output panicked: {panic}"));
+            }
+        }
+        self.enforce_maxsize();
+        self.publish_queue_size();
+        self.pump(ctx);
+    }
+
+    fn delivered_again(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                output = %self.label(),
+                failed_attempts = self.failures,
+                queued = self.queue.len(),
+                "delivering again"
+            );
+        }
+        self.failures = 0;
+        self.stats.healthy.store(true, Ordering::Relaxed);
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.failures += 1;
+        self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.healthy.store(false, Ordering::Relaxed);
+        let cap = Duration::from_secs_f64(self.settings.backoff_max);
+        let mut wait = backoff(self.failures, RETRY_BASE, cap);
+        if let Some((deadline, _)) = &self.drain {
+            // Shutting down: one more try before the deadline is worth more
+            // than a long wait.
+            wait = wait.min(deadline.saturating_duration_since(Instant::now()) / 2);
+        }
+        self.retry_at = Some(Instant::now() + wait);
+        tracing::warn!(
+            output = %self.label(),
+            attempt = self.failures,
+            queued = self.queue.len(),
+            retry_in_s = format!("{:.1}", wait.as_secs_f64()),
+            "delivery failed: {why}"
+        );
+    }
+
+    fn rebuild_transport(&mut self) {
+        match self.recipe.build() {
+            Ok(t) => {
+                self.transport = Some(t);
+                self.needs_start = true;
+            }
+            // The configuration was valid when planned; building it again
+            // cannot fail unless the output depends on something outside.
+            Err(d) => tracing::error!(output = %self.label(), "cannot rebuild the output: {d}"),
+        }
+    }
+
+    fn start_transport(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut transport) = self.transport.take() else {
+            return;
+        };
+        let start = async move {
+            let result = transport.start().await;
+            (transport, result)
+        };
+        ctx.spawn(CatchUnwind(Box::pin(start)).into_actor(self).map(|outcome, act, ctx| {
+            match outcome {
+                Ok((transport, Ok(()))) => {
+                    act.transport = Some(transport);
+                    act.needs_start = false;
+                }
+                Ok((transport, Err(e))) => {
+                    act.transport = Some(transport);
+                    act.failed(&format!("cannot start: {e}"));
+                }
+                Err(panic) => {
+                    act.rebuild_transport();
+                    act.failed(&format!("the output panicked while starting: {panic}"));
+                }
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    /// Ends a drain: reports what is left, closes the transport and stops.
+    fn finish_drain(&mut self, ctx: &mut Context<Self>) {
+        let Some((_, done)) = self.drain.take() else {
+            return;
+        };
+        let left = self.queue.len() + self.in_flight.as_ref().map_or(0, Batch::len);
+        if left > 0 {
+            tracing::warn!(output = %self.label(), events = left, "events not delivered before the shutdown deadline");
+        }
+        match self.transport.take() {
+            Some(mut transport) => {
+                let close = async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), transport.close()).await;
+                };
+                ctx.spawn(close.into_actor(self).map(move |_, _, ctx| {
+                    let _ = done.send(left);
+                    ctx.stop();
+                }));
+            }
+            None => {
+                let _ = done.send(left);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+fn quota_per_flush(settings: &OutputSettings) -> usize {
+    if settings.maxrate > 0.0 {
+        ((settings.maxrate * settings.interval).round() as usize).max(1)
+    } else {
+        usize::MAX
+    }
+}
+
+impl Actor for OutputActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.pump(ctx);
+        ctx.run_interval(Duration::from_secs_f64(self.settings.interval), |act, ctx| {
+            act.quota = quota_per_flush(&act.settings);
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<Enqueue> for OutputActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) {
+        let chunk = msg.0;
+        let chunk = if chunk.iter().all(|e| self.accepts(e)) {
+            chunk
+        } else {
+            chunk
+                .iter()
+                .filter(|e| self.accepts(e))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
+        };
+        self.queue.push(chunk);
+        self.enforce_maxsize();
+        if self.queue.len() >= self.settings.batch && self.quota > 0 {
+            self.pump(ctx);
+        }
+        self.publish_queue_size();
+    }
+}
+
+impl Handler<Drain> for OutputActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
+        self.drain = Some((msg.deadline, msg.done));
+        // Shutting down: a retry that was waiting is tried at once.
+        self.retry_at = None;
+        let wait = msg.deadline.saturating_duration_since(Instant::now());
+        ctx.run_later(wait, |act, ctx| act.finish_drain(ctx));
+        self.pump(ctx);
+    }
+}

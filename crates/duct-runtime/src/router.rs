@@ -1,0 +1,136 @@
+//! The router actor: every event passes through it once. It turns counters
+//! into rates, applies the source's triggers and hands each output the
+//! batch its routes select (SPEC §3 steps 2–4).
+//!
+//! The work per event is plain function calls from `duct_core::pipeline`;
+//! the router's own job is to own the aggregation cache and the table of
+//! outputs, which a reload replaces.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use duct_core::pipeline::{Aggregator, Route, SourceRules};
+use duct_core::{Event, Telemetry};
+
+use crate::guard::{panic_message, Throttle};
+use crate::output_actor::{Enqueue, OutputActor};
+
+/// A batch of events from one source.
+pub struct Publish {
+    pub rules: Arc<SourceRules>,
+    pub events: Vec<Event>,
+}
+
+impl Message for Publish {
+    type Result = ();
+}
+
+/// An output the router can deliver to.
+#[derive(Clone)]
+pub struct OutputRoute {
+    pub name: Option<String>,
+    pub addr: Addr<OutputActor>,
+}
+
+/// Replaces the table of outputs (start-up and reload).
+pub struct SetOutputs(pub Vec<OutputRoute>);
+
+impl Message for SetOutputs {
+    type Result = ();
+}
+
+/// Answered once every message sent before it has been routed.
+pub struct Sync;
+
+impl Message for Sync {
+    type Result = ();
+}
+
+pub struct Router {
+    outputs: Vec<OutputRoute>,
+    /// Last sample of every counter, for rates.
+    aggregator: Aggregator,
+    telemetry: Arc<Telemetry>,
+    /// Quiets the log when a bug makes routing panic for every batch.
+    panics: Throttle,
+}
+
+impl Router {
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
+        Router {
+            outputs: Vec::new(),
+            aggregator: Aggregator::new(),
+            telemetry,
+            panics: Throttle::default(),
+        }
+    }
+
+    fn route(&mut self, rules: &SourceRules, mut events: Vec<Event>) {
+        self.aggregator.apply(&mut events);
+        rules.apply_triggers(&mut events);
+        if events.is_empty() {
+            return;
+        }
+        if rules.debug {
+            for ev in &events {
+                tracing::info!(service = %rules.service, event = %ev.to_json(), "event");
+            }
+        }
+        let chunk: Arc<[Event]> = events.into();
+        for out in &self.outputs {
+            let wanted = match &rules.route {
+                Route::All => true,
+                Route::Named(names) => out.name.as_ref().is_some_and(|n| names.contains(n)),
+            };
+            if wanted {
+                out.addr.do_send(Enqueue(chunk.clone()));
+            }
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Listener connections wait on this mailbox when it is full: that is
+        // how a flood of input pushes back on its senders.
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl Handler<Publish> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+        Telemetry::count(&self.telemetry.events_received, msg.events.len() as u64);
+        let Publish { rules, events } = msg;
+        // A bug here must not stop every event of the agent: contain it to
+        // the batch at hand.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.route(&rules, events))) {
+            if let Some(held) = self.panics.allow(std::time::Duration::from_secs(10)) {
+                tracing::error!(
+                    service = %rules.service,
+                    suppressed = held,
+                    "router panicked on a batch, which was dropped: {}",
+                    panic_message(payload.as_ref())
+                );
+            }
+        }
+    }
+}
+
+impl Handler<SetOutputs> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetOutputs, _: &mut Self::Context) {
+        self.outputs = msg.0;
+    }
+}
+
+impl Handler<Sync> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: Sync, _: &mut Self::Context) {}
+}

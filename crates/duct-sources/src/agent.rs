@@ -1,0 +1,136 @@
+//! `duct.sources.Duct`: the agent's own figures, so that the pipeline can
+//! be watched through itself. Duct reported `event rate` and `sources`;
+//! ductd adds tick failures and, per output, its queue, drops, deliveries
+//! and health.
+
+use std::sync::atomic::Ordering;
+
+use duct_core::{event::now, NoOptions, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+
+pub fn spec() -> SourceSpec {
+    SourceSpec::new::<NoOptions>(
+        "duct.sources.Duct",
+        "The agent itself: event rate, sources, tick failures and every output's queue",
+        &[
+            "(service).event rate: events entering the router per second",
+            "(service).sources: sources running",
+            "(service).ticks skipped: ticks skipped because the previous one still ran (total)",
+            "(service).tick errors: ticks that failed, timed out or panicked (total)",
+            "(service).output.(name).queued: events waiting",
+            "(service).output.(name).dropped: events dropped (total)",
+            "(service).output.(name).sent: events delivered (total)",
+            "(service).output.(name).send failures: failed deliveries (total)",
+            "(service).output.(name).healthy: 1 if the last delivery succeeded",
+        ],
+        build,
+    )
+}
+
+fn build(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Diagnostic> {
+    Ok(Box::new(AgentSource { last: None }))
+}
+
+pub struct AgentSource {
+    /// Events counted and when, at the previous tick (for the rate).
+    last: Option<(u64, f64)>,
+}
+
+impl Source for AgentSource {
+    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
+        let t = ctx.telemetry();
+        let received = t.events_received.load(Ordering::Relaxed);
+        let time = now();
+        let rate = match self.last {
+            Some((n, at)) if time > at => (received.saturating_sub(n)) as f64 / (time - at),
+            _ => 0.0,
+        };
+        self.last = Some((received, time));
+        let mut events = vec![
+            ctx.create_event_prefixed("event rate", "ok", "Event rate", rate),
+            ctx.create_event_prefixed("sources", "ok", "Sources", t.sources.load(Ordering::Relaxed)),
+            ctx.create_event_prefixed(
+                "ticks skipped",
+                "ok",
+                "Ticks skipped",
+                t.ticks_skipped.load(Ordering::Relaxed),
+            ),
+            ctx.create_event_prefixed(
+                "tick errors",
+                "ok",
+                "Tick errors",
+                t.tick_errors.load(Ordering::Relaxed),
+            ),
+        ];
+        for o in t.outputs() {
+            let p = |what: &str| format!("output.{}.{what}", o.name);
+            let healthy = o.healthy.load(Ordering::Relaxed);
+            events.push(ctx.create_event_prefixed(
+                &p("queued"),
+                "ok",
+                "Queued events",
+                o.queued.load(Ordering::Relaxed),
+            ));
+            events.push(ctx.create_event_prefixed(
+                &p("dropped"),
+                "ok",
+                "Dropped events",
+                o.dropped.load(Ordering::Relaxed),
+            ));
+            events.push(ctx.create_event_prefixed(
+                &p("sent"),
+                "ok",
+                "Delivered events",
+                o.sent.load(Ordering::Relaxed),
+            ));
+            events.push(ctx.create_event_prefixed(
+                &p("send failures"),
+                "ok",
+                "Failed deliveries",
+                o.send_failures.load(Ordering::Relaxed),
+            ));
+            events.push(ctx.create_event_prefixed(
+                &p("healthy"),
+                if healthy { "ok" } else { "critical" },
+                if healthy { "Delivering" } else { "Delivery failing" },
+                i64::from(healthy),
+            ));
+        }
+        Box::pin(std::future::ready(Ok(events)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::context;
+    use duct_core::{Metric, OutputStats};
+
+    #[tokio::test]
+    async fn reports_rate_sources_and_outputs() {
+        let (ctx, _) = context("duct");
+        let t = ctx.telemetry().clone();
+        t.sources.store(3, Ordering::Relaxed);
+        let out = OutputStats::new("riemann");
+        out.queued.store(42, Ordering::Relaxed);
+        out.healthy.store(false, Ordering::Relaxed);
+        t.register_output(out);
+        let mut src = AgentSource { last: None };
+        src.get(&ctx).await.unwrap();
+        t.events_received.fetch_add(100, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let events = src.get(&ctx).await.unwrap();
+        let find = |s: &str| {
+            events
+                .iter()
+                .find(|e| e.service == s)
+                .unwrap_or_else(|| panic!("no {s}"))
+        };
+        let rate = find("duct.event rate").metric.unwrap().as_f64();
+        assert!(rate > 100.0 && rate < 2100.0, "{rate}");
+        assert_eq!(find("duct.sources").metric, Some(Metric::Int(3)));
+        assert_eq!(find("duct.output.riemann.queued").metric, Some(Metric::Int(42)));
+        let healthy = find("duct.output.riemann.healthy");
+        assert_eq!(healthy.metric, Some(Metric::Int(0)));
+        assert_eq!(healthy.state.as_deref(), Some("critical"));
+    }
+}

@@ -1,0 +1,324 @@
+//! The `ductd` command line (SPEC §4), as a library so that a downstream
+//! crate can build its own ductd with extra sources:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = ductd::builtin_registry();
+//!     // registry.add_source(my_crate::my_source_spec());
+//!     ductd::run(registry)
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use duct_core::config::{self, Config, Diagnostics};
+use duct_core::{plan, Plan, Registry, Telemetry};
+use duct_runtime::once::{run_once, OnceOutcome};
+use duct_runtime::Agent;
+
+/// The configuration `ductd` runs when given no `-c`.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.yml");
+
+/// Exit codes: 0 ok, 1 bad configuration, 2 bad usage (clap's own), 3 a
+/// source failed in `ductd once`.
+const EXIT_CONFIG: u8 = 1;
+const EXIT_SOURCE_FAILED: u8 = 3;
+
+/// Every built-in source and output.
+pub fn builtin_registry() -> Registry {
+    let mut registry = Registry::new();
+    duct_sources::register(&mut registry);
+    duct_outputs::register(&mut registry);
+    registry
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ductd",
+    version,
+    about = "A monitoring agent: polls sources, routes events, delivers them to outputs",
+    long_about = "A monitoring agent: polls sources, routes events, delivers them to outputs.\n\nRuns Duct's duct.yml unchanged. Without -c it runs its embedded default configuration."
+)]
+struct Cli {
+    /// Configuration file (default: the embedded configuration)
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More logging: -v for debug, -vv for trace
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Log line format (logs go to standard error)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default)
+    Run,
+    /// Validate the configuration: exit 0, or print every problem and exit 1
+    Check {
+        /// Treat warnings (unknown options, missing include directories) as errors
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run every polling source once and print its events as JSON lines
+    Once {
+        /// Longest pause between the two ticks of a rate source (seconds)
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+        rate_wait: f64,
+    },
+    /// List every built-in source and output with its options and metrics
+    List,
+}
+
+/// Parses the process arguments and runs the command.
+pub fn run(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run_agent(cli.config.as_deref(), &registry),
+        Command::Check { strict } => check(cli.config.as_deref(), &registry, strict),
+        Command::Once { rate_wait } => once(cli.config.as_deref(), &registry, rate_wait),
+        Command::List => {
+            print!("{}", list(&registry));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    let level = match verbose {
+        0 => tracing::Level::INFO,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads and plans the configuration at `path` (or the embedded one).
+fn load(path: Option<&Path>, registry: &Registry, host: &str) -> Result<Plan, Diagnostics> {
+    let config = match path {
+        Some(p) => Config::load(p, &config::process_env)?,
+        None => Config::load_embedded(DEFAULT_CONFIG, &config::process_env)?,
+    };
+    plan::plan(&config, registry, host)
+}
+
+fn config_name(path: Option<&Path>) -> String {
+    path.map_or_else(|| config::EMBEDDED_NAME.to_string(), |p| p.display().to_string())
+}
+
+fn print_problems(diags: &Diagnostics) {
+    for d in &diags.0 {
+        eprintln!("{}", d.with_excerpt());
+    }
+}
+
+fn log_warnings(warnings: &[config::Diagnostic]) {
+    for w in warnings {
+        tracing::warn!("{}", w.to_string().replacen("warning: ", "", 1));
+    }
+}
+
+fn check(path: Option<&Path>, registry: &Registry, strict: bool) -> ExitCode {
+    let name = config_name(path);
+    match load(path, registry, &duct_core::host::fqdn()) {
+        Err(diags) => {
+            print_problems(&diags);
+            let errors = diags.errors().count();
+            eprintln!("{name}: {errors} error(s)");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok(plan) => {
+            print_problems(&Diagnostics(plan.warnings.clone()));
+            if strict && !plan.warnings.is_empty() {
+                eprintln!("{name}: {} warning(s), refused by --strict", plan.warnings.len());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            println!(
+                "{name}: ok ({} sources, {} outputs{})",
+                plan.sources.len(),
+                plan.outputs.len(),
+                if plan.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warnings", plan.warnings.len())
+                }
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn once(path: Option<&Path>, registry: &Registry, rate_wait: f64) -> ExitCode {
+    let plan = match load(path, registry, &duct_core::host::fqdn()) {
+        Ok(p) => p,
+        Err(diags) => {
+            print_problems(&diags);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    log_warnings(&plan.warnings);
+    let wait = Duration::from_secs_f64(rate_wait.clamp(0.0, 3600.0));
+    let results = actix_rt::System::new().block_on(run_once(plan, wait));
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for r in results {
+        match r.outcome {
+            OnceOutcome::Events(events) => {
+                for ev in events {
+                    use std::io::Write;
+                    let _ = writeln!(out, "{}", ev.to_json());
+                }
+            }
+            OnceOutcome::Skipped(why) => eprintln!("{} ({}): skipped: {why}", r.service, r.source),
+            OnceOutcome::Failed(why) => {
+                failed = true;
+                eprintln!("{} ({}): failed: {why}", r.service, r.source);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_SOURCE_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_agent(path: Option<&Path>, registry: &Registry) -> ExitCode {
+    let host = duct_core::host::fqdn();
+    let plan = match load(path, registry, &host) {
+        Ok(p) => p,
+        Err(diags) => {
+            print_problems(&diags);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    log_warnings(&plan.warnings);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_name(path),
+        host = %host,
+        "starting ductd"
+    );
+    let system = actix_rt::System::new();
+    let result = system.block_on(supervise(plan, path, registry, &host));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &str) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+
+    let mut agent = Agent::start(plan, Telemetry::new());
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                match load(path, registry, host) {
+                    Ok(plan) => {
+                        log_warnings(&plan.warnings);
+                        let s = agent.reload(plan).await;
+                        tracing::info!(
+                            sources_kept = s.sources_kept,
+                            sources_started = s.sources_started,
+                            sources_stopped = s.sources_stopped,
+                            outputs_kept = s.outputs_kept,
+                            outputs_started = s.outputs_started,
+                            outputs_stopped = s.outputs_stopped,
+                            "configuration reloaded"
+                        );
+                    }
+                    Err(diags) => {
+                        for d in &diags.0 {
+                            tracing::error!("{d}");
+                        }
+                        tracing::error!("reload refused: the configuration has errors; the previous one keeps running");
+                    }
+                }
+            }
+        }
+    }
+    // A second signal during the drain means "now".
+    tokio::select! {
+        _ = agent.shutdown() => {}
+        _ = term.recv() => tracing::warn!("second signal: exiting without finishing the flush"),
+        _ = int.recv() => tracing::warn!("second signal: exiting without finishing the flush"),
+    }
+    Ok(())
+}
+
+/// `ductd list`: every source and output with its options and metrics.
+pub fn list(registry: &Registry) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Common source options: {}",
+        plan::common_source_options().join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "Common output options: {}",
+        plan::common_output_options().join(", ")
+    );
+    let _ = writeln!(out, "\nSources:");
+    let mut sources: Vec<_> = registry.sources().iter().collect();
+    sources.sort_by_key(|s| s.name);
+    for s in sources {
+        let _ = writeln!(out, "\n  {}\n    {}", s.name, s.summary);
+        let options = (s.options)();
+        if !options.is_empty() {
+            let _ = writeln!(out, "    options: {}", options.join(", "));
+        }
+        for m in s.metrics {
+            let _ = writeln!(out, "    metric {m}");
+        }
+    }
+    let _ = writeln!(out, "\nOutputs:");
+    let mut outputs: Vec<_> = registry.outputs().iter().collect();
+    outputs.sort_by_key(|s| s.name);
+    for o in outputs {
+        let _ = writeln!(out, "\n  {}\n    {}", o.name, o.summary);
+        let options = (o.options)();
+        if !options.is_empty() {
+            let _ = writeln!(out, "    options: {}", options.join(", "));
+        }
+        if o.metrics_only {
+            let _ = writeln!(out, "    metric events only (log events are not sent)");
+        }
+    }
+    out
+}
