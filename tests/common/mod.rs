@@ -1,0 +1,325 @@
+//! Helpers for end-to-end tests: run the built `ductd`, read the events it
+//! writes, start real servers on free loopback ports in temporary
+//! directories, and skip (or, under `DUCT_REQUIRE_SERVICES=1`, fail) when a
+//! server's binary is missing.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `ductd` binary built for this test run.
+pub fn ductd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ductd")
+}
+
+/// A `ductd` command with the given arguments.
+pub fn ductd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(ductd_bin());
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `ductd` to completion: (exit code, stdout, stderr).
+pub fn ductd_output(args: &[&str]) -> (i32, String, String) {
+    let out = ductd(args).output().expect("run ductd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ductd-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to `name` inside the directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP port nobody listens on right now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts connections on `127.0.0.1:port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Whether tests must fail instead of skipping when a server is missing.
+pub fn services_required() -> bool {
+    std::env::var("DUCT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The path of `name` (searched in PATH and the sbin and lib directories
+/// Debian puts servers in). When it is missing: `None` after printing why
+/// the test is skipped, or a panic under `DUCT_REQUIRE_SERVICES=1`.
+pub fn require_binary(name: &str, package: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for extra in ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/lib/postgresql"] {
+        dirs.push(PathBuf::from(extra));
+    }
+    if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let msg = format!("`{name}` not found (Debian package {package})");
+    if services_required() {
+        panic!("{msg}, and DUCT_REQUIRE_SERVICES=1");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// A running `ductd` whose standard output (events, one JSON object per
+/// line) and standard error (logs) are collected as they come.
+pub struct Running {
+    child: Child,
+    events: Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+    stdout_other: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Starts `ductd` with `args` (e.g. `["-c", path]`).
+    pub fn start(args: &[&str]) -> Running {
+        Self::start_with(ductd(args))
+    }
+
+    pub fn start_with(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ductd");
+        let (tx, events) = channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stdout_other = Arc::new(Mutex::new(Vec::new()));
+        let other = stdout_other.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => other.lock().unwrap().push(line),
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Running {
+            child,
+            events,
+            stderr,
+            stdout_other,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next event, if one comes within `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<Value> {
+        match self.events.recv_timeout(timeout) {
+            Ok(v) => Some(v),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Events until `pred` accepts one (returned last) or `timeout` passes
+    /// (then panics with the log).
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left) {
+                Some(v) => {
+                    let done = pred(&v);
+                    seen.push(v);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!(
+                    "no matching event within {timeout:?}; saw {} events; last: {:?}\nstderr:\n{}",
+                    seen.len(),
+                    seen.last(),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Every event that arrives during `period`.
+    pub fn collect_for(&self, period: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + period;
+        let mut seen = Vec::new();
+        while let Some(v) = self.next_event(deadline.saturating_duration_since(Instant::now())) {
+            seen.push(v);
+        }
+        seen
+    }
+
+    /// Everything written to standard error so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until standard error contains `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit code; the remaining events are
+    /// returned.
+    pub fn terminate(mut self, timeout: Duration) -> (Option<i32>, Vec<Value>) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = Vec::new();
+        while let Some(v) = self.next_event(Duration::from_millis(300)) {
+            rest.push(v);
+        }
+        (code, rest)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server process started by a test, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    /// Its working directory (config, data, logs).
+    pub dir: TempDir,
+}
+
+impl Server {
+    /// Starts `cmd` (already configured to listen on `port`) and waits for
+    /// the port to accept connections.
+    pub fn spawn(mut cmd: Command, port: u16, dir: TempDir, what: &str) -> Server {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let server = Server { child, port, dir };
+        assert!(
+            wait_for_port(port, Duration::from_secs(30)),
+            "{what} did not listen on port {port}"
+        );
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The metric of an event, as a float.
+pub fn metric(ev: &Value) -> Option<f64> {
+    ev.get("metric").and_then(Value::as_f64)
+}
+
+pub fn service(ev: &Value) -> &str {
+    ev.get("service").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn state(ev: &Value) -> &str {
+    ev.get("state").and_then(Value::as_str).unwrap_or("")
+}
