@@ -833,3 +833,167 @@ fn plan_output(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{Batch, OutputError};
+    use crate::source::{BoxFuture, Poll, SourceContext};
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct TestOptions {
+        level: i32,
+    }
+
+    struct TestSource;
+
+    impl Source for TestSource {
+        fn get<'a>(&'a mut self, _: &'a SourceContext) -> Poll<'a> {
+            Box::pin(std::future::ready(Ok(Vec::new())))
+        }
+    }
+
+    struct TestOutput;
+
+    impl Output for TestOutput {
+        fn send<'a>(&'a mut self, _: &'a Batch) -> BoxFuture<'a, Result<(), OutputError>> {
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.add_source(SourceSpec::new::<TestOptions>(
+            "duct.sources.test.Test",
+            "test",
+            &[],
+            |args| {
+                let o: TestOptions = args.options()?;
+                if o.level < 0 {
+                    return Err(args.invalid("level", "must not be negative"));
+                }
+                Ok(Box::new(TestSource))
+            },
+        ));
+        r.add_output(OutputSpec::new::<crate::registry::NoOptions>(
+            "duct.outputs.test.Test",
+            "test",
+            false,
+            |_| Ok(Box::new(TestOutput)),
+        ));
+        r
+    }
+
+    fn plan_text(text: &str) -> Result<Plan, Diagnostics> {
+        let config = Config::load_embedded(text, &|_| None)?;
+        plan(&config, &registry(), "machine")
+    }
+
+    const OUTPUTS: &str = "outputs:\n  - {output: duct.outputs.test.Test, name: a}\n  - {output: duct.outputs.test.Test, name: b}\n  - {output: duct.outputs.test.Test}\n";
+
+    fn route_of(extra: &str, source: &str) -> Route {
+        let text = format!("{OUTPUTS}{extra}sources:\n  - {{service: s, source: duct.sources.test.Test{source}}}\n");
+        let p = plan_text(&text).unwrap_or_else(|d| panic!("{d}"));
+        p.sources[0].rules.route.clone()
+    }
+
+    #[test]
+    fn routes_resolve_names_lists_star_and_defaults() {
+        assert_eq!(route_of("", ", route: a"), Route::Named(vec!["a".into()]));
+        assert_eq!(
+            route_of("", ", route: [b, a, b]"),
+            Route::Named(vec!["b".into(), "a".into()])
+        );
+        assert_eq!(route_of("", ", route: \"*\""), Route::All);
+        assert_eq!(route_of("", ""), Route::All);
+        assert_eq!(route_of("default_route: b\n", ""), Route::Named(vec!["b".into()]));
+        assert_eq!(
+            route_of("default_route: b\n", ", route: a"),
+            Route::Named(vec!["a".into()])
+        );
+    }
+
+    #[test]
+    fn a_route_to_a_missing_output_is_a_located_error() {
+        let text =
+            format!("{OUTPUTS}sources:\n  - service: s\n    source: duct.sources.test.Test\n    route: [a, c]\n");
+        let err = plan_text(&text).err().unwrap();
+        let e = err.errors().next().unwrap();
+        assert!(e.message.contains("no output is named `c`"), "{}", e.message);
+        let m = e.mark.as_ref().unwrap();
+        assert_eq!((m.line, m.col), (8, 16));
+        let err = plan_text(&format!("{OUTPUTS}default_route: nope\n")).err().unwrap();
+        assert!(
+            err.to_string().contains("default_route: no output is named `nope`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stagger_spreads_starts_within_one_interval() {
+        assert_eq!(stagger_offset(0, 0.2, 60.0), 0.0);
+        assert!((stagger_offset(5, 0.2, 60.0) - 1.0).abs() < 1e-9);
+        // Duct would wait 2000 s for source 10,000; ductd wraps at the interval.
+        let late = stagger_offset(10_000, 0.2, 60.0);
+        assert!((0.0..60.0).contains(&late), "{late}");
+        assert!((stagger_offset(3, 0.2, 0.5) - 0.1).abs() < 1e-9);
+        assert_eq!(stagger_offset(7, 0.0, 10.0), 0.0);
+    }
+
+    #[test]
+    fn common_options_resolve_with_global_defaults() {
+        let p = plan_text(
+            "interval: 5\nttl: 9\nhostname: global-host\nsources:\n  - {service: a, source: duct.sources.test.Test, tags: \"x, y ,z\"}\n  - {service: b, source: duct.sources.test.Test, interval: 0.5, hostname: own, tags: [p], start_delay: 2, timeout: 0.25}\n",
+        )
+        .unwrap();
+        let a = p.sources[0].settings();
+        assert_eq!(a.interval, 5.0);
+        assert_eq!(a.timeout, 5.0, "timeout defaults to the interval");
+        assert_eq!(a.ttl, 9.0);
+        assert_eq!(a.hostname, "global-host");
+        assert_eq!(a.tags, ["x", "y", "z"]);
+        assert_eq!(a.first_tick_delay(0.2), 0.0);
+        let b = p.sources[1].settings();
+        assert_eq!((b.interval, b.timeout, b.hostname.as_str()), (0.5, 0.25, "own"));
+        assert_eq!(b.first_tick_delay(0.2), 2.0);
+        let p = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test}\n").unwrap();
+        assert_eq!(p.sources[0].settings().hostname, "machine");
+    }
+
+    #[test]
+    fn kind_options_are_typed_and_validated_by_the_kind() {
+        let err = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, level: -1}\n")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("sources[0].level: must not be negative"),
+            "{err}"
+        );
+        let p = plan_text("sources:\n  - {service: a, source: tensor.sources.test.Test, levle: 1}\n").unwrap();
+        let w = &p.warnings[0];
+        assert!(w.message.contains("unknown option `levle`"), "{}", w.message);
+        assert!(w.message.contains("did you mean `level`?"), "{}", w.message);
+    }
+
+    #[test]
+    fn identities_change_only_with_the_block() {
+        let a = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test}\n").unwrap();
+        let b = plan_text("# moved\n\nsources:\n  - service: a\n    source: duct.sources.test.Test\n").unwrap();
+        let c = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, level: 2}\n").unwrap();
+        assert_eq!(a.sources[0].identity, b.sources[0].identity);
+        assert_ne!(a.sources[0].identity, c.sources[0].identity);
+    }
+
+    #[test]
+    fn output_settings_have_ducts_defaults() {
+        let p = plan_text(OUTPUTS).unwrap();
+        let o = p.outputs[2].settings();
+        assert_eq!(o.interval, 1.0);
+        assert_eq!(o.maxsize, 250_000);
+        assert_eq!(o.maxrate, 0.0);
+        assert!(o.allow_nan && !o.expire);
+        assert_eq!(o.label, "Test#2");
+        assert_eq!(p.outputs[0].settings().label, "a");
+    }
+}

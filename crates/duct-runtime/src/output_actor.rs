@@ -279,7 +279,11 @@ impl OutputActor {
                     act.failed(&format!("the output panicked while starting: {panic}"));
                 }
             }
-            act.pump(ctx);
+            // Delivery waits for the next flush tick, as it would have
+            // without the start; a drain cannot wait.
+            if act.drain.is_some() {
+                act.pump(ctx);
+            }
         }));
     }
 

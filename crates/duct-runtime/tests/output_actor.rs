@@ -1,0 +1,303 @@
+//! The output actor against a scripted transport: the faults a real
+//! destination produces only by chance (a failure mid-batch, a panic, a
+//! destination that never comes back) are produced here on purpose.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use duct_core::config::{Block, Globals, Mark, Node};
+use duct_core::plan::OutputRecipe;
+use duct_core::{
+    Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats,
+};
+use duct_runtime::output_actor::{Drain, Enqueue, OutputActor};
+use tokio::sync::oneshot;
+
+/// What the scripted transport does with each `send`.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    Ok,
+    /// Fail after delivering this many events of the batch.
+    Fail(usize),
+    Panic,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Scripted answers, used in order; `Ok` once exhausted (or `always`).
+    script: Vec<Script>,
+    always: Option<Script>,
+    delivered: Vec<i64>,
+    batch_sizes: Vec<usize>,
+}
+
+struct Scripted(Arc<Mutex<Shared>>);
+
+impl Output for Scripted {
+    fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), OutputError>> {
+        let mut s = self.0.lock().unwrap();
+        let step = if s.script.is_empty() {
+            s.always.unwrap_or(Script::Ok)
+        } else {
+            s.script.remove(0)
+        };
+        let metrics: Vec<i64> = batch
+            .iter()
+            .map(|e| match e.metric {
+                Some(Metric::Int(v)) => v,
+                _ => -1,
+            })
+            .collect();
+        let result = match step {
+            Script::Ok => {
+                s.batch_sizes.push(metrics.len());
+                s.delivered.extend(&metrics);
+                Ok(())
+            }
+            Script::Fail(n) => {
+                let n = n.min(metrics.len());
+                s.delivered.extend(&metrics[..n]);
+                Err(OutputError::new("scripted failure").after(n))
+            }
+            Script::Panic => {
+                drop(s);
+                panic!("scripted panic");
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Transports rebuilt after a panic share this state.
+static REBUILT: Mutex<Option<Arc<Mutex<Shared>>>> = Mutex::new(None);
+static REBUILDS: AtomicUsize = AtomicUsize::new(0);
+
+fn rebuild(_: &duct_core::OutputArgs<'_>) -> Result<Box<dyn Output>, duct_core::config::Diagnostic> {
+    REBUILDS.fetch_add(1, Ordering::SeqCst);
+    let shared = REBUILT.lock().unwrap().clone().unwrap_or_default();
+    Ok(Box::new(Scripted(shared)))
+}
+
+fn settings(f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
+    let mut s = OutputSettings {
+        output: "test.Scripted".into(),
+        name: Some("scripted".into()),
+        label: "scripted".into(),
+        index: 0,
+        context: "outputs[0]".into(),
+        interval: 0.05,
+        maxsize: 250_000,
+        maxrate: 0.0,
+        expire: false,
+        allow_nan: true,
+        debug: false,
+        batch: 1000,
+        backoff_max: 0.2,
+        metrics_only: false,
+    };
+    f(&mut s);
+    s
+}
+
+fn start(settings: OutputSettings, shared: Arc<Mutex<Shared>>) -> (Addr<OutputActor>, Arc<OutputStats>) {
+    let recipe = Arc::new(OutputRecipe {
+        settings: Arc::new(settings),
+        spec: OutputSpec::new::<NoOptions>("test.Scripted", "scripted", false, rebuild),
+        block: Block {
+            node: Node::null(Mark::new(Arc::from(Path::new("t.yml")), 1, 1)),
+            context: "outputs[0]".into(),
+        },
+        globals: Arc::new(Globals::default()),
+    });
+    let stats = OutputStats::new("scripted");
+    let addr = OutputActor::new(recipe, Box::new(Scripted(shared)), stats.clone()).start();
+    (addr, stats)
+}
+
+fn events(range: std::ops::Range<i64>) -> Arc<[Event]> {
+    range
+        .map(|i| {
+            let mut e = Event::new("h", "s");
+            e.metric = Some(Metric::Int(i));
+            e
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+async fn drain(addr: &Addr<OutputActor>, within: Duration) -> usize {
+    let (done, rx) = oneshot::channel();
+    addr.do_send(Drain {
+        deadline: Instant::now() + within,
+        done,
+    });
+    rx.await.unwrap()
+}
+
+#[actix_rt::test]
+async fn delivers_in_order_in_batches() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (addr, stats) = start(settings(|s| s.batch = 3), shared.clone());
+    addr.do_send(Enqueue(events(0..5)));
+    addr.do_send(Enqueue(events(5..10)));
+    assert!(wait_until(Duration::from_secs(5), || shared.lock().unwrap().delivered.len() == 10).await);
+    let s = shared.lock().unwrap();
+    assert_eq!(s.delivered, (0..10).collect::<Vec<_>>());
+    assert!(s.batch_sizes.iter().all(|&n| n <= 3), "{:?}", s.batch_sizes);
+    assert_eq!(stats.sent.load(Ordering::Relaxed), 10);
+}
+
+#[actix_rt::test]
+async fn failures_requeue_what_was_not_delivered_and_delivery_resumes() {
+    let shared = Arc::new(Mutex::new(Shared {
+        script: vec![Script::Fail(0), Script::Fail(2), Script::Ok],
+        ..Default::default()
+    }));
+    let (addr, stats) = start(settings(|s| s.batch = 5), shared.clone());
+    addr.do_send(Enqueue(events(0..12)));
+    assert!(wait_until(Duration::from_secs(10), || shared.lock().unwrap().delivered.len() >= 12).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        shared.lock().unwrap().delivered,
+        (0..12).collect::<Vec<_>>(),
+        "no event lost, none twice, order kept"
+    );
+    assert_eq!(stats.send_failures.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.sent.load(Ordering::Relaxed), 12);
+    assert!(stats.healthy.load(Ordering::Relaxed));
+}
+
+#[actix_rt::test]
+async fn maxsize_drops_the_oldest_while_the_destination_is_down() {
+    let shared = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    let (addr, stats) = start(settings(|s| s.maxsize = 5), shared.clone());
+    addr.do_send(Enqueue(events(0..3)));
+    addr.do_send(Enqueue(events(3..8)));
+    assert!(wait_until(Duration::from_secs(5), || stats.dropped.load(Ordering::Relaxed) == 3).await);
+    shared.lock().unwrap().always = None;
+    assert!(wait_until(Duration::from_secs(5), || shared.lock().unwrap().delivered.len() == 5).await);
+    assert_eq!(shared.lock().unwrap().delivered, vec![3, 4, 5, 6, 7]);
+}
+
+#[actix_rt::test]
+async fn maxrate_limits_each_flush() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    // 20 events/s with a 0.1 s flush: 2 events per flush.
+    let (addr, _) = start(
+        settings(|s| {
+            s.maxrate = 20.0;
+            s.interval = 0.1;
+        }),
+        shared.clone(),
+    );
+    addr.do_send(Enqueue(events(0..100)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = shared.lock().unwrap();
+    assert!(
+        s.delivered.len() <= 14 && !s.delivered.is_empty(),
+        "{} delivered",
+        s.delivered.len()
+    );
+    assert!(s.batch_sizes.iter().all(|&n| n <= 2), "{:?}", s.batch_sizes);
+}
+
+#[actix_rt::test]
+async fn expire_drops_events_that_outlive_their_ttl() {
+    let shared = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    let (addr, stats) = start(settings(|s| s.expire = true), shared.clone());
+    let stale: Vec<Event> = events(0..4)
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.ttl = 0.1;
+            e
+        })
+        .collect();
+    addr.do_send(Enqueue(stale.into()));
+    assert!(wait_until(Duration::from_secs(5), || stats.dropped.load(Ordering::Relaxed) == 4).await);
+    assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+}
+
+#[actix_rt::test]
+async fn log_events_skip_metric_only_outputs_and_nan_is_optional() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (addr, _) = start(
+        settings(|s| {
+            s.metrics_only = true;
+            s.allow_nan = false;
+        }),
+        shared.clone(),
+    );
+    let mut log = Event::new("h", "log");
+    log.kind = duct_core::EventKind::Log;
+    log.metric = Some(Metric::Int(100));
+    let no_metric = Event::new("h", "none");
+    let mut good = Event::new("h", "good");
+    good.metric = Some(Metric::Int(7));
+    addr.do_send(Enqueue(vec![log, no_metric, good].into()));
+    assert!(wait_until(Duration::from_secs(5), || !shared.lock().unwrap().delivered.is_empty()).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(shared.lock().unwrap().delivered, vec![7]);
+}
+
+#[actix_rt::test]
+async fn drain_delivers_everything_before_stopping() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    // A 60 s flush interval: only the drain can deliver.
+    let (addr, _) = start(settings(|s| s.interval = 60.0), shared.clone());
+    addr.do_send(Enqueue(events(0..50)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(shared.lock().unwrap().delivered.is_empty());
+    assert_eq!(drain(&addr, Duration::from_secs(5)).await, 0);
+    assert_eq!(shared.lock().unwrap().delivered.len(), 50);
+}
+
+#[actix_rt::test]
+async fn drain_gives_up_at_its_deadline_and_counts_what_is_left() {
+    let shared = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    let (addr, _) = start(settings(|s| s.interval = 60.0), shared.clone());
+    addr.do_send(Enqueue(events(0..7)));
+    let started = Instant::now();
+    assert_eq!(drain(&addr, Duration::from_millis(500)).await, 7);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[actix_rt::test]
+async fn a_panicking_transport_is_rebuilt_and_nothing_is_lost() {
+    let fresh = Arc::new(Mutex::new(Shared::default()));
+    *REBUILT.lock().unwrap() = Some(fresh.clone());
+    let shared = Arc::new(Mutex::new(Shared {
+        script: vec![Script::Panic],
+        ..Default::default()
+    }));
+    let before = REBUILDS.load(Ordering::SeqCst);
+    let (addr, stats) = start(settings(|_| {}), shared);
+    addr.do_send(Enqueue(events(0..4)));
+    assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 4).await);
+    assert_eq!(fresh.lock().unwrap().delivered, vec![0, 1, 2, 3]);
+    assert_eq!(REBUILDS.load(Ordering::SeqCst), before + 1);
+    assert_eq!(stats.send_failures.load(Ordering::Relaxed), 1);
+}
