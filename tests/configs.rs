@@ -1,4 +1,6 @@
-//! Every configuration shipped under `config/` passes `ductd check --strict`.
+//! Every configuration shipped under `config/` passes `ductd check --strict`
+//! (`config/examples/seed/` needs the seed's sources: the examples crate
+//! checks those with `ductd-examples`).
 
 mod common;
 
@@ -8,7 +10,9 @@ fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read config dir") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
-            yaml_files(&path, out);
+            if !path.ends_with("seed") {
+                yaml_files(&path, out);
+            }
         } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
             out.push(path);
         }

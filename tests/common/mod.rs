@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `ductd` binary built for this test run.
+/// The `ductd` binary built for this test run (`ductd-examples` in the
+/// examples crate, which shares these helpers).
 pub fn ductd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ductd")
+    option_env!("CARGO_BIN_EXE_ductd-examples")
+        .or(option_env!("CARGO_BIN_EXE_ductd"))
+        .expect("tests run by cargo know their binary")
 }
 
 /// A `ductd` command with the given arguments.

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod registry;
 pub mod source;
 pub mod telemetry;
+pub mod throttle;
 
 pub use event::{Aggregation, Event, EventKind, Metric};
 pub use output::{Batch, EventQueue, Output, OutputError};

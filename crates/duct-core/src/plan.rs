@@ -411,17 +411,23 @@ fn check_unknown_keys(block: &Block, owner: &str, known: &[&str], diags: &mut Di
 
 fn plan_source(index: usize, block: &Block, ctx: &PlanContext<'_>, diags: &mut Diagnostics) -> Option<PlannedSource> {
     let name = required_name(block, "source", diags)?;
-    let Some(spec) = ctx.registry.source(name).copied() else {
-        let at = block.node.get("source").map(|n| n.mark.clone());
-        diags.push(Diagnostic::error(
-            at,
-            format!(
-                "{}.source: unknown source `{name}`{}",
-                block.context,
-                did_you_mean(name, ctx.registry.sources().iter().map(|s| s.name))
-            ),
-        ));
-        return None;
+    let spec = match ctx.registry.source(name) {
+        Some(spec) => *spec,
+        None => match locate_plugin(name, block, ctx) {
+            Ok(spec) => spec,
+            Err(looked) => {
+                let at = block.node.get("source").map(|n| n.mark.clone());
+                diags.push(Diagnostic::error(
+                    at,
+                    format!(
+                        "{}.source: unknown source `{name}`{}{looked}",
+                        block.context,
+                        did_you_mean(name, ctx.registry.sources().iter().map(|s| s.name))
+                    ),
+                ));
+                return None;
+            }
+        },
     };
     let mut known = common_source_options();
     known.extend((spec.options)());
@@ -532,6 +538,23 @@ fn plan_source(index: usize, block: &Block, ctx: &PlanContext<'_>, diags: &mut D
             None
         }
     }
+}
+
+/// A name that is no built-in is a user plugin if one is found in the
+/// source's `path` or in `base_path`; `Err` says where it looked. Duct's own
+/// names (`duct.…`) are never plugins: a typo there is an unknown source.
+fn locate_plugin(name: &str, block: &Block, ctx: &PlanContext<'_>) -> Result<SourceSpec, String> {
+    let Some(plugins) = ctx.registry.plugins() else {
+        return Err(String::new());
+    };
+    if name.starts_with("duct.") || name.starts_with("tensor.") {
+        return Err(String::new());
+    }
+    let own = block.node.get("path").and_then(Node::as_str).map(std::path::Path::new);
+    let dirs: Vec<&std::path::Path> = own.into_iter().chain([ctx.globals.base_path.as_path()]).collect();
+    (plugins.locate)(name, &dirs)
+        .map(|_| plugins.spec)
+        .map_err(|looked| format!("; no plugin found either ({looked})"))
 }
 
 fn read_attributes(block: &Block, diags: &mut Diagnostics) -> Option<Vec<(String, String)>> {

@@ -104,6 +104,14 @@ impl SourceArgs<'_> {
     pub fn invalid(&self, key: &str, message: impl std::fmt::Display) -> Diagnostic {
         invalid_at(self.block, key, message)
     }
+
+    /// Reports something odd about `key` that does not stop the source
+    /// (shown by `ductd check`, an error under `--strict`).
+    pub fn warn(&self, key: &str, message: impl std::fmt::Display) {
+        let mut d = invalid_at(self.block, key, message);
+        d.severity = crate::config::Severity::Warning;
+        self.warnings.borrow_mut().push(d);
+    }
 }
 
 /// What an output constructor reads its options from.
@@ -151,11 +159,24 @@ pub(crate) fn invalid_at(block: &Block, key: &str, message: impl std::fmt::Displ
     Diagnostic::error(mark, format!("{}.{key}: {message}", block.context))
 }
 
+/// Finds the executable for a plugin name in the given directories, or says
+/// what it looked for.
+pub type PluginLocate = fn(name: &str, dirs: &[&std::path::Path]) -> Result<std::path::PathBuf, String>;
+
+/// The source that runs user plugins: used for every `source:` that names
+/// no built-in (SPEC §5).
+#[derive(Clone, Copy)]
+pub struct PluginSpec {
+    pub spec: SourceSpec,
+    pub locate: PluginLocate,
+}
+
 /// The built-in and user-added sources and outputs.
 #[derive(Clone, Default)]
 pub struct Registry {
     sources: Vec<SourceSpec>,
     outputs: Vec<OutputSpec>,
+    plugins: Option<PluginSpec>,
 }
 
 impl Registry {
@@ -187,6 +208,16 @@ impl Registry {
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         let name = canonical_name(name);
         self.outputs.iter().find(|s| s.name == name)
+    }
+
+    /// Sets the source that runs user plugins.
+    pub fn set_plugins(&mut self, plugins: PluginSpec) -> &mut Self {
+        self.plugins = Some(plugins);
+        self
+    }
+
+    pub fn plugins(&self) -> Option<&PluginSpec> {
+        self.plugins.as_ref()
     }
 
     pub fn sources(&self) -> &[SourceSpec] {

@@ -219,6 +219,12 @@ impl SourceContext {
         self.inner.cancel.cancelled()
     }
 
+    /// The source's cancellation token, for tasks and actors that must end
+    /// with it (`token.cancelled_owned()` is a `'static` future).
+    pub fn cancellation(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
     }
@@ -263,6 +269,8 @@ pub struct ForkOutput {
     pub stderr: String,
     /// `None` when the process was killed by a signal.
     pub code: Option<i32>,
+    /// Output beyond the limit was discarded.
+    pub truncated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,59 +291,134 @@ pub enum ForkError {
     },
 }
 
-/// The most a forked process may print on each stream before the rest is
-/// discarded: a runaway plugin must not grow the agent without bound.
-const FORK_OUTPUT_LIMIT: usize = 16 << 20;
+/// A process to run: Duct's `fork` with the knobs exec plugins need.
+#[derive(Debug, Clone)]
+pub struct ForkRequest<'a> {
+    pub program: &'a Path,
+    pub args: &'a [String],
+    /// Added to (not replacing) the agent's environment.
+    pub env: &'a [(String, String)],
+    /// Killed, and reported as a timeout, past this.
+    pub timeout: Duration,
+    /// Bytes kept of each of stdout and stderr; the rest is read and
+    /// discarded so the child never blocks on a full pipe.
+    pub output_limit: usize,
+}
+
+/// The most a forked process may print on each stream by default: a
+/// runaway command must not grow the agent without bound.
+pub const FORK_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// Runs `executable` with `args`, killing it past `timeout` (Duct's `fork`).
+pub async fn fork(executable: &Path, args: &[&str], timeout: Duration) -> Result<ForkOutput, ForkError> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    run(&ForkRequest {
+        program: executable,
+        args: &args,
+        env: &[],
+        timeout,
+        output_limit: FORK_OUTPUT_LIMIT,
+    })
+    .await
+}
 
 /// Runs a process with piped stdout/stderr and a deadline; the child is
 /// killed (and reaped) when the deadline passes or the caller gives up.
-pub async fn fork(executable: &Path, args: &[&str], timeout: Duration) -> Result<ForkOutput, ForkError> {
-    use tokio::io::AsyncReadExt;
-    let path = executable.display().to_string();
-    let mut child = tokio::process::Command::new(executable)
-        .args(args)
+pub async fn run(req: &ForkRequest<'_>) -> Result<ForkOutput, ForkError> {
+    let path = req.program.display().to_string();
+    let mut child = tokio::process::Command::new(req.program)
+        .args(req.args)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| ForkError::Spawn {
             path: path.clone(),
             source,
         })?;
+    let mut group = ProcessGroup::of(&child);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
+    let limit = req.output_limit;
     let run = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let read_out = async {
-            if let Some(s) = stdout.as_mut() {
-                s.take(FORK_OUTPUT_LIMIT as u64).read_to_end(&mut out).await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let read_err = async {
-            if let Some(s) = stderr.as_mut() {
-                s.take(FORK_OUTPUT_LIMIT as u64).read_to_end(&mut err).await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let (a, b) = tokio::join!(read_out, read_err);
-        a.and(b)?;
+        let (out, err) = tokio::join!(read_capped(stdout.as_mut(), limit), read_capped(stderr.as_mut(), limit));
+        let (out, out_cut) = out?;
+        let (err, err_cut) = err?;
         let status = child.wait().await?;
-        Ok::<_, std::io::Error>((out, err, status))
+        Ok::<_, std::io::Error>((out, err, out_cut || err_cut, status))
     };
-    match tokio::time::timeout(timeout, run).await {
-        Ok(Ok((out, err, status))) => Ok(ForkOutput {
+    let result = tokio::time::timeout(req.timeout, run).await;
+    if matches!(result, Ok(Ok(_))) {
+        group.reaped();
+    }
+    match result {
+        Ok(Ok((out, err, truncated, status))) => Ok(ForkOutput {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
             code: status.code(),
+            truncated,
         }),
         Ok(Err(source)) => Err(ForkError::Io { path, source }),
         Err(_) => Err(ForkError::Timeout {
             path,
-            seconds: timeout.as_secs_f64(),
+            seconds: req.timeout.as_secs_f64(),
         }),
+    }
+}
+
+/// Kills a child's whole process group when dropped before the child was
+/// reaped: a plugin that is a shell script leaves its own children behind
+/// otherwise (`kill_on_drop` only reaches the shell).
+pub struct ProcessGroup(Option<i32>);
+
+impl ProcessGroup {
+    /// Guards a child spawned with `process_group(0)`.
+    pub fn of(child: &tokio::process::Child) -> Self {
+        ProcessGroup(child.id().and_then(|id| i32::try_from(id).ok()))
+    }
+
+    /// The child exited and was waited for: nothing to kill.
+    pub fn reaped(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) with a negative pid signals the group this
+            // child leads; the child has not been reaped, so its pid (and
+            // group id) cannot have been reused.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping at most `limit` bytes.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<&mut R>,
+    limit: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let Some(reader) = reader else {
+        return Ok((kept, truncated));
+    };
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, truncated));
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        truncated |= n > room;
     }
 }
 
@@ -417,6 +500,63 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ForkError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn fork_caps_output_and_keeps_reading() {
+        let args = vec!["-c".to_string(), "head -c 300000 /dev/zero; echo done >&2".to_string()];
+        let out = run(&ForkRequest {
+            program: Path::new("/bin/sh"),
+            args: &args,
+            env: &[("DUCT_FORK_TEST".into(), "1".into())],
+            timeout: Duration::from_secs(5),
+            output_limit: 1000,
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.truncated);
+        assert_eq!(out.stderr, "done\n");
+        assert_eq!(out.code, Some(0));
+    }
+
+    #[tokio::test]
+    async fn fork_passes_environment_additions() {
+        let args = vec!["-c".to_string(), "echo $DUCT_FORK_TEST-$HOME".to_string()];
+        let out = run(&ForkRequest {
+            program: Path::new("/bin/sh"),
+            args: &args,
+            env: &[("DUCT_FORK_TEST".into(), "set".into())],
+            timeout: Duration::from_secs(5),
+            output_limit: 1000,
+        })
+        .await
+        .unwrap();
+        assert!(out.stdout.starts_with("set-"), "{}", out.stdout);
+        assert!(out.stdout.trim().len() > 4, "the agent's own environment is kept");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_plugins_children_too() {
+        // A duration no other process uses, to find the orphan by.
+        let secs = format!("300.{}", std::process::id());
+        let args = vec!["-c".to_string(), format!("sleep {secs} & exec sleep 301")];
+        let err = run(&ForkRequest {
+            program: Path::new("/bin/sh"),
+            args: &args,
+            env: &[],
+            timeout: Duration::from_millis(300),
+            output_limit: 1000,
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ForkError::Timeout { .. }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {secs}")])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "the backgrounded child survived the timeout");
     }
 
     #[tokio::test]

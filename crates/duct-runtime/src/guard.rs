@@ -1,13 +1,15 @@
 //! Small helpers that keep one fault from becoming many: panics caught at
-//! the edge of a tick, log lines thinned when a fault repeats every tick,
-//! and backoff delays for restarts and retries.
+//! the edge of a tick, and backoff delays for restarts and retries (log
+//! lines are thinned with [`Throttle`]).
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use duct_core::throttle::Throttle;
 
 /// A future that turns a panic while polling into an `Err` with the panic
 /// message, so a faulty source cannot take its thread down.
@@ -34,37 +36,6 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "panic with a non-text payload".into()
-    }
-}
-
-/// Lets a repeating log line through at most once per period, counting
-/// what it held back.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// `Some(n)` when the line may be logged now (`n` lines were held back
-    /// since the last one), `None` to stay quiet.
-    pub fn allow(&mut self, period: Duration) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < period => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-
-    /// Forgets the history (the fault went away).
-    pub fn reset(&mut self) {
-        *self = Throttle::default();
     }
 }
 
@@ -101,15 +72,6 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let got: Result<(), String> = rt.block_on(fut);
         assert_eq!(got.unwrap_err(), "boom");
-    }
-
-    #[test]
-    fn throttle_counts_what_it_holds_back() {
-        let mut t = Throttle::default();
-        assert_eq!(t.allow(Duration::from_secs(60)), Some(0));
-        assert_eq!(t.allow(Duration::from_secs(60)), None);
-        assert_eq!(t.allow(Duration::from_secs(60)), None);
-        assert_eq!(t.allow(Duration::ZERO), Some(2));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct OnceResult {
 #[derive(Debug)]
 pub enum OnceOutcome {
     Events(Vec<Event>),
-    /// Listener sources have nothing to poll.
+    /// Listener and stream sources have nothing to poll.
     Skipped(&'static str),
     Failed(String),
 }
@@ -59,7 +59,7 @@ pub async fn run_once(plan: Plan, max_rate_wait: Duration) -> Vec<OnceResult> {
                 outcome,
             };
             if source.schedule() == Schedule::Listener {
-                return result(OnceOutcome::Skipped("a listener has nothing to poll"));
+                return result(OnceOutcome::Skipped("it listens or streams: nothing to poll"));
             }
             let sink = Arc::new(Collect::default());
             let ctx = SourceContext::new(settings.clone(), sink.clone(), telemetry);

@@ -2,7 +2,10 @@
 //! Duct's dotted name so that an existing `duct.yml` runs unchanged.
 
 pub mod agent;
+pub mod exec;
 pub mod generator;
+pub mod lines;
+pub mod number_proxy;
 
 use duct_core::Registry;
 
@@ -10,6 +13,8 @@ use duct_core::Registry;
 pub fn register(registry: &mut Registry) {
     registry.add_source(generator::spec());
     registry.add_source(agent::spec());
+    registry.add_source(number_proxy::spec());
+    registry.set_plugins(exec::plugins());
 }
 
 #[cfg(test)]
