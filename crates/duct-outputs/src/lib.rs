@@ -4,6 +4,7 @@
 
 pub mod logger;
 pub mod null;
+pub mod riemann;
 
 use duct_core::Registry;
 
@@ -11,4 +12,6 @@ use duct_core::Registry;
 pub fn register(registry: &mut Registry) {
     registry.add_output(logger::spec());
     registry.add_output(null::spec());
+    registry.add_output(riemann::tcp_spec());
+    registry.add_output(riemann::udp_spec());
 }

@@ -5,7 +5,9 @@ pub mod agent;
 pub mod exec;
 pub mod generator;
 pub mod lines;
+pub mod linux;
 pub mod number_proxy;
+pub mod riemann;
 
 use duct_core::Registry;
 
@@ -13,8 +15,10 @@ use duct_core::Registry;
 pub fn register(registry: &mut Registry) {
     registry.add_source(generator::spec());
     registry.add_source(agent::spec());
+    linux::register(registry);
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
+    registry.add_source(riemann::spec());
 }
 
 #[cfg(test)]

@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn over_long_lines_are_dropped_and_reading_goes_on() {
         let mut c = LineCodec::new(8);
-        let long = vec![b'x'; 50];
+        let long = [b'x'; 50];
         let lines = decode_all(&mut c, &[b"ok\n", &long[..20], &long[20..], b"\nafter\n"]);
         assert_eq!(lines, vec![text("ok"), Line::TooLong(50), text("after")]);
     }

@@ -1,0 +1,22 @@
+//! Riemann's protocol for ductd (SPEC §1): the protobuf messages, their
+//! conversion from and to [`duct_core::Event`], the TCP framing codec, and
+//! TLS set-up shared by the listener and the TCP output.
+//!
+//! - [`messages`]: `Msg`, `Event`, `Attribute`, `Query`, `State` as
+//!   `prost` derives (no `protoc` needed);
+//! - [`convert`]: events to and from their protobuf form;
+//! - [`wire`]: the encoding hot path, straight from events into a reused
+//!   buffer;
+//! - [`codec`]: 4-byte big-endian length framing with a frame size limit;
+//! - [`tls`]: rustls client and server configurations from PEM files.
+
+pub mod codec;
+pub mod convert;
+pub mod messages;
+pub mod tls;
+pub mod wire;
+
+pub use codec::{FrameError, MsgCodec, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
+pub use convert::Fallback;
+pub use messages::{Attribute, Event, Msg, Query, State};
+pub use prost::Message;

@@ -1,0 +1,637 @@
+//! `duct.sources.riemann.RiemannTCP`: a Riemann server. Clients (the
+//! `riemann-client` CLI, collectd's `write_riemann`, another ductd's
+//! RiemannTCP output) send framed protobuf `Msg`s; every event of every
+//! message enters the pipeline unchanged, and every message is answered
+//! `ok: true` once its events are handed to the router.
+//!
+//! The listener is bound in `start` (so a port already in use is an error
+//! the source actor retries), then an accept loop runs on the source's
+//! arbiter; each connection is a [`RiemannConnection`] actor reading frames
+//! as a stream. Limits: `max_connections` open at once (more are closed at
+//! accept), `max_frame_bytes` per message (a larger one is answered
+//! `ok: false` and the connection closed), `idle_timeout` without a message.
+//! A bad frame, a stuck client or a panic in one connection ends that
+//! connection only.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use duct_core::config::Diagnostic;
+use duct_core::event::now;
+use duct_core::throttle::Throttle;
+use duct_core::{Event, Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
+use duct_proto::codec::put_msg_frame;
+use duct_proto::tls::{self, TlsAcceptor, TlsFiles};
+use duct_proto::{Fallback, FrameError, Msg, MsgCodec, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::FramedRead;
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long writing one answer may take before the client is given up on
+/// (it is not reading its answers).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Repeated connection problems are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct Options {
+    port: u16,
+    /// Address to listen on; every interface by default, as Duct.
+    bind: String,
+    tls: bool,
+    /// The server's certificate chain and key (PEM), required with `tls`.
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    /// CA certificates (PEM): when given, clients must present a
+    /// certificate it signed.
+    ca: Option<PathBuf>,
+    /// Connections open at once; more are closed as they arrive.
+    max_connections: usize,
+    /// Largest message accepted, in bytes.
+    max_frame_bytes: usize,
+    /// Seconds without a message before a connection is closed; 0: never.
+    idle_timeout: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: 5555,
+            bind: "0.0.0.0".into(),
+            tls: false,
+            cert: None,
+            key: None,
+            ca: None,
+            max_connections: 1024,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            idle_timeout: 600.0,
+        }
+    }
+}
+
+pub fn spec() -> SourceSpec {
+    SourceSpec::new::<Options>(
+        "duct.sources.riemann.RiemannTCP",
+        "A Riemann TCP server (optionally TLS): every event clients send enters the pipeline unchanged",
+        &["(any): the events clients send, as they are"],
+        build,
+    )
+}
+
+fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    let opts: Options = args.options()?;
+    if opts.max_connections == 0 {
+        return Err(args.invalid("max_connections", "must be at least 1"));
+    }
+    if opts.max_frame_bytes == 0 || opts.max_frame_bytes > u32::MAX as usize {
+        return Err(args.invalid("max_frame_bytes", "must be between 1 and 4294967295"));
+    }
+    if !(opts.idle_timeout >= 0.0 && opts.idle_timeout.is_finite()) {
+        return Err(args.invalid("idle_timeout", "must be zero (never) or a positive number of seconds"));
+    }
+    let tls = if opts.tls {
+        let files = TlsFiles {
+            cert: opts.cert,
+            key: opts.key,
+            ca: opts.ca,
+        };
+        let config = tls::server_config(&files).map_err(|e| args.invalid(e.option(), e))?;
+        Some(TlsAcceptor::from(config))
+    } else {
+        None
+    };
+    Ok(Box::new(RiemannListener {
+        config: Arc::new(ListenerConfig {
+            bind: opts.bind,
+            port: opts.port,
+            tls,
+            max_connections: opts.max_connections,
+            max_frame_bytes: opts.max_frame_bytes,
+            idle_timeout: (opts.idle_timeout > 0.0).then(|| Duration::from_secs_f64(opts.idle_timeout)),
+        }),
+    }))
+}
+
+/// The listener's settings, shared by its accept loop and connections.
+struct ListenerConfig {
+    bind: String,
+    port: u16,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    max_frame_bytes: usize,
+    idle_timeout: Option<Duration>,
+}
+
+/// The source itself: binds in `start`, then everything happens in the
+/// accept loop and the connection actors.
+pub struct RiemannListener {
+    config: Arc<ListenerConfig>,
+}
+
+impl Source for RiemannListener {
+    fn schedule(&self) -> Schedule {
+        Schedule::Listener
+    }
+
+    fn start(&mut self, ctx: &SourceContext) -> Result<(), SourceError> {
+        let c = &self.config;
+        let std_listener = std::net::TcpListener::bind((c.bind.as_str(), c.port))
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", c.bind, c.port))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let address = listener.local_addr()?;
+        tracing::info!(service = %ctx.service(), %address, tls = c.tls.is_some(), "Riemann listener ready");
+        ctx.spawn(accept_loop(listener, self.config.clone(), ctx.clone()));
+        Ok(())
+    }
+
+    fn get<'a>(&'a mut self, _: &'a SourceContext) -> Poll<'a> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+}
+
+/// What a listener's connections share, on the listener's thread.
+#[derive(Default)]
+struct Shared {
+    /// Connections open now (each holds a [`Slot`]).
+    open: Cell<usize>,
+    refused_log: RefCell<Throttle>,
+    errors_log: RefCell<Throttle>,
+}
+
+impl Shared {
+    /// Whether a connection problem may be logged now (and how many were
+    /// held back): a client hammering the port must not flood the log.
+    fn log_error(&self) -> Option<u64> {
+        self.errors_log.borrow_mut().allow(LOG_EVERY)
+    }
+}
+
+/// One of `max_connections`; given back when the connection ends.
+struct Slot(Rc<Shared>);
+
+impl Slot {
+    fn take(shared: &Rc<Shared>, max: usize) -> Option<Slot> {
+        let open = shared.open.get();
+        (open < max).then(|| {
+            shared.open.set(open + 1);
+            Slot(shared.clone())
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Unpin>;
+type Writer = Box<dyn AsyncWrite + Unpin>;
+
+async fn accept_loop(listener: tokio::net::TcpListener, config: Arc<ListenerConfig>, sctx: SourceContext) {
+    let shared = Rc::new(Shared::default());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, usually: wait rather than spin.
+                if let Some(held) = shared.log_error() {
+                    tracing::warn!(service = %sctx.service(), held_back = held, "accepting a connection failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = Slot::take(&shared, config.max_connections) else {
+            if let Some(held) = shared.refused_log.borrow_mut().allow(LOG_EVERY) {
+                tracing::warn!(
+                    service = %sctx.service(),
+                    %peer,
+                    max_connections = config.max_connections,
+                    refused_since_last_report = held + 1,
+                    "connection refused: too many open connections (max_connections)"
+                );
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        match &config.tls {
+            None => {
+                let (r, w) = tcp.into_split();
+                RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx, slot);
+            }
+            Some(acceptor) => {
+                // The handshake runs beside the accept loop: a slow client
+                // must not hold up the others.
+                let acceptor = acceptor.clone();
+                let (config, sctx2) = (config.clone(), sctx.clone());
+                sctx.spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let (r, w) = tokio::io::split(stream);
+                            RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx2, slot);
+                        }
+                        Ok(Err(e)) => {
+                            if let Some(held) = slot.0.log_error() {
+                                tracing::warn!(
+                                    service = %sctx2.service(),
+                                    %peer,
+                                    held_back = held,
+                                    "TLS handshake failed: {e}"
+                                );
+                            }
+                        }
+                        Err(_) => tracing::debug!(service = %sctx2.service(), %peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One client connection: frames in as a stream, answers out in order.
+struct RiemannConnection {
+    sctx: SourceContext,
+    peer: SocketAddr,
+    /// Where answers go; held by the future writing one while it runs
+    /// (no frame is read meanwhile, so answers keep their order).
+    writer: Option<Writer>,
+    idle_timeout: Option<Duration>,
+    /// When the last message arrived, for `idle_timeout`.
+    last_input: Instant,
+    /// Held for the connection's lifetime: counts it against
+    /// `max_connections`.
+    slot: Slot,
+}
+
+impl RiemannConnection {
+    fn open(
+        reader: Reader,
+        writer: Writer,
+        peer: SocketAddr,
+        config: &ListenerConfig,
+        sctx: &SourceContext,
+        slot: Slot,
+    ) {
+        let frames = FramedRead::new(reader, MsgCodec::new(config.max_frame_bytes));
+        let connection = RiemannConnection {
+            sctx: sctx.clone(),
+            peer,
+            writer: Some(writer),
+            idle_timeout: config.idle_timeout,
+            last_input: Instant::now(),
+            slot,
+        };
+        RiemannConnection::create(move |ctx| {
+            ctx.add_stream(frames);
+            connection
+        });
+    }
+
+    /// Hands the message's events to the pipeline (waiting while it is
+    /// saturated: that is how a flood pushes back on its sender), then
+    /// answers.
+    fn accept(&mut self, msg: Msg, ctx: &mut Context<Self>) {
+        let fallback = Fallback {
+            time: now(),
+            ttl: self.sctx.settings().ttl,
+        };
+        let answer = if msg.query.is_some() {
+            frame(&Msg::refused("queries are not supported"))
+        } else {
+            Bytes::from_static(&OK_FRAME)
+        };
+        let events: Vec<Event> = msg.events.into_iter().map(|e| e.into_event(&fallback)).collect();
+        let Some(mut writer) = self.writer.take() else {
+            ctx.stop();
+            return;
+        };
+        let sctx = self.sctx.clone();
+        let work = async move {
+            sctx.queue_back_wait(events).await;
+            let written = tokio::time::timeout(ANSWER_TIMEOUT, write_answer(&mut writer, &answer)).await;
+            (writer, written)
+        };
+        ctx.wait(work.into_actor(self).map(|(writer, written), act, ctx| match written {
+            Ok(Ok(())) => act.writer = Some(writer),
+            Ok(Err(e)) => {
+                tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "cannot answer: {e}");
+                ctx.stop();
+            }
+            Err(_) => {
+                let service = act.sctx.service();
+                tracing::debug!(%service, peer = %act.peer, "client does not read its answers; closing");
+                ctx.stop();
+            }
+        }));
+    }
+
+    /// A frame that cannot be read: say why, if the client can still hear
+    /// it, and close.
+    fn refuse(&mut self, error: FrameError, ctx: &mut Context<Self>) {
+        if let FrameError::Io(e) = &error {
+            tracing::debug!(service = %self.sctx.service(), peer = %self.peer, "connection ended: {e}");
+            ctx.stop();
+            return;
+        }
+        if let Some(held) = self.slot.0.log_error() {
+            tracing::warn!(
+                service = %self.sctx.service(),
+                peer = %self.peer,
+                held_back = held,
+                "closing a connection: {error}"
+            );
+        }
+        let Some(mut writer) = self.writer.take() else {
+            ctx.stop();
+            return;
+        };
+        let answer = frame(&Msg::refused(error.to_string()));
+        let work = async move {
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, write_answer(&mut writer, &answer)).await;
+            let _ = writer.shutdown().await;
+        };
+        ctx.wait(work.into_actor(self).map(|_, _, ctx| ctx.stop()));
+    }
+}
+
+fn frame(msg: &Msg) -> Bytes {
+    let mut buf = BytesMut::new();
+    put_msg_frame(&mut buf, msg);
+    buf.freeze()
+}
+
+async fn write_answer(writer: &mut Writer, answer: &[u8]) -> std::io::Result<()> {
+    writer.write_all(answer).await?;
+    writer.flush().await
+}
+
+impl Actor for RiemannConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(service = %self.sctx.service(), peer = %self.peer, "connection opened");
+        // The source stopping (reload, shutdown) ends its connections.
+        let cancelled = self.sctx.cancellation().cancelled_owned();
+        ctx.spawn(cancelled.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        if let Some(idle) = self.idle_timeout {
+            ctx.run_interval(idle / 2, move |act, ctx| {
+                if act.last_input.elapsed() >= idle {
+                    tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "closing an idle connection");
+                    ctx.stop();
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::debug!(service = %self.sctx.service(), peer = %self.peer, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<Msg, FrameError>> for RiemannConnection {
+    fn handle(&mut self, item: Result<Msg, FrameError>, ctx: &mut Self::Context) {
+        self.last_input = Instant::now();
+        match item {
+            Ok(msg) => self.accept(msg, ctx),
+            Err(e) => self.refuse(e, ctx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{context, Collect};
+    use duct_core::Metric;
+    use duct_proto::Message;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    fn listener(port: u16, max_connections: usize, max_frame_bytes: usize, idle: Option<Duration>) -> RiemannListener {
+        RiemannListener {
+            config: Arc::new(ListenerConfig {
+                bind: "127.0.0.1".into(),
+                port,
+                tls: None,
+                max_connections,
+                max_frame_bytes,
+                idle_timeout: idle,
+            }),
+        }
+    }
+
+    /// Runs `test` inside an actix system with a started listener.
+    fn with_listener<F, Fut>(source: RiemannListener, test: F)
+    where
+        F: FnOnce(u16, SourceContext, Arc<Collect>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let port = source.config.port;
+        actix::System::new().block_on(async move {
+            let mut source = source;
+            let (ctx, sink) = context("riemann");
+            source.start(&ctx).unwrap();
+            test(port, ctx, sink).await;
+        });
+    }
+
+    fn sample(i: i64) -> Event {
+        let mut ev = Event::new("client-host", format!("svc.{i}"));
+        ev.state = Some("warning".into());
+        ev.time = 1732500000.5;
+        ev.description = "described".into();
+        ev.metric = Some(Metric::Int(i));
+        ev.ttl = 30.0;
+        ev.tags = vec!["t1".into(), "t2".into()];
+        ev.attributes = vec![("k".into(), "v".into())];
+        ev
+    }
+
+    async fn send_events(s: &mut TcpStream, events: &[Event]) {
+        let mut buf = BytesMut::new();
+        duct_proto::wire::put_events_frame(&mut buf, events).unwrap();
+        s.write_all(&buf).await.unwrap();
+    }
+
+    /// The next answer, or `None` if the connection closed.
+    async fn answer(s: &mut TcpStream) -> Option<Msg> {
+        let read = async {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await.ok()?;
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).await.ok()?;
+            Msg::decode(&body[..]).ok()
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("an answer or EOF in time")
+    }
+
+    async fn connect(port: u16) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", port)).await.unwrap()
+    }
+
+    #[test]
+    fn events_enter_unchanged_and_every_message_is_acknowledged() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, _, sink| async move {
+            let mut s = connect(port).await;
+            send_events(&mut s, &[sample(1), sample(2)]).await;
+            send_events(&mut s, &[sample(3)]).await;
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            let got = sink.0.lock().unwrap().clone();
+            assert_eq!(got, [sample(1), sample(2), sample(3)]);
+        });
+    }
+
+    #[test]
+    fn missing_time_and_ttl_come_from_arrival_and_the_source() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, ctx, sink| async move {
+            let mut s = connect(port).await;
+            let msg = Msg {
+                events: vec![duct_proto::Event {
+                    service: Some("bare".into()),
+                    ..Default::default()
+                }],
+                ..Msg::default()
+            };
+            let mut buf = BytesMut::new();
+            put_msg_frame(&mut buf, &msg);
+            s.write_all(&buf).await.unwrap();
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            let got = sink.0.lock().unwrap()[0].clone();
+            assert_eq!(got.service, "bare");
+            assert_eq!(got.ttl, ctx.settings().ttl);
+            assert!((now() - got.time).abs() < 5.0);
+        });
+    }
+
+    #[test]
+    fn queries_are_refused_and_the_connection_goes_on() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, _, sink| async move {
+            let mut s = connect(port).await;
+            let query = Msg {
+                query: Some(duct_proto::Query {
+                    string: Some("true".into()),
+                }),
+                ..Msg::default()
+            };
+            let mut buf = BytesMut::new();
+            put_msg_frame(&mut buf, &query);
+            s.write_all(&buf).await.unwrap();
+            let refused = answer(&mut s).await.unwrap();
+            assert_eq!(refused.ok, Some(false));
+            assert_eq!(refused.error.as_deref(), Some("queries are not supported"));
+            send_events(&mut s, &[sample(1)]).await;
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            assert_eq!(sink.0.lock().unwrap().len(), 1);
+        });
+    }
+
+    #[test]
+    fn garbage_and_oversized_frames_close_only_their_connection() {
+        with_listener(listener(free_port(), 8, 1024, None), |port, _, sink| async move {
+            let mut good = connect(port).await;
+
+            let mut garbage = connect(port).await;
+            garbage.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+            let refused = answer(&mut garbage).await.unwrap();
+            assert_eq!(refused.ok, Some(false));
+            assert!(refused.error.unwrap().contains("undecodable"));
+            assert_eq!(answer(&mut garbage).await, None, "closed after the refusal");
+
+            let mut huge = connect(port).await;
+            huge.write_all(&100_000_000u32.to_be_bytes()).await.unwrap();
+            let refused = answer(&mut huge).await.unwrap();
+            assert!(refused.error.unwrap().contains("max_frame_bytes"));
+            assert_eq!(answer(&mut huge).await, None);
+
+            send_events(&mut good, &[sample(7)]).await;
+            assert_eq!(answer(&mut good).await, Some(Msg::accepted()));
+            assert_eq!(sink.0.lock().unwrap().clone(), [sample(7)]);
+        });
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_closed() {
+        with_listener(listener(free_port(), 1, 1 << 20, None), |port, _, _| async move {
+            let mut first = connect(port).await;
+            send_events(&mut first, &[sample(1)]).await;
+            assert!(answer(&mut first).await.is_some());
+            let mut second = connect(port).await;
+            assert_eq!(answer(&mut second).await, None, "closed at once");
+            drop(first);
+            // The slot comes back when the first connection's actor ends.
+            let mut third = None;
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut s = connect(port).await;
+                send_events(&mut s, &[sample(2)]).await;
+                if answer(&mut s).await.is_some() {
+                    third = Some(s);
+                    break;
+                }
+            }
+            assert!(third.is_some(), "a new connection is served once the first left");
+        });
+    }
+
+    #[test]
+    fn idle_connections_are_closed() {
+        let idle = Some(Duration::from_millis(200));
+        with_listener(listener(free_port(), 8, 1 << 20, idle), |port, _, _| async move {
+            let mut s = connect(port).await;
+            let started = Instant::now();
+            assert_eq!(answer(&mut s).await, None);
+            assert!(started.elapsed() >= Duration::from_millis(200));
+        });
+    }
+
+    #[test]
+    fn stopping_the_source_closes_its_connections_and_port() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, ctx, _| async move {
+            let mut s = connect(port).await;
+            send_events(&mut s, &[sample(1)]).await;
+            assert!(answer(&mut s).await.is_some());
+            ctx.cancel();
+            assert_eq!(answer(&mut s).await, None);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+                "no longer listening"
+            );
+        });
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_from_start() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        actix::System::new().block_on(async move {
+            let (ctx, _) = context("riemann");
+            let err = listener(port, 8, 1024, None).start(&ctx).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("cannot listen on 127.0.0.1:{port}")),
+                "{err}"
+            );
+        });
+    }
+}
