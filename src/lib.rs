@@ -9,6 +9,8 @@
 //! }
 //! ```
 
+mod health;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -83,6 +85,13 @@ enum Command {
     },
     /// List every built-in source and output with its options and metrics
     List,
+    /// Ask a running agent's health endpoint (the configured `health.listen`,
+    /// or ADDR); exit 0 when it answers 200. For container health checks.
+    Health {
+        /// Address of the endpoint, e.g. 127.0.0.1:9091
+        #[arg(long, value_name = "ADDR")]
+        address: Option<String>,
+    },
 }
 
 /// Parses the process arguments and runs the command.
@@ -97,6 +106,7 @@ pub fn run(registry: Registry) -> ExitCode {
             print!("{}", list(&registry));
             ExitCode::SUCCESS
         }
+        Command::Health { address } => health::check(cli.config.as_deref(), address),
     }
 }
 
@@ -240,7 +250,25 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
 
-    let mut agent = Agent::start(plan, Telemetry::new());
+    let telemetry = Telemetry::new();
+    let health = match &plan.globals.health {
+        Some(h) => {
+            let state = health::HealthState::new(telemetry.clone());
+            let listen = h
+                .listen
+                .parse()
+                .map_err(|e| format!("health.listen {}: {e}", h.listen))?;
+            health::serve(listen, state.clone())
+                .map_err(|e| format!("cannot serve the health endpoint on {}: {e}", h.listen))?;
+            Some(state)
+        }
+        None => None,
+    };
+    let health_listen = plan.globals.health.as_ref().map(|h| h.listen.clone());
+    let mut agent = Agent::start(plan, telemetry);
+    if let Some(h) = &health {
+        h.running(agent.probe());
+    }
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -250,7 +278,13 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
                 match load(path, registry, host) {
                     Ok(plan) => {
                         log_warnings(&plan.warnings);
+                        if plan.globals.health.as_ref().map(|h| &h.listen) != health_listen.as_ref() {
+                            tracing::warn!("the health endpoint's address changes only with a restart");
+                        }
                         let s = agent.reload(plan).await;
+                        if let Some(h) = &health {
+                            h.running(agent.probe());
+                        }
                         tracing::info!(
                             sources_kept = s.sources_kept,
                             sources_started = s.sources_started,
@@ -270,6 +304,9 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
                 }
             }
         }
+    }
+    if let Some(h) = &health {
+        h.stopping();
     }
     // A second signal during the drain means "now".
     tokio::select! {

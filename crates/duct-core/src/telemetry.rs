@@ -20,6 +20,7 @@ pub struct Telemetry {
     /// Ticks that failed, timed out or panicked.
     pub tick_errors: AtomicU64,
     outputs: Mutex<Vec<Arc<OutputStats>>>,
+    sources_status: Mutex<Vec<Arc<SourceStatus>>>,
 }
 
 impl Telemetry {
@@ -29,23 +30,78 @@ impl Telemetry {
 
     /// Registers an output's counters (replacing one of the same name).
     pub fn register_output(&self, stats: Arc<OutputStats>) {
-        let mut outputs = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outputs = lock(&self.outputs);
         outputs.retain(|o| o.name != stats.name);
         outputs.push(stats);
     }
 
     pub fn unregister_output(&self, name: &str) {
-        let mut outputs = self.outputs.lock().unwrap_or_else(|p| p.into_inner());
-        outputs.retain(|o| o.name != name);
+        lock(&self.outputs).retain(|o| o.name != name);
     }
 
     /// The registered outputs' counters, in registration order.
     pub fn outputs(&self) -> Vec<Arc<OutputStats>> {
-        self.outputs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.outputs).clone()
+    }
+
+    /// Registers a running source's status (the source actor keeps it up
+    /// to date and unregisters it when it stops).
+    pub fn register_source(&self, status: Arc<SourceStatus>) {
+        lock(&self.sources_status).push(status);
+    }
+
+    pub fn unregister_source(&self, status: &Arc<SourceStatus>) {
+        lock(&self.sources_status).retain(|s| !Arc::ptr_eq(s, status));
+    }
+
+    /// Sources whose last tick failed, with why.
+    pub fn failing_sources(&self) -> Vec<(String, String, f64)> {
+        lock(&self.sources_status)
+            .iter()
+            .filter_map(|s| {
+                lock(&s.problem)
+                    .as_ref()
+                    .map(|(at, why)| (s.service.clone(), why.clone(), *at))
+            })
+            .collect()
     }
 
     pub fn count(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a source is working, for the health endpoint.
+#[derive(Debug)]
+pub struct SourceStatus {
+    pub service: String,
+    /// When (seconds since the epoch) and why the last tick failed; `None`
+    /// once a tick succeeds.
+    problem: Mutex<Option<(f64, String)>>,
+}
+
+impl SourceStatus {
+    pub fn new(service: impl Into<String>) -> Arc<Self> {
+        Arc::new(SourceStatus {
+            service: service.into(),
+            problem: Mutex::new(None),
+        })
+    }
+
+    /// Records a failure; the first time of a run of failures is kept.
+    pub fn failing(&self, why: &str) {
+        let mut p = lock(&self.problem);
+        let since = p.as_ref().map_or_else(crate::event::now, |(at, _)| *at);
+        *p = Some((since, why.to_string()));
+    }
+
+    pub fn working(&self) {
+        *lock(&self.problem) = None;
     }
 }
 
@@ -63,6 +119,11 @@ pub struct OutputStats {
     pub send_failures: AtomicU64,
     /// Whether the last delivery attempt succeeded.
     pub healthy: AtomicBool,
+    /// Why the last attempt failed, while it is failing.
+    last_error: Mutex<Option<String>>,
+    /// The transport started (an output that serves, such as Prometheus,
+    /// has bound its port).
+    pub started: AtomicBool,
 }
 
 impl OutputStats {
@@ -74,6 +135,23 @@ impl OutputStats {
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            started: AtomicBool::new(false),
         })
+    }
+
+    pub fn delivered(&self) {
+        self.healthy.store(true, Ordering::Relaxed);
+        *lock(&self.last_error) = None;
+    }
+
+    pub fn failed(&self, why: &str) {
+        self.send_failures.fetch_add(1, Ordering::Relaxed);
+        self.healthy.store(false, Ordering::Relaxed);
+        *lock(&self.last_error) = Some(why.to_string());
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
     }
 }

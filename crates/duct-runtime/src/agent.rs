@@ -15,7 +15,7 @@ use duct_core::plan::{PlannedOutput, PlannedSource};
 use duct_core::{BoxFuture, Event, EventSink, OutputStats, Plan, SourceContext, Telemetry};
 use tokio::sync::oneshot;
 
-use crate::output_actor::{Drain, OutputActor};
+use crate::output_actor::{Drain, OutputActor, Ping};
 use crate::router::{OutputRoute, Publish, Router, SetOutputs, Sync};
 use crate::source_actor::{SourceActor, StopSource};
 
@@ -65,6 +65,51 @@ pub struct ReloadSummary {
     pub outputs_kept: usize,
     pub outputs_started: usize,
     pub outputs_stopped: usize,
+}
+
+/// What the health endpoint needs to check that the actors still run;
+/// cheap to clone, refreshed after each reload.
+#[derive(Clone)]
+pub struct Probe {
+    router: Addr<Router>,
+    outputs: Vec<(String, Addr<OutputActor>)>,
+    workers: Vec<actix_rt::ArbiterHandle>,
+}
+
+impl Probe {
+    /// The actors and threads that did not answer within `within`: empty
+    /// when the agent is alive.
+    pub async fn unresponsive(&self, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        let router = self.router.send(Sync);
+        let outputs: Vec<_> = self.outputs.iter().map(|(n, a)| (n, a.send(Ping))).collect();
+        let workers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = oneshot::channel();
+                w.spawn(async move {
+                    let _ = tx.send(());
+                });
+                rx
+            })
+            .collect();
+        let mut silent = Vec::new();
+        if !matches!(tokio::time::timeout_at(deadline, router).await, Ok(Ok(()))) {
+            silent.push("router".to_string());
+        }
+        for (name, reply) in outputs {
+            if !matches!(tokio::time::timeout_at(deadline, reply).await, Ok(Ok(()))) {
+                silent.push(format!("output {name}"));
+            }
+        }
+        for (i, reply) in workers.into_iter().enumerate() {
+            if !matches!(tokio::time::timeout_at(deadline, reply).await, Ok(Ok(()))) {
+                silent.push(format!("worker thread {i}"));
+            }
+        }
+        silent
+    }
 }
 
 /// The actors of a running configuration.
@@ -122,6 +167,15 @@ impl Agent {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// A handle to check the actors from elsewhere (the health endpoint).
+    pub fn probe(&self) -> Probe {
+        Probe {
+            router: self.router.clone(),
+            outputs: self.outputs.iter().map(|o| (o.label.clone(), o.addr.clone())).collect(),
+            workers: self.workers.iter().map(Arbiter::handle).collect(),
+        }
     }
 
     fn start_output(&mut self, mut planned: PlannedOutput) -> RunningOutput {

@@ -12,4 +12,4 @@ pub mod output_actor;
 pub mod router;
 pub mod source_actor;
 
-pub use agent::{Agent, ReloadSummary};
+pub use agent::{Agent, Probe, ReloadSummary};

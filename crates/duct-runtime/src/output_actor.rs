@@ -42,12 +42,23 @@ impl Message for Drain {
     type Result = ();
 }
 
+/// Answered at once: the health endpoint's proof that the actor runs.
+pub struct Ping;
+
+impl Message for Ping {
+    type Result = ();
+}
+
 /// How a send or start attempt ended: the transport back with its result,
 /// or the message of a panic (the transport is then lost).
 type Attempt = Result<(Box<dyn Output>, Result<(), OutputError>), String>;
 
 /// The first retry waits this long; later ones double up to `backoff_max`.
 const RETRY_BASE: Duration = Duration::from_millis(500);
+/// No retry comes sooner than this, even near a shutdown deadline: a
+/// destination that fails at once must not turn the actor into a busy loop
+/// that starves its thread (and the timer that ends the drain).
+const MIN_RETRY: Duration = Duration::from_millis(50);
 
 pub struct OutputActor {
     recipe: Arc<OutputRecipe>,
@@ -132,6 +143,14 @@ impl OutputActor {
     /// now; called on every flush tick, after every completed send and when
     /// enough events are queued to fill a batch.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .drain
+            .as_ref()
+            .is_some_and(|(deadline, _)| Instant::now() >= *deadline)
+        {
+            self.finish_drain(ctx);
+            return;
+        }
         if self.transport.is_none() {
             return;
         }
@@ -220,19 +239,20 @@ impl OutputActor {
             );
         }
         self.failures = 0;
-        self.stats.healthy.store(true, Ordering::Relaxed);
+        self.stats.delivered();
     }
 
     fn failed(&mut self, why: &str) {
         self.failures += 1;
-        self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
-        self.stats.healthy.store(false, Ordering::Relaxed);
+        self.stats.failed(why);
         let cap = Duration::from_secs_f64(self.settings.backoff_max);
         let mut wait = backoff(self.failures, RETRY_BASE, cap);
         if let Some((deadline, _)) = &self.drain {
             // Shutting down: one more try before the deadline is worth more
-            // than a long wait.
-            wait = wait.min(deadline.saturating_duration_since(Instant::now()) / 2);
+            // than a long wait — but never a retry loop with no wait at all.
+            wait = wait
+                .min(deadline.saturating_duration_since(Instant::now()) / 2)
+                .max(MIN_RETRY);
         }
         self.retry_at = Some(Instant::now() + wait);
         tracing::warn!(
@@ -269,6 +289,7 @@ impl OutputActor {
                 Ok((transport, Ok(()))) => {
                     act.transport = Some(transport);
                     act.needs_start = false;
+                    act.stats.started.store(true, Ordering::Relaxed);
                 }
                 Ok((transport, Err(e))) => {
                     act.transport = Some(transport);
@@ -356,6 +377,12 @@ impl Handler<Enqueue> for OutputActor {
         }
         self.publish_queue_size();
     }
+}
+
+impl Handler<Ping> for OutputActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
 impl Handler<Drain> for OutputActor {

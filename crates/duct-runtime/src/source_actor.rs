@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use duct_core::plan::SourceRecipe;
+use duct_core::telemetry::SourceStatus;
 use duct_core::{Event, Schedule, Source, SourceContext, SourceError, Telemetry};
 
 use crate::guard::{backoff, CatchUnwind, Throttle};
@@ -61,11 +62,14 @@ pub struct SourceActor {
     listener: bool,
     errors_log: Throttle,
     skips_log: Throttle,
+    /// What the health endpoint reports about this source.
+    status: Arc<SourceStatus>,
 }
 
 impl SourceActor {
     pub fn new(recipe: Arc<SourceRecipe>, source: Box<dyn Source>, ctx: SourceContext, stagger: f64) -> Self {
         let listener = source.schedule() == Schedule::Listener;
+        let recipe_service = recipe.settings.service.clone();
         SourceActor {
             recipe,
             source: Some(source),
@@ -78,6 +82,7 @@ impl SourceActor {
             listener,
             errors_log: Throttle::default(),
             skips_log: Throttle::default(),
+            status: SourceStatus::new(recipe_service),
         }
     }
 
@@ -166,6 +171,7 @@ impl SourceActor {
                 self.source = Some(source);
                 self.crashes = 0;
                 self.errors_log.reset();
+                self.status.working();
                 if !events.is_empty() {
                     if self.recipe.settings.debug {
                         tracing::info!(service = %self.service(), events = events.len(), "tick");
@@ -190,6 +196,7 @@ impl SourceActor {
 
     fn tick_failed(&mut self, message: &str) {
         Telemetry::count(&self.telemetry().tick_errors, 1);
+        self.status.failing(message);
         if let Some(held) = self.errors_log.allow(LOG_EVERY) {
             tracing::error!(service = %self.service(), failures_held_back = held, "{message}");
         }
@@ -198,6 +205,7 @@ impl SourceActor {
     /// The source is gone or unusable: rebuild it after a backoff.
     fn crashed(&mut self, message: &str) {
         Telemetry::count(&self.telemetry().tick_errors, 1);
+        self.status.failing(message);
         self.crashes += 1;
         let wait = backoff(self.crashes, RESTART_BASE, RESTART_CAP);
         self.source = None;
@@ -271,6 +279,7 @@ impl Actor for SourceActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.telemetry().sources.fetch_add(1, Ordering::Relaxed);
+        self.telemetry().register_source(self.status.clone());
         let started = self.start_source(ctx);
         if !self.listener && (started || self.restart_at.is_some()) {
             self.schedule_next(ctx);
@@ -280,6 +289,7 @@ impl Actor for SourceActor {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.ctx.cancel();
         self.telemetry().sources.fetch_sub(1, Ordering::Relaxed);
+        self.telemetry().unregister_source(&self.status);
     }
 }
 

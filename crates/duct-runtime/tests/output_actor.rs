@@ -286,6 +286,23 @@ async fn drain_gives_up_at_its_deadline_and_counts_what_is_left() {
 }
 
 #[actix_rt::test]
+async fn a_destination_failing_at_once_does_not_spin_past_the_deadline() {
+    let shared = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    let (addr, stats) = start(settings(|s| s.interval = 0.05), shared.clone());
+    addr.do_send(Enqueue(events(0..3)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(drain(&addr, Duration::from_millis(800)).await, 3);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // Retries near the deadline are spaced, not a busy loop.
+    let attempts = stats.send_failures.load(Ordering::Relaxed);
+    assert!(attempts < 40, "{attempts} attempts in under a second");
+}
+
+#[actix_rt::test]
 async fn a_panicking_transport_is_rebuilt_and_nothing_is_lost() {
     let fresh = Arc::new(Mutex::new(Shared::default()));
     *REBUILT.lock().unwrap() = Some(fresh.clone());

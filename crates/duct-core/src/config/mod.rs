@@ -53,6 +53,15 @@ pub struct Globals {
     pub ssh_knownhosts_file: Option<String>,
     /// ductd extension: how long shutdown may spend flushing outputs (s).
     pub shutdown_timeout: f64,
+    /// ductd extension: the HTTP health endpoint, off unless configured.
+    pub health: Option<HealthOptions>,
+}
+
+/// `health: {listen: "127.0.0.1:9091"}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HealthOptions {
+    /// Address and port the endpoint listens on.
+    pub listen: String,
 }
 
 impl Default for Globals {
@@ -76,6 +85,7 @@ impl Default for Globals {
             ssh_port: 22,
             ssh_knownhosts_file: Some("/var/lib/duct/known_hosts".into()),
             shutdown_timeout: 10.0,
+            health: None,
         }
     }
 }
@@ -186,6 +196,18 @@ fn check_globals(g: &Globals, root: &Node, diags: &mut Diagnostics) {
             at("stagger"),
             "stagger: must be zero or a positive number of seconds",
         ));
+    }
+    if let Some(h) = &g.health {
+        if h.listen.parse::<std::net::SocketAddr>().is_err() {
+            let mark = root.get("health").and_then(|n| n.get("listen")).map(|n| n.mark.clone());
+            diags.push(Diagnostic::error(
+                mark,
+                format!(
+                    "health.listen: `{}` is not an address and port such as 127.0.0.1:9091",
+                    h.listen
+                ),
+            ));
+        }
     }
     if !(g.shutdown_timeout >= 0.0 && g.shutdown_timeout.is_finite()) {
         diags.push(Diagnostic::error(
