@@ -226,6 +226,11 @@ sources:
     let path = dir.write("duct.yml", first);
     let agent = Running::start(&["-c", path.to_str().unwrap()]);
     agent.wait_for(Duration::from_secs(10), |e| service(e) == "old");
+    // Sources on different workers reach the output through different
+    // router shards, in no set order: make sure steady's first tick is out.
+    agent.wait_for(Duration::from_secs(10), |e| {
+        service(e) == "steady" && metric(e).is_some_and(|m| m >= 2.0)
+    });
 
     let second = first.replace("service: old", "service: new");
     std::fs::write(&path, second).unwrap();

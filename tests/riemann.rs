@@ -544,7 +544,7 @@ fn a_receiver_that_never_acknowledges_holds_pressure_and_memory() {
     let mut config = sender_config(
         port,
         0.001,
-        "    pressure: 3\n    events_per_message: 10\n    ack_timeout: 1\n    maxsize: 3000\n",
+        "    pressure: 3\n    events_per_message: 10\n    ack_timeout: 1\n    maxsize: 3000\n    batch: 1000\n",
     );
     for i in 0..3 {
         config.push_str(&format!(

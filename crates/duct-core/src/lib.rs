@@ -18,5 +18,7 @@ pub use event::{Aggregation, Event, EventKind, Metric};
 pub use output::{Batch, EventQueue, Output, OutputError};
 pub use plan::{OutputSettings, Plan, SourceSettings};
 pub use registry::{NoOptions, OutputArgs, OutputSpec, Registry, SourceArgs, SourceSpec};
-pub use source::{BoxFuture, EventSink, ForkOutput, IntoMetric, Poll, Schedule, Source, SourceContext, SourceError};
+pub use source::{
+    BoxFuture, EventSink, ForkOutput, IntoMetric, Poll, Schedule, Source, SourceContext, SourceError, Workers,
+};
 pub use telemetry::{OutputStats, Telemetry};

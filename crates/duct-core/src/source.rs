@@ -67,6 +67,16 @@ pub trait Source: Send + 'static {
     fn needs_two_ticks(&self) -> bool {
         false
     }
+
+    /// How long one tick may run before the runtime abandons it:
+    /// `configured` (the common `timeout` option, by default the interval).
+    /// A source that bounds its own work and reports its own timeouts as
+    /// events returns the time it needs instead — the network checks, whose
+    /// `timeout` is Duct's per-request or per-packet wait, not a deadline
+    /// for the whole tick.
+    fn tick_timeout(&self, configured: Duration) -> Duration {
+        configured
+    }
 }
 
 /// Where a source's events go: the router in the agent, a list in
@@ -81,6 +91,14 @@ pub trait EventSink: Send + Sync {
         self.publish(events);
         Box::pin(std::future::ready(()))
     }
+}
+
+/// The agent's worker threads, as a source sees them: somewhere to run a
+/// job so that work spreads over every core (a listener hands each new
+/// connection to the next worker). The runtime provides it.
+pub trait Workers: Send + Sync {
+    /// Runs `job` on the next worker thread, in turn.
+    fn run_on_next(&self, job: Box<dyn FnOnce() + Send>);
 }
 
 /// A source's view of the agent. Cheap to clone; listener tasks keep a
@@ -99,6 +117,9 @@ struct ContextInner {
     /// the watchdog.
     last_event: AtomicU64,
     telemetry: Arc<Telemetry>,
+    /// Where [`SourceContext::spawn_on_worker`] sends jobs; `None` outside
+    /// the agent (tests, `ductd once`): jobs then run on the caller's thread.
+    workers: Option<Arc<dyn Workers>>,
 }
 
 impl SourceContext {
@@ -110,16 +131,35 @@ impl SourceContext {
                 cancel: CancellationToken::new(),
                 last_event: AtomicU64::new(now().to_bits()),
                 telemetry,
+                workers: None,
+            }),
+        }
+    }
+
+    /// The same context, with the agent's worker threads to spread jobs on.
+    pub fn with_workers(self, workers: Arc<dyn Workers>) -> Self {
+        let inner = &self.inner;
+        SourceContext {
+            inner: Arc::new(ContextInner {
+                settings: inner.settings.clone(),
+                sink: inner.sink.clone(),
+                cancel: inner.cancel.clone(),
+                last_event: AtomicU64::new(inner.last_event.load(Ordering::Relaxed)),
+                telemetry: inner.telemetry.clone(),
+                workers: Some(workers),
             }),
         }
     }
 
     /// A fresh context for a rebuilt source: this one is cancelled (its
-    /// tasks end), the new one shares its settings and sink.
+    /// tasks end), the new one shares its settings, sink and workers.
     pub fn renewed(&self) -> SourceContext {
         self.cancel();
         let inner = &self.inner;
-        let ctx = SourceContext::new(inner.settings.clone(), inner.sink.clone(), inner.telemetry.clone());
+        let mut ctx = SourceContext::new(inner.settings.clone(), inner.sink.clone(), inner.telemetry.clone());
+        if let Some(w) = &inner.workers {
+            ctx = ctx.with_workers(w.clone());
+        }
         ctx.mark_alive();
         ctx
     }
@@ -248,6 +288,17 @@ impl SourceContext {
                 _ = fut => {}
             }
         });
+    }
+
+    /// Runs `job` on the next of the agent's worker threads (on this thread
+    /// outside the agent). A listener hands each connection over this way,
+    /// so that its connections use every core; the job may start actors
+    /// and call [`spawn`](Self::spawn) there.
+    pub fn spawn_on_worker(&self, job: impl FnOnce() + Send + 'static) {
+        match &self.inner.workers {
+            Some(w) => w.run_on_next(Box::new(job)),
+            None => job(),
+        }
     }
 
     /// Runs `executable` with `args`, killing it past `timeout` (Duct's

@@ -28,6 +28,8 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("undecodable message: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("undecodable message: {0}")]
+    Malformed(#[from] crate::decode::Malformed),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -98,6 +100,27 @@ impl Encoder<&Msg> for MsgCodec {
     fn encode(&mut self, msg: &Msg, dst: &mut BytesMut) -> Result<(), FrameError> {
         put_msg_frame(dst, msg);
         Ok(())
+    }
+}
+
+/// Frames on a byte stream, bodies left undecoded.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        FrameCodec { max_frame_bytes }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        take_frame(src, self.max_frame_bytes)
     }
 }
 

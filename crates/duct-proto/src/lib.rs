@@ -7,16 +7,20 @@
 //! - [`convert`]: events to and from their protobuf form;
 //! - [`wire`]: the encoding hot path, straight from events into a reused
 //!   buffer;
+//! - [`decode`]: the decoding hot path, straight from a message body into
+//!   events;
 //! - [`codec`]: 4-byte big-endian length framing with a frame size limit;
 //! - [`tls`]: rustls client and server configurations from PEM files.
 
 pub mod codec;
 pub mod convert;
+pub mod decode;
 pub mod messages;
 pub mod tls;
 pub mod wire;
 
-pub use codec::{FrameError, MsgCodec, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
+pub use codec::{FrameCodec, FrameError, MsgCodec, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
 pub use convert::Fallback;
+pub use decode::{decode_msg, Incoming, Malformed};
 pub use messages::{Attribute, Event, Msg, Query, State};
 pub use prost::Message;

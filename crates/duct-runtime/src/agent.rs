@@ -1,48 +1,24 @@
 //! The running agent: starts the actors a plan asks for, swaps them on
 //! reload, and shuts them down in order (SPEC §3 step 6).
 //!
-//! Threads: source actors (and the connections of listener sources) are
-//! spread over one worker arbiter per core; the router has an arbiter of its
-//! own; output actors run on the system arbiter, next to the signal
-//! handling that calls into this module.
+//! Threads: one worker arbiter per core carries source actors (spread in
+//! turn), the connections of listener sources (handed out in turn through
+//! [`WorkerPool`]) and a router shard, so that events go from a connection
+//! to routing without crossing threads; output actors run on the system
+//! arbiter, next to the signal handling that calls into this module.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use duct_core::pipeline::SourceRules;
 use duct_core::plan::{PlannedOutput, PlannedSource};
-use duct_core::{BoxFuture, Event, EventSink, OutputStats, Plan, SourceContext, Telemetry};
+use duct_core::{EventSink, OutputStats, Plan, SourceContext, Telemetry};
 use tokio::sync::oneshot;
 
 use crate::output_actor::{Drain, OutputActor, Ping};
-use crate::router::{OutputRoute, Publish, Router, SetOutputs, Sync};
+use crate::router::{OutputRoute, Router, SetOutputs, Sync};
+use crate::sink::{OutputGates, RouterSink, WorkerPool};
 use crate::source_actor::{SourceActor, StopSource};
-
-/// Delivers a source's events to the router, tagged with its rules.
-struct RouterSink {
-    router: Recipient<Publish>,
-    rules: Arc<SourceRules>,
-}
-
-impl EventSink for RouterSink {
-    fn publish(&self, events: Vec<Event>) {
-        self.router.do_send(Publish {
-            rules: self.rules.clone(),
-            events,
-        });
-    }
-
-    fn publish_wait(&self, events: Vec<Event>) -> BoxFuture<'static, ()> {
-        let request = self.router.send(Publish {
-            rules: self.rules.clone(),
-            events,
-        });
-        Box::pin(async move {
-            let _ = request.await;
-        })
-    }
-}
 
 struct RunningSource {
     identity: String,
@@ -54,6 +30,7 @@ struct RunningOutput {
     name: Option<String>,
     label: String,
     addr: Addr<OutputActor>,
+    stats: Arc<OutputStats>,
 }
 
 /// What changed in a reload, for the log.
@@ -71,7 +48,7 @@ pub struct ReloadSummary {
 /// cheap to clone, refreshed after each reload.
 #[derive(Clone)]
 pub struct Probe {
-    router: Addr<Router>,
+    routers: Vec<Addr<Router>>,
     outputs: Vec<(String, Addr<OutputActor>)>,
     workers: Vec<actix_rt::ArbiterHandle>,
 }
@@ -81,7 +58,7 @@ impl Probe {
     /// when the agent is alive.
     pub async fn unresponsive(&self, within: Duration) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + within;
-        let router = self.router.send(Sync);
+        let routers: Vec<_> = self.routers.iter().map(|r| r.send(Sync)).collect();
         let outputs: Vec<_> = self.outputs.iter().map(|(n, a)| (n, a.send(Ping))).collect();
         let workers: Vec<_> = self
             .workers
@@ -95,8 +72,10 @@ impl Probe {
             })
             .collect();
         let mut silent = Vec::new();
-        if !matches!(tokio::time::timeout_at(deadline, router).await, Ok(Ok(()))) {
-            silent.push("router".to_string());
+        for (i, reply) in routers.into_iter().enumerate() {
+            if !matches!(tokio::time::timeout_at(deadline, reply).await, Ok(Ok(()))) {
+                silent.push(format!("router {i}"));
+            }
         }
         for (name, reply) in outputs {
             if !matches!(tokio::time::timeout_at(deadline, reply).await, Ok(Ok(()))) {
@@ -114,9 +93,13 @@ impl Probe {
 
 /// The actors of a running configuration.
 pub struct Agent {
-    router: Addr<Router>,
-    router_arbiter: Arbiter,
+    /// One router shard per worker, in the workers' order.
+    routers: Vec<Addr<Router>>,
     workers: Vec<Arbiter>,
+    /// The workers as sources see them (for their connections).
+    pool: Arc<WorkerPool>,
+    /// The outputs' backlogs, for listeners' backpressure.
+    gates: Arc<OutputGates>,
     /// Round-robin position for the next source.
     next_worker: usize,
     sources: Vec<RunningSource>,
@@ -131,13 +114,19 @@ impl Agent {
     pub fn start(plan: Plan, telemetry: Arc<Telemetry>) -> Agent {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
-        let router_arbiter = Arbiter::new();
-        let tel = telemetry.clone();
-        let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router::new(tel));
+        let routers = workers
+            .iter()
+            .map(|w| {
+                let tel = telemetry.clone();
+                Router::start_in_arbiter(&w.handle(), move |_| Router::new(tel))
+            })
+            .collect();
+        let pool = Arc::new(WorkerPool::new(workers.iter().map(Arbiter::handle).collect()));
         let mut agent = Agent {
-            router,
-            router_arbiter,
+            routers,
             workers,
+            pool,
+            gates: Arc::default(),
             next_worker: 0,
             sources: Vec::new(),
             outputs: Vec::new(),
@@ -172,7 +161,7 @@ impl Agent {
     /// A handle to check the actors from elsewhere (the health endpoint).
     pub fn probe(&self) -> Probe {
         Probe {
-            router: self.router.clone(),
+            routers: self.routers.clone(),
             outputs: self.outputs.iter().map(|o| (o.label.clone(), o.addr.clone())).collect(),
             workers: self.workers.iter().map(Arbiter::handle).collect(),
         }
@@ -190,13 +179,14 @@ impl Agent {
         let stats = OutputStats::new(settings.label.clone());
         self.telemetry.register_output(stats.clone());
         let recipe = planned.recipe.clone();
-        let addr = OutputActor::new(recipe, transport, stats).start();
+        let addr = OutputActor::new(recipe, transport, stats.clone()).start();
         tracing::debug!(output = %settings.label, kind = %settings.output, "output started");
         RunningOutput {
             identity: planned.identity,
             name: settings.name.clone(),
             label: settings.label.clone(),
             addr,
+            stats,
         }
     }
 
@@ -212,13 +202,15 @@ impl Agent {
                 }
             },
         };
-        let sink: Arc<dyn EventSink> = Arc::new(RouterSink {
-            router: self.router.clone().recipient(),
-            rules: planned.rules.clone(),
-        });
-        let ctx = SourceContext::new(settings.clone(), sink, self.telemetry.clone());
-        let worker = &self.workers[self.next_worker % self.workers.len()];
+        let i = self.next_worker % self.workers.len();
         self.next_worker += 1;
+        let sink: Arc<dyn EventSink> = Arc::new(RouterSink {
+            home: self.routers[i].clone(),
+            rules: planned.rules.clone(),
+            gates: self.gates.clone(),
+        });
+        let ctx = SourceContext::new(settings.clone(), sink, self.telemetry.clone()).with_workers(self.pool.clone());
+        let worker = &self.workers[i];
         let recipe = planned.recipe.clone();
         let stagger = self.stagger;
         let addr = SourceActor::start_in_arbiter(&worker.handle(), move |_| {
@@ -231,7 +223,7 @@ impl Agent {
     }
 
     fn publish_routes(&self) {
-        let routes = self
+        let routes: Vec<OutputRoute> = self
             .outputs
             .iter()
             .map(|o| OutputRoute {
@@ -239,7 +231,11 @@ impl Agent {
                 addr: o.addr.clone(),
             })
             .collect();
-        self.router.do_send(SetOutputs(routes));
+        for r in &self.routers {
+            r.do_send(SetOutputs(routes.clone()));
+        }
+        self.gates
+            .set(self.outputs.iter().map(|o| (o.name.clone(), o.stats.clone())).collect());
     }
 
     /// Applies a new plan: blocks that did not change keep running (and
@@ -309,14 +305,15 @@ impl Agent {
     pub async fn shutdown(self) -> usize {
         let started = Instant::now();
         stop_sources(self.sources).await;
-        let _ = self.router.send(Sync).await;
+        for r in &self.routers {
+            let _ = r.send(Sync).await;
+        }
         let deadline = Instant::now() + self.shutdown_timeout;
         let waits: Vec<_> = self.outputs.iter().map(|o| drain(&o.addr, deadline)).collect();
         let mut undelivered = 0;
         for rx in waits {
             undelivered += rx.await.unwrap_or(0);
         }
-        self.router_arbiter.stop();
         for w in &self.workers {
             w.stop();
         }

@@ -1,6 +1,6 @@
 //! ductd's actors (see DESIGN.md): a [`SourceActor`](source_actor::SourceActor)
-//! per source ticking on its timer, one [`Router`](router::Router) that
-//! aggregates, triggers and routes, and an
+//! per source ticking on its timer, a [`Router`](router::Router) shard per
+//! worker thread that aggregates, triggers and routes, and an
 //! [`OutputActor`](output_actor::OutputActor) per output that queues,
 //! batches and retries. [`Agent`] starts them from a plan, reloads and shuts
 //! them down; [`once::run_once`] runs sources once without actors.
@@ -10,6 +10,7 @@ pub mod guard;
 pub mod once;
 pub mod output_actor;
 pub mod router;
+pub mod sink;
 pub mod source_actor;
 
 pub use agent::{Agent, Probe, ReloadSummary};

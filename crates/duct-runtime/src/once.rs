@@ -63,7 +63,7 @@ pub async fn run_once(plan: Plan, max_rate_wait: Duration) -> Vec<OnceResult> {
             }
             let sink = Arc::new(Collect::default());
             let ctx = SourceContext::new(settings.clone(), sink.clone(), telemetry);
-            let timeout = Duration::from_secs_f64(settings.timeout);
+            let timeout = source.tick_timeout(Duration::from_secs_f64(settings.timeout));
             let mut aggregator = Aggregator::new();
             let mut ticks = 0;
             let events = loop {
@@ -75,7 +75,7 @@ pub async fn run_once(plan: Plan, max_rate_wait: Duration) -> Vec<OnceResult> {
                     Ok(Err(_)) => {
                         return result(OnceOutcome::Failed(format!(
                             "no answer within the {} s timeout",
-                            settings.timeout
+                            timeout.as_secs_f64()
                         )))
                     }
                     Err(panic) => return result(OnceOutcome::Failed(format!("panicked: {panic}"))),

@@ -7,6 +7,9 @@
 //!   `maxrate × interval` events per flush;
 //! - past `maxsize` the oldest events are dropped and counted; with
 //!   `expire`, events older than their TTL are dropped while waiting;
+//! - past `pushback`, while deliveries succeed, listener sources wait
+//!   (see [`duct_core::telemetry::Backlog`]): the queue's size is published
+//!   after every change for them;
 //! - a failed send puts what was not delivered back at the front of the
 //!   queue and delivery pauses for an exponential backoff, then resumes by
 //!   itself;
@@ -60,6 +63,10 @@ const RETRY_BASE: Duration = Duration::from_millis(500);
 /// that starves its thread (and the timer that ends the drain).
 const MIN_RETRY: Duration = Duration::from_millis(50);
 
+/// Chunks waiting in an output's mailbox at most (each is one source's
+/// batch, usually one listener message of up to a few hundred events).
+const MAILBOX_CAPACITY: usize = 64;
+
 pub struct OutputActor {
     recipe: Arc<OutputRecipe>,
     settings: Arc<OutputSettings>,
@@ -84,6 +91,7 @@ pub struct OutputActor {
 impl OutputActor {
     pub fn new(recipe: Arc<OutputRecipe>, transport: Box<dyn Output>, stats: Arc<OutputStats>) -> Self {
         let settings = recipe.settings.clone();
+        stats.backlog.set_limit(settings.pushback);
         OutputActor {
             quota: quota_per_flush(&settings),
             recipe,
@@ -110,9 +118,7 @@ impl OutputActor {
 
     fn publish_queue_size(&self) {
         let in_flight = self.in_flight.as_ref().map_or(0, Batch::len);
-        self.stats
-            .queued
-            .store((self.queue.len() + in_flight) as u64, Ordering::Relaxed);
+        self.stats.set_queued(self.queue.len() + in_flight);
     }
 
     fn count_drops(&mut self, n: usize, why: &str) {
@@ -347,6 +353,9 @@ impl Actor for OutputActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Router shards wait when this mailbox is full, so that a flood
+        // cannot pile chunks up here faster than this thread takes them.
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.pump(ctx);
         ctx.run_interval(Duration::from_secs_f64(self.settings.interval), |act, ctx| {
             act.quota = quota_per_flush(&act.settings);

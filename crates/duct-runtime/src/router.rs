@@ -5,11 +5,19 @@
 //! The work per event is plain function calls from `duct_core::pipeline`;
 //! the router's own job is to own the aggregation cache and the table of
 //! outputs, which a reload replaces.
+//!
+//! The router is sharded: one per worker arbiter, each registered as its
+//! thread's [`local`] router, so that a listener connection hands its
+//! events over without crossing threads. A source's events always reach
+//! the shard of its worker, so each counter's samples meet in one cache.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use actix::dev::Request;
 use actix::prelude::*;
+use actix::WeakAddr;
 use duct_core::pipeline::{Aggregator, Route, SourceRules};
 use duct_core::{Event, Telemetry};
 
@@ -47,6 +55,17 @@ impl Message for Sync {
     type Result = ();
 }
 
+thread_local! {
+    /// The router shard running on this thread, if any (weak: the agent
+    /// owns the shards).
+    static LOCAL: RefCell<Option<WeakAddr<Router>>> = const { RefCell::new(None) };
+}
+
+/// The router shard of the calling thread (worker arbiters have one).
+pub fn local() -> Option<Addr<Router>> {
+    LOCAL.with(|l| l.borrow().as_ref().and_then(WeakAddr::upgrade))
+}
+
 pub struct Router {
     outputs: Vec<OutputRoute>,
     /// Last sample of every counter, for rates.
@@ -66,11 +85,16 @@ impl Router {
         }
     }
 
-    fn route(&mut self, rules: &SourceRules, mut events: Vec<Event>) {
+    /// One batch's way through: rates, triggers, then a shared chunk to
+    /// every output the source routes to. Returns the deliveries that
+    /// found an output's mailbox full, for the caller to wait on. Public
+    /// for the micro-benchmarks.
+    pub fn route(&mut self, rules: &SourceRules, mut events: Vec<Event>) -> Vec<Request<OutputActor, Enqueue>> {
+        let mut blocked = Vec::new();
         self.aggregator.apply(&mut events);
         rules.apply_triggers(&mut events);
         if events.is_empty() {
-            return;
+            return blocked;
         }
         if rules.debug {
             for ev in &events {
@@ -84,9 +108,15 @@ impl Router {
                 Route::Named(names) => out.name.as_ref().is_some_and(|n| names.contains(n)),
             };
             if wanted {
-                out.addr.do_send(Enqueue(chunk.clone()));
+                match out.addr.try_send(Enqueue(chunk.clone())) {
+                    Ok(()) => {}
+                    Err(SendError::Full(msg)) => blocked.push(out.addr.send(msg)),
+                    // The output stopped (a reload retired it).
+                    Err(SendError::Closed(_)) => {}
+                }
             }
         }
+        blocked
     }
 }
 
@@ -97,25 +127,45 @@ impl Actor for Router {
         // Listener connections wait on this mailbox when it is full: that is
         // how a flood of input pushes back on its senders.
         ctx.set_mailbox_capacity(64);
+        let me = ctx.address().downgrade();
+        LOCAL.with(|l| *l.borrow_mut() = Some(me));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        LOCAL.with(|l| l.borrow_mut().take());
     }
 }
 
 impl Handler<Publish> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         Telemetry::count(&self.telemetry.events_received, msg.events.len() as u64);
         let Publish { rules, events } = msg;
         // A bug here must not stop every event of the agent: contain it to
         // the batch at hand.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.route(&rules, events))) {
-            if let Some(held) = self.panics.allow(std::time::Duration::from_secs(10)) {
-                tracing::error!(
-                    service = %rules.service,
-                    suppressed = held,
-                    "router panicked on a batch, which was dropped: {}",
-                    panic_message(payload.as_ref())
-                );
+        match catch_unwind(AssertUnwindSafe(|| self.route(&rules, events))) {
+            Ok(blocked) if blocked.is_empty() => {}
+            Ok(blocked) => {
+                // An output's thread is behind: take nothing more until its
+                // mailbox has room. Listeners then wait on this mailbox, so
+                // memory stays bounded by the mailboxes' capacities.
+                let delivered = async move {
+                    for request in blocked {
+                        let _ = request.await;
+                    }
+                };
+                ctx.wait(delivered.into_actor(self));
+            }
+            Err(payload) => {
+                if let Some(held) = self.panics.allow(std::time::Duration::from_secs(10)) {
+                    tracing::error!(
+                        service = %rules.service,
+                        suppressed = held,
+                        "router panicked on a batch, which was dropped: {}",
+                        panic_message(payload.as_ref())
+                    );
+                }
             }
         }
     }

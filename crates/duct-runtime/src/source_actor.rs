@@ -2,7 +2,8 @@
 //! arbiters. It owns the source's state and its timer (SPEC §3 step 1):
 //!
 //! - the first tick comes after `start_delay` or the stagger offset, then
-//!   one every `interval`, on a fixed grid (no drift);
+//!   one every `interval`, on a fixed grid (no drift); how late each tick
+//!   starts is recorded in the agent's telemetry;
 //! - a tick still running when the next is due is not overlapped: the next
 //!   is skipped and counted;
 //! - a tick past `timeout` is abandoned; an error is logged with the
@@ -55,6 +56,8 @@ pub struct SourceActor {
     next_tick: Option<Instant>,
     /// A tick is running.
     busy: bool,
+    /// The deadline of the running (or last) tick, for the log.
+    tick_timeout: Duration,
     /// Consecutive panics or failed starts, for the restart backoff.
     crashes: u32,
     /// The source was lost (panic) or failed to start; rebuild it then.
@@ -77,6 +80,7 @@ impl SourceActor {
             stagger,
             next_tick: None,
             busy: false,
+            tick_timeout: Duration::ZERO,
             crashes: 0,
             restart_at: None,
             listener,
@@ -117,6 +121,10 @@ impl SourceActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(due) = self.next_tick {
+            let late = Instant::now().saturating_duration_since(due);
+            self.telemetry().tick_lateness.record(late);
+        }
         self.schedule_next(ctx);
         if let Some(at) = self.restart_at {
             if Instant::now() < at {
@@ -152,7 +160,8 @@ impl SourceActor {
         };
         self.busy = true;
         let sctx = self.ctx.clone();
-        let timeout = Duration::from_secs_f64(self.recipe.settings.timeout);
+        let timeout = source.tick_timeout(Duration::from_secs_f64(self.recipe.settings.timeout));
+        self.tick_timeout = timeout;
         let run = async move {
             let result = tokio::time::timeout(timeout, source.get(&sctx)).await;
             (source, result)
@@ -185,7 +194,7 @@ impl SourceActor {
             }
             Ok((source, Err(_))) => {
                 self.source = Some(source);
-                let t = self.recipe.settings.timeout;
+                let t = self.tick_timeout.as_secs_f64();
                 self.tick_failed(&format!("tick abandoned after its {t} s timeout"));
             }
             Err(panic) => {

@@ -95,6 +95,7 @@ fn settings(f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
         allow_nan: true,
         debug: false,
         batch: 1000,
+        pushback: 10_000,
         backoff_max: 0.2,
         metrics_only: false,
     };

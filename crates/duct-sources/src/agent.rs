@@ -1,7 +1,7 @@
 //! `duct.sources.Duct`: the agent's own figures, so that the pipeline can
 //! be watched through itself. Duct reported `event rate` and `sources`;
-//! ductd adds tick failures and, per output, its queue, drops, deliveries
-//! and health.
+//! ductd adds tick failures, how late ticks start (quantiles since the
+//! agent started) and, per output, its queue, drops, deliveries and health.
 
 use std::sync::atomic::Ordering;
 
@@ -16,6 +16,7 @@ pub fn spec() -> SourceSpec {
             "(service).sources: sources running",
             "(service).ticks skipped: ticks skipped because the previous one still ran (total)",
             "(service).tick errors: ticks that failed, timed out or panicked (total)",
+            "(service).tick lateness p50, p99, max: how late ticks start after they are due (ms, since start)",
             "(service).output.(name).queued: events waiting",
             "(service).output.(name).dropped: events dropped (total)",
             "(service).output.(name).sent: events delivered (total)",
@@ -61,6 +62,21 @@ impl Source for AgentSource {
                 t.tick_errors.load(Ordering::Relaxed),
             ),
         ];
+        let lateness = &t.tick_lateness;
+        for (label, value) in [
+            ("p50", lateness.quantile(0.5)),
+            ("p99", lateness.quantile(0.99)),
+            ("max", lateness.max()),
+        ] {
+            if let Some(d) = value {
+                events.push(ctx.create_event_prefixed(
+                    &format!("tick lateness {label}"),
+                    "ok",
+                    "Tick lateness (ms)",
+                    d.as_secs_f64() * 1000.0,
+                ));
+            }
+        }
         for o in t.outputs() {
             let p = |what: &str| format!("output.{}.{what}", o.name);
             let healthy = o.healthy.load(Ordering::Relaxed);
@@ -115,7 +131,12 @@ mod tests {
         out.healthy.store(false, Ordering::Relaxed);
         t.register_output(out);
         let mut src = AgentSource { last: None };
-        src.get(&ctx).await.unwrap();
+        let first = src.get(&ctx).await.unwrap();
+        assert!(
+            !first.iter().any(|e| e.service.contains("lateness")),
+            "no lateness before any tick"
+        );
+        t.tick_lateness.record(std::time::Duration::from_millis(3));
         t.events_received.fetch_add(100, Ordering::Relaxed);
         std::thread::sleep(std::time::Duration::from_millis(50));
         let events = src.get(&ctx).await.unwrap();
@@ -128,6 +149,7 @@ mod tests {
         let rate = find("duct.event rate").metric.unwrap().as_f64();
         assert!(rate > 100.0 && rate < 2100.0, "{rate}");
         assert_eq!(find("duct.sources").metric, Some(Metric::Int(3)));
+        assert_eq!(find("duct.tick lateness max").metric, Some(Metric::Float(3.0)));
         assert_eq!(find("duct.output.riemann.queued").metric, Some(Metric::Int(42)));
         let healthy = find("duct.output.riemann.healthy");
         assert_eq!(healthy.metric, Some(Metric::Int(0)));

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod generator;
 pub mod lines;
 pub mod linux;
+pub mod network;
 pub mod number_proxy;
 pub mod riemann;
 
@@ -19,6 +20,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
     registry.add_source(riemann::spec());
+    network::register(registry);
 }
 
 #[cfg(test)]

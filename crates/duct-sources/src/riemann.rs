@@ -6,18 +6,19 @@
 //!
 //! The listener is bound in `start` (so a port already in use is an error
 //! the source actor retries), then an accept loop runs on the source's
-//! arbiter; each connection is a [`RiemannConnection`] actor reading frames
-//! as a stream. Limits: `max_connections` open at once (more are closed at
+//! arbiter and hands each connection to the next of the agent's worker
+//! threads (so that many clients use every core); there the connection is
+//! a [`RiemannConnection`] actor reading frames as a stream and decoding
+//! them straight into events ([`duct_proto::decode`]). Limits: `max_connections` open at once (more are closed at
 //! accept), `max_frame_bytes` per message (a larger one is answered
 //! `ok: false` and the connection closed), `idle_timeout` without a message.
 //! A bad frame, a stuck client or a panic in one connection ends that
 //! connection only.
 
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -25,10 +26,10 @@ use bytes::{Bytes, BytesMut};
 use duct_core::config::Diagnostic;
 use duct_core::event::now;
 use duct_core::throttle::Throttle;
-use duct_core::{Event, Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
+use duct_core::{Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use duct_proto::codec::put_msg_frame;
 use duct_proto::tls::{self, TlsAcceptor, TlsFiles};
-use duct_proto::{Fallback, FrameError, Msg, MsgCodec, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
+use duct_proto::{decode_msg, Fallback, FrameCodec, FrameError, Msg, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
@@ -159,39 +160,45 @@ impl Source for RiemannListener {
     }
 }
 
-/// What a listener's connections share, on the listener's thread.
+/// What a listener's connections share, across the worker threads.
 #[derive(Default)]
 struct Shared {
     /// Connections open now (each holds a [`Slot`]).
-    open: Cell<usize>,
-    refused_log: RefCell<Throttle>,
-    errors_log: RefCell<Throttle>,
+    open: AtomicUsize,
+    refused_log: Mutex<Throttle>,
+    errors_log: Mutex<Throttle>,
+}
+
+fn allow(log: &Mutex<Throttle>) -> Option<u64> {
+    log.lock().unwrap_or_else(|p| p.into_inner()).allow(LOG_EVERY)
 }
 
 impl Shared {
     /// Whether a connection problem may be logged now (and how many were
     /// held back): a client hammering the port must not flood the log.
     fn log_error(&self) -> Option<u64> {
-        self.errors_log.borrow_mut().allow(LOG_EVERY)
+        allow(&self.errors_log)
     }
 }
 
 /// One of `max_connections`; given back when the connection ends.
-struct Slot(Rc<Shared>);
+struct Slot(Arc<Shared>);
 
 impl Slot {
-    fn take(shared: &Rc<Shared>, max: usize) -> Option<Slot> {
-        let open = shared.open.get();
-        (open < max).then(|| {
-            shared.open.set(open + 1);
-            Slot(shared.clone())
-        })
+    fn take(shared: &Arc<Shared>, max: usize) -> Option<Slot> {
+        shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Slot(shared.clone()))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.set(self.0.open.get().saturating_sub(1));
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -199,7 +206,7 @@ type Reader = Box<dyn AsyncRead + Unpin>;
 type Writer = Box<dyn AsyncWrite + Unpin>;
 
 async fn accept_loop(listener: tokio::net::TcpListener, config: Arc<ListenerConfig>, sctx: SourceContext) {
-    let shared = Rc::new(Shared::default());
+    let shared = Arc::new(Shared::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -213,7 +220,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, config: Arc<ListenerConf
             }
         };
         let Some(slot) = Slot::take(&shared, config.max_connections) else {
-            if let Some(held) = shared.refused_log.borrow_mut().allow(LOG_EVERY) {
+            if let Some(held) = allow(&shared.refused_log) {
                 tracing::warn!(
                     service = %sctx.service(),
                     %peer,
@@ -225,36 +232,58 @@ async fn accept_loop(listener: tokio::net::TcpListener, config: Arc<ListenerConf
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        match &config.tls {
-            None => {
-                let (r, w) = tcp.into_split();
-                RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx, slot);
+        // The socket leaves this thread's reactor for the worker's.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(service = %sctx.service(), %peer, "cannot hand the connection over: {e}");
+                continue;
             }
-            Some(acceptor) => {
-                // The handshake runs beside the accept loop: a slow client
-                // must not hold up the others.
-                let acceptor = acceptor.clone();
-                let (config, sctx2) = (config.clone(), sctx.clone());
-                sctx.spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let (r, w) = tokio::io::split(stream);
-                            RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx2, slot);
-                        }
-                        Ok(Err(e)) => {
-                            if let Some(held) = slot.0.log_error() {
-                                tracing::warn!(
-                                    service = %sctx2.service(),
-                                    %peer,
-                                    held_back = held,
-                                    "TLS handshake failed: {e}"
-                                );
-                            }
-                        }
-                        Err(_) => tracing::debug!(service = %sctx2.service(), %peer, "TLS handshake timed out"),
+        };
+        let (config, sctx2) = (config.clone(), sctx.clone());
+        sctx.spawn_on_worker(move || serve(tcp, peer, config, sctx2, slot));
+    }
+}
+
+/// Starts serving a connection on the current (worker) thread: the TLS
+/// handshake if any, then the connection's actor.
+fn serve(tcp: std::net::TcpStream, peer: SocketAddr, config: Arc<ListenerConfig>, sctx: SourceContext, slot: Slot) {
+    let tcp = match tokio::net::TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::debug!(service = %sctx.service(), %peer, "cannot serve the connection: {e}");
+            return;
+        }
+    };
+    match &config.tls {
+        None => {
+            let (r, w) = tcp.into_split();
+            RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx, slot);
+        }
+        Some(acceptor) => {
+            // The handshake runs beside the other connections: a slow
+            // client must not hold them up.
+            let acceptor = acceptor.clone();
+            let sctx2 = sctx.clone();
+            sctx.spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let (r, w) = tokio::io::split(stream);
+                        RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx2, slot);
                     }
-                });
-            }
+                    Ok(Err(e)) => {
+                        if let Some(held) = slot.0.log_error() {
+                            tracing::warn!(
+                                service = %sctx2.service(),
+                                %peer,
+                                held_back = held,
+                                "TLS handshake failed: {e}"
+                            );
+                        }
+                    }
+                    Err(_) => tracing::debug!(service = %sctx2.service(), %peer, "TLS handshake timed out"),
+                }
+            });
         }
     }
 }
@@ -283,7 +312,7 @@ impl RiemannConnection {
         sctx: &SourceContext,
         slot: Slot,
     ) {
-        let frames = FramedRead::new(reader, MsgCodec::new(config.max_frame_bytes));
+        let frames = FramedRead::new(reader, FrameCodec::new(config.max_frame_bytes));
         let connection = RiemannConnection {
             sctx: sctx.clone(),
             peer,
@@ -301,24 +330,27 @@ impl RiemannConnection {
     /// Hands the message's events to the pipeline (waiting while it is
     /// saturated: that is how a flood pushes back on its sender), then
     /// answers.
-    fn accept(&mut self, msg: Msg, ctx: &mut Context<Self>) {
+    fn accept(&mut self, body: BytesMut, ctx: &mut Context<Self>) {
         let fallback = Fallback {
             time: now(),
             ttl: self.sctx.settings().ttl,
         };
-        let answer = if msg.query.is_some() {
+        let incoming = match decode_msg(&body, &fallback) {
+            Ok(incoming) => incoming,
+            Err(e) => return self.refuse(e.into(), ctx),
+        };
+        let answer = if incoming.query {
             frame(&Msg::refused("queries are not supported"))
         } else {
             Bytes::from_static(&OK_FRAME)
         };
-        let events: Vec<Event> = msg.events.into_iter().map(|e| e.into_event(&fallback)).collect();
         let Some(mut writer) = self.writer.take() else {
             ctx.stop();
             return;
         };
         let sctx = self.sctx.clone();
         let work = async move {
-            sctx.queue_back_wait(events).await;
+            sctx.queue_back_wait(incoming.events).await;
             let written = tokio::time::timeout(ANSWER_TIMEOUT, write_answer(&mut writer, &answer)).await;
             (writer, written)
         };
@@ -399,11 +431,11 @@ impl Actor for RiemannConnection {
     }
 }
 
-impl StreamHandler<Result<Msg, FrameError>> for RiemannConnection {
-    fn handle(&mut self, item: Result<Msg, FrameError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<BytesMut, FrameError>> for RiemannConnection {
+    fn handle(&mut self, item: Result<BytesMut, FrameError>, ctx: &mut Self::Context) {
         self.last_input = Instant::now();
         match item {
-            Ok(msg) => self.accept(msg, ctx),
+            Ok(body) => self.accept(body, ctx),
             Err(e) => self.refuse(e, ctx),
         }
     }
@@ -413,7 +445,7 @@ impl StreamHandler<Result<Msg, FrameError>> for RiemannConnection {
 mod tests {
     use super::*;
     use crate::testing::{context, Collect};
-    use duct_core::Metric;
+    use duct_core::{Event, Metric};
     use duct_proto::Message;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
