@@ -10,6 +10,7 @@
 //! ```
 
 mod health;
+mod memory;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -269,6 +270,7 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
     if let Some(h) = &health {
         h.running(agent.probe());
     }
+    memory::release_startup_code_soon();
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -282,6 +284,7 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
                             tracing::warn!("the health endpoint's address changes only with a restart");
                         }
                         let s = agent.reload(plan).await;
+                        memory::release_startup_code_soon();
                         if let Some(h) = &health {
                             h.running(agent.probe());
                         }

@@ -289,3 +289,40 @@ sources:
     let log = agent.stderr();
     assert!(log.contains("broken"), "the error names the service: {log}");
 }
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn start_up_code_is_handed_back_once_running() {
+    let dir = TempDir::new("pageout");
+    let path = dir.write(
+        "duct.yml",
+        "interval: 0.5\noutputs:\n  - output: duct.outputs.null.Null\nsources:\n  - {service: w, source: duct.sources.generator.Function}\n",
+    );
+    // A copy of the binary of its own: pages mapped by other ductd
+    // processes (the other tests) are shared, and the kernel leaves shared
+    // pages where they are.
+    let exe = dir.path().join("ductd");
+    std::fs::copy(common::ductd_bin(), &exe).unwrap();
+    std::fs::File::open(&exe).unwrap().sync_all().unwrap();
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["-c", path.to_str().unwrap()]);
+    let agent = Running::start_with(cmd);
+    assert!(agent.wait_for_log("agent started", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(7000));
+    let (rss, peak) = (status_kib(agent.pid(), "VmRSS:"), status_kib(agent.pid(), "VmHWM:"));
+    assert!(
+        rss + 1024 < peak,
+        "resident {rss} KiB, peak {peak} KiB: the code pages stayed"
+    );
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "the agent runs on after paging its code out");
+}

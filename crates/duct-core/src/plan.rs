@@ -149,12 +149,36 @@ impl SourceRecipe {
     }
 }
 
+/// What a block is, position aside: its options and the global settings it
+/// inherits, hashed. Two blocks with the same identity run the same way, so
+/// a reload leaves them running. A hash rather than the text because a
+/// poller of many thousand sources keeps one per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity(u128);
+
+impl Identity {
+    fn of(node: &Node, globals: &str) -> Identity {
+        use std::hash::{Hash, Hasher};
+        let text = node.canonical();
+        // Two differently keyed SipHashes: 128 bits, so that two different
+        // blocks never pass for the same one.
+        let half = |key: u64| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            text.hash(&mut h);
+            globals.hash(&mut h);
+            h.finish()
+        };
+        Identity((u128::from(half(0x9e37_79b9_7f4a_7c15)) << 64) | u128::from(half(0xc2b2_ae3d_27d4_eb4f)))
+    }
+}
+
 /// A source ready to start.
 pub struct PlannedSource {
     pub recipe: Arc<SourceRecipe>,
     pub rules: Arc<SourceRules>,
     /// Equal identities mean an unchanged source across a reload.
-    pub identity: String,
+    pub identity: Identity,
     /// Built during planning; taken by the runtime when it starts.
     pub instance: Option<Box<dyn Source>>,
 }
@@ -190,7 +214,7 @@ impl OutputRecipe {
 pub struct PlannedOutput {
     pub recipe: Arc<OutputRecipe>,
     /// Equal identities mean an unchanged output across a reload.
-    pub identity: String,
+    pub identity: Identity,
     /// Built during planning; taken by the runtime when it starts.
     pub instance: Option<Box<dyn Output>>,
 }
@@ -521,7 +545,7 @@ fn plan_source(index: usize, block: &Block, ctx: &PlanContext<'_>, diags: &mut D
             globals: ctx.globals.clone(),
         }),
         rules,
-        identity: format!("{}|{}", block.node.canonical(), ctx.globals_identity),
+        identity: Identity::of(&block.node, ctx.globals_identity),
         instance: None,
     };
     let warnings = RefCell::new(Vec::new());
@@ -871,7 +895,7 @@ fn plan_output(
                 block: block.clone(),
                 globals: globals.clone(),
             }),
-            identity: format!("{}|{}", block.node.canonical(), globals_identity),
+            identity: Identity::of(&block.node, globals_identity),
             instance: Some(instance),
         }),
         Err(d) => {

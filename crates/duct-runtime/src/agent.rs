@@ -7,12 +7,13 @@
 //! to routing without crossing threads; output actors run on the system
 //! arbiter, next to the signal handling that calls into this module.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use duct_core::plan::{PlannedOutput, PlannedSource};
-use duct_core::{EventSink, OutputStats, Plan, SourceContext, Telemetry};
+use duct_core::plan::{Identity, PlannedOutput, PlannedSource};
+use duct_core::{EventSink, OutputStats, Plan, Schedule, SourceContext, Telemetry};
 use tokio::sync::oneshot;
 
 use crate::output_actor::{Drain, OutputActor, Ping};
@@ -21,12 +22,12 @@ use crate::sink::{OutputGates, RouterSink, WorkerPool};
 use crate::source_actor::{SourceActor, StopSource};
 
 struct RunningSource {
-    identity: String,
+    identity: Identity,
     addr: Addr<SourceActor>,
 }
 
 struct RunningOutput {
-    identity: String,
+    identity: Identity,
     name: Option<String>,
     label: String,
     addr: Addr<OutputActor>,
@@ -91,10 +92,17 @@ impl Probe {
     }
 }
 
+/// Up to this many polling sources (and no listener) run on one worker
+/// thread with the outputs; the thread count is chosen at start and kept
+/// across reloads.
+const COMPACT_MAX_SOURCES: usize = 64;
+
 /// The actors of a running configuration.
 pub struct Agent {
     /// One router shard per worker, in the workers' order.
     routers: Vec<Addr<Router>>,
+    /// Outputs run on the (single) worker rather than the main thread.
+    outputs_on_worker: bool,
     workers: Vec<Arbiter>,
     /// The workers as sources see them (for their connections).
     pool: Arc<WorkerPool>,
@@ -113,7 +121,17 @@ impl Agent {
     /// Starts everything in `plan`. Must be called inside an actix system.
     pub fn start(plan: Plan, telemetry: Arc<Telemetry>) -> Agent {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+        let listens = plan
+            .sources
+            .iter()
+            .any(|s| s.instance.as_ref().is_some_and(|i| i.schedule() == Schedule::Listener));
+        // A host agent of a handful of polling sources does its work in
+        // microseconds a second: one worker carrying sources, router and
+        // outputs together wakes less and crosses no threads. Listeners and
+        // large pollers get a worker per core.
+        let compact = !listens && plan.sources.len() <= COMPACT_MAX_SOURCES;
+        let count = if compact { 1 } else { cores };
+        let workers: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
         let routers = workers
             .iter()
             .map(|w| {
@@ -124,6 +142,7 @@ impl Agent {
         let pool = Arc::new(WorkerPool::new(workers.iter().map(Arbiter::handle).collect()));
         let mut agent = Agent {
             routers,
+            outputs_on_worker: compact,
             workers,
             pool,
             gates: Arc::default(),
@@ -179,7 +198,12 @@ impl Agent {
         let stats = OutputStats::new(settings.label.clone());
         self.telemetry.register_output(stats.clone());
         let recipe = planned.recipe.clone();
-        let addr = OutputActor::new(recipe, transport, stats.clone()).start();
+        let actor = OutputActor::new(recipe, transport, stats.clone());
+        let addr = if self.outputs_on_worker {
+            OutputActor::start_in_arbiter(&self.workers[0].handle(), move |_| actor)
+        } else {
+            actor.start()
+        };
         tracing::debug!(output = %settings.label, kind = %settings.output, "output started");
         RunningOutput {
             identity: planned.identity,
@@ -249,17 +273,23 @@ impl Agent {
 
         // Sources first: a changed listener must free its port before its
         // replacement binds it.
-        let mut old_sources = std::mem::take(&mut self.sources);
+        // Running sources by identity (identical blocks may repeat), so that
+        // matching thousands of sources stays linear.
+        let mut old_sources: HashMap<Identity, Vec<RunningSource>> = HashMap::new();
+        for s in std::mem::take(&mut self.sources) {
+            old_sources.entry(s.identity).or_default().push(s);
+        }
         let mut to_start = Vec::new();
         for p in sources {
-            match old_sources.iter().position(|s| s.identity == p.identity) {
-                Some(i) => {
-                    self.sources.push(old_sources.swap_remove(i));
+            match old_sources.get_mut(&p.identity).and_then(Vec::pop) {
+                Some(running) => {
+                    self.sources.push(running);
                     summary.sources_kept += 1;
                 }
                 None => to_start.push(p),
             }
         }
+        let old_sources: Vec<RunningSource> = old_sources.into_values().flatten().collect();
         summary.sources_stopped = old_sources.len();
         stop_sources(old_sources).await;
 

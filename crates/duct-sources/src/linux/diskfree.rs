@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::ffi::CStr;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use duct_core::config::Diagnostic;
 use duct_core::plan::StringList;
@@ -244,6 +244,10 @@ pub(crate) struct DiskFree {
     mounts: ProcFile,
     disks: Selection,
     cpath: Vec<u8>,
+    /// The filesystems to measure (device, path to statvfs), kept until
+    /// the mount table changes: the kernel's rendering of the table costs
+    /// more than all the statvfs calls.
+    selected: Option<Vec<(String, PathBuf)>>,
 }
 
 impl DiskFree {
@@ -253,15 +257,25 @@ impl DiskFree {
             paths,
             disks,
             cpath: Vec::new(),
+            selected: None,
         }
     }
 
     fn tick(&mut self, ctx: &SourceContext) -> Result<Vec<Event>, HostError> {
-        let text = self.mounts.read()?;
+        if self.selected.is_none() || self.mounts.mount_table_changed() {
+            let text = self.mounts.read()?;
+            let chosen = select_mounts(parse_mounts(&text), &self.disks)
+                .into_iter()
+                .map(|m| {
+                    let path = self.paths.on_host(Path::new(m.mount_point.as_ref())).into_owned();
+                    (m.device.into_owned(), path)
+                })
+                .collect();
+            self.selected = Some(chosen);
+        }
         let mut events = Vec::new();
-        for m in select_mounts(parse_mounts(&text), &self.disks) {
-            let path = self.paths.on_host(Path::new(m.mount_point.as_ref()));
-            let st = match statvfs(&path, &mut self.cpath) {
+        for (dev, path) in self.selected.iter().flatten() {
+            let st = match statvfs(path, &mut self.cpath) {
                 Ok(st) => st,
                 Err(e) => {
                     // Mount points this process may not enter (another
@@ -280,7 +294,6 @@ impl DiskFree {
             ) else {
                 continue;
             };
-            let dev = &m.device;
             events.push(ctx.create_event_prefixed(
                 &format!("{dev}.used"),
                 "ok",

@@ -24,7 +24,7 @@ mod smart;
 use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -197,8 +197,9 @@ pub(crate) fn counter_delta(previous: u64, current: u64) -> u64 {
 pub(crate) struct ProcFile {
     /// Paths to try, in order, until one opens.
     candidates: Vec<PathBuf>,
-    /// The open file and which candidate it is.
-    open: Option<(File, usize)>,
+    /// The open file, which candidate it is, and its filesystem's magic
+    /// number (procfs and sysfs are read differently).
+    open: Option<(File, usize, Option<i64>)>,
     buf: Vec<u8>,
 }
 
@@ -218,7 +219,7 @@ impl ProcFile {
 
     /// The path read (or the first to try, before the first read).
     pub fn path(&self) -> &Path {
-        let i = self.open.as_ref().map_or(0, |(_, i)| *i);
+        let i = self.open.as_ref().map_or(0, |(_, i, _)| *i);
         self.candidates.get(i).map_or(Path::new(""), PathBuf::as_path)
     }
 
@@ -227,22 +228,45 @@ impl ProcFile {
     pub fn read(&mut self) -> Result<Cow<'_, str>, HostError> {
         self.buf.clear();
         let kept = match &mut self.open {
-            Some((file, _)) => read_from_start(file, &mut self.buf).is_ok(),
+            Some((file, _, magic)) => read_from_start(file, *magic, &mut self.buf).is_ok(),
             None => false,
         };
         if !kept {
             self.buf.clear();
             self.open = None;
             let (mut file, index) = self.open_first()?;
-            if let Err(source) = read_from_start(&mut file, &mut self.buf) {
+            let magic = fs_magic(&file);
+            if let Err(source) = read_from_start(&mut file, magic, &mut self.buf) {
                 return Err(HostError::Read {
                     path: self.candidates[index].clone(),
                     source,
                 });
             }
-            self.open = Some((file, index));
+            self.open = Some((file, index, magic));
         }
         Ok(String::from_utf8_lossy(&self.buf))
+    }
+
+    /// Whether a procfs mount table changed since it was last polled: the
+    /// kernel flags each change of the mount namespace with `POLLPRI`, so
+    /// the table need not be read and parsed every tick. True when it cannot
+    /// tell (not open yet, not procfs).
+    pub fn mount_table_changed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some((file, _, magic)) = &self.open else {
+            return true;
+        };
+        if *magic != Some(PROC_SUPER_MAGIC) {
+            return true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n != 0
     }
 
     /// Reads and parses the file, naming it in a parse error.
@@ -276,10 +300,37 @@ impl ProcFile {
     }
 }
 
-fn read_from_start(file: &mut File, buf: &mut Vec<u8>) -> io::Result<()> {
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(buf)?;
-    Ok(())
+/// Reads the whole file from offset 0 with `pread`: one system call for a
+/// small kernel file, where a seek and `read_to_end` cost four (seek, a
+/// `statx` to size the buffer, the read, and a read to see the end).
+fn read_from_start(file: &mut File, magic: Option<i64>, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let kernel = magic.is_some_and(|m| m == PROC_SUPER_MAGIC || m == SYSFS_MAGIC);
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let n = file.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        // procfs and sysfs hand out what they have in one read: a short
+        // read is the end. Regular files (fake trees in tests) loop on.
+        if n < chunk.len() && kernel {
+            return Ok(());
+        }
+    }
+}
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+fn fs_magic(file: &File) -> Option<i64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs fills the zeroed struct for a valid open descriptor.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::fstatfs(file.as_raw_fd(), &mut st) == 0).then_some(st.f_type as i64)
+    }
 }
 
 /// Reads a short-lived file (a process's `stat`) whole into `buf`.
@@ -436,6 +487,29 @@ mod tests {
         let mut none = ProcFile::new(dir.0.join("absent"));
         let err = none.read().unwrap_err();
         assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn kernel_files_are_read_whole_and_mount_tables_report_changes() {
+        let mut stat = ProcFile::new(PathBuf::from("/proc/stat"));
+        let first = stat.read().unwrap().into_owned();
+        assert!(first.starts_with("cpu "), "{first}");
+        assert!(first.contains("\nctxt "), "read to the end: {first}");
+        assert!(stat.read().unwrap().starts_with("cpu "), "read again from the start");
+
+        let mut mounts = ProcFile::new(PathBuf::from("/proc/self/mounts"));
+        assert!(mounts.mount_table_changed(), "nothing read yet");
+        assert!(!mounts.read().unwrap().is_empty());
+        // The first poll consumes the namespace's current change count.
+        let _ = mounts.mount_table_changed();
+        assert!(!mounts.mount_table_changed(), "no mount came or went");
+
+        // A regular file (a fake tree) cannot tell: it is read every time.
+        let dir = testing::Scratch::new("mounts");
+        dir.write("mounts", "/dev/x / ext4 rw 0 0\n");
+        let mut fake = ProcFile::new(dir.0.join("mounts"));
+        fake.read().unwrap();
+        assert!(fake.mount_table_changed());
     }
 
     #[test]
