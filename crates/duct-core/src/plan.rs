@@ -28,8 +28,6 @@ pub struct SourceSettings {
     pub source: String,
     /// Position among all sources (after blueprint expansion).
     pub index: usize,
-    /// Where the block is in the configuration (`sources[3]`).
-    pub context: String,
     /// Seconds between ticks.
     pub interval: f64,
     pub ttl: f32,
@@ -46,7 +44,8 @@ pub struct SourceSettings {
     pub timeout: f64,
     /// Extra directory to look for exec plugins in.
     pub path: Option<PathBuf>,
-    pub base_path: PathBuf,
+    /// Shared by every source of a configuration.
+    pub base_path: Arc<std::path::Path>,
 }
 
 impl SourceSettings {
@@ -67,7 +66,6 @@ impl SourceSettings {
             service: service.to_string(),
             source: String::new(),
             index: 0,
-            context: String::new(),
             interval: 60.0,
             ttl: 60.0,
             hostname: hostname.to_string(),
@@ -78,7 +76,7 @@ impl SourceSettings {
             start_delay: None,
             timeout: 60.0,
             path: None,
-            base_path: PathBuf::from("/var/lib/duct"),
+            base_path: Arc::from(std::path::Path::new("/var/lib/duct")),
         }
     }
 }
@@ -355,9 +353,11 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
     }
 
     let mut sources = Vec::new();
+    let base_path: Arc<std::path::Path> = Arc::from(globals.base_path.as_path());
     for (index, block) in config.sources.iter().enumerate() {
         let ctx = PlanContext {
             globals: &globals,
+            base_path: base_path.clone(),
             registry,
             default_host,
             output_names: &names,
@@ -387,6 +387,8 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
 
 struct PlanContext<'a> {
     globals: &'a Arc<Globals>,
+    /// `base_path`, once for every source.
+    base_path: Arc<std::path::Path>,
     registry: &'a Registry,
     default_host: &'a str,
     output_names: &'a [&'a str],
@@ -513,7 +515,6 @@ fn plan_source(index: usize, block: &Block, ctx: &PlanContext<'_>, diags: &mut D
         service: common.service.clone(),
         source: common.source.clone(),
         index,
-        context: block.context.clone(),
         interval,
         ttl: ttl as f32,
         hostname: common
@@ -528,7 +529,7 @@ fn plan_source(index: usize, block: &Block, ctx: &PlanContext<'_>, diags: &mut D
         start_delay: common.start_delay,
         timeout,
         path: common.path.map(PathBuf::from),
-        base_path: g.base_path.clone(),
+        base_path: ctx.base_path.clone(),
     });
     let rules = Arc::new(SourceRules {
         service: common.service,

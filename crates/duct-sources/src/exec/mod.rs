@@ -99,7 +99,7 @@ pub fn locate(name: &str, dirs: &[&Path]) -> Result<PathBuf, String> {
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Diagnostic> {
     let o: Options = args.options()?;
     let s = args.settings;
-    let dirs: Vec<&Path> = s.path.as_deref().into_iter().chain([s.base_path.as_path()]).collect();
+    let dirs: Vec<&Path> = s.path.as_deref().into_iter().chain([&*s.base_path]).collect();
     let program = locate(&s.source, &dirs).map_err(|e| args.invalid("source", format!("plugin not found: {e}")))?;
     let meta = std::fs::metadata(&program)
         .map_err(|e| args.invalid("source", format!("cannot inspect plugin {}: {e}", program.display())))?;
