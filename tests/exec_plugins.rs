@@ -36,16 +36,6 @@ fn once(path: &str) -> (i32, Vec<Value>, String) {
     (code, events, err)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn json_lines_fill_missing_fields_from_the_config() {
     let dir = TempDir::new("exec-json");
@@ -211,7 +201,7 @@ fn misbehaving_plugins_leave_the_agent_running_and_bounded() {
     let log = agent.stderr();
     assert!(log.contains("output cut at max_output_bytes"), "{log}");
     assert!(log.contains("took longer than") && log.contains("was killed"), "{log}");
-    let rss = rss_kib(agent.pid());
+    let rss = common::status_kib(agent.pid(), "VmRSS:");
     assert!(rss < 150_000, "RSS {rss} KiB after 20 MB floods");
     let (code, _) = agent.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));

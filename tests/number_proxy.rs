@@ -27,16 +27,6 @@ fn start(extra: &str) -> (Running, u16, TempDir) {
     (agent, port, dir)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn send(port: u16, bytes: &[u8]) {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.write_all(bytes).unwrap();
@@ -55,7 +45,7 @@ fn binary_junk_is_ignored_and_numbers_still_count() {
 #[test]
 fn an_endless_line_is_dropped_with_bounded_memory() {
     let (agent, port, _dir) = start("    max_line_bytes: 64\n");
-    let before = rss_kib(agent.pid());
+    let before = common::status_kib(agent.pid(), "VmRSS:");
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let chunk = vec![b'9'; 1 << 20];
     for _ in 0..50 {
@@ -64,7 +54,7 @@ fn an_endless_line_is_dropped_with_bounded_memory() {
     conn.write_all(b"\n7\n").unwrap();
     let events = agent.wait_for(Duration::from_secs(20), |e| metric(e) == Some(7.0));
     assert_eq!(events.len(), 1, "the 50 MB line was not a number");
-    let after = rss_kib(agent.pid());
+    let after = common::status_kib(agent.pid(), "VmRSS:");
     assert!(after < before + 20_000, "RSS grew from {before} to {after} KiB");
     assert!(agent.wait_for_log("discarded a line longer than max_line_bytes", Duration::from_secs(5)));
 }
@@ -96,7 +86,7 @@ fn connections_beyond_the_limit_are_refused_and_the_listener_goes_on() {
         "only {closed} of {opened} connections were refused"
     );
     assert!(agent.wait_for_log("too many connections", Duration::from_secs(5)));
-    assert!(rss_kib(agent.pid()) < 100_000);
+    assert!(common::status_kib(agent.pid(), "VmRSS:") < 100_000);
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     send(port, b"3\n");

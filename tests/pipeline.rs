@@ -290,16 +290,6 @@ sources:
     assert!(log.contains("broken"), "the error names the service: {log}");
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn start_up_code_is_handed_back_once_running() {
     let dir = TempDir::new("pageout");
@@ -318,7 +308,10 @@ fn start_up_code_is_handed_back_once_running() {
     let agent = Running::start_with(cmd);
     assert!(agent.wait_for_log("agent started", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(7000));
-    let (rss, peak) = (status_kib(agent.pid(), "VmRSS:"), status_kib(agent.pid(), "VmHWM:"));
+    let (rss, peak) = (
+        common::status_kib(agent.pid(), "VmRSS:"),
+        common::status_kib(agent.pid(), "VmHWM:"),
+    );
     assert!(
         rss + 1024 < peak,
         "resident {rss} KiB, peak {peak} KiB: the code pages stayed"

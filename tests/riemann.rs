@@ -82,13 +82,6 @@ fn counter_values(events: &[Value]) -> Vec<i64> {
         .collect()
 }
 
-/// Resident memory of a process, in kB.
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// A child process killed when the test ends, passed or not.
 struct KillOnDrop(std::process::Child);
 
@@ -569,7 +562,7 @@ fn a_receiver_that_never_acknowledges_holds_pressure_and_memory() {
     let mut events = Vec::new();
     while started.elapsed() < Duration::from_secs(8) {
         events.extend(sender.collect_for(Duration::from_millis(250)));
-        peak_kb = peak_kb.max(vm_rss_kb(pid).expect("ductd is running"));
+        peak_kb = peak_kb.max(common::status_kib(pid, "VmRSS:"));
     }
     let stderr = sender.stderr();
     drop(sender);

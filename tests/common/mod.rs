@@ -323,3 +323,14 @@ pub fn service(ev: &Value) -> &str {
 pub fn state(ev: &Value) -> &str {
     ev.get("state").and_then(Value::as_str).unwrap_or("")
 }
+
+/// A figure of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), 0 if absent.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -2,6 +2,10 @@
 //! destination produces only by chance (a failure mid-batch, a panic, a
 //! destination that never comes back) are produced here on purpose.
 
+mod common;
+
+use common::wait_until;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,17 +131,6 @@ fn events(range: std::ops::Range<i64>) -> Arc<[Event]> {
         })
         .collect::<Vec<_>>()
         .into()
-}
-
-async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
 }
 
 async fn drain(addr: &Addr<OutputActor>, within: Duration) -> usize {

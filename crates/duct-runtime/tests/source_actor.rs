@@ -1,6 +1,10 @@
 //! The source actor against sources that misbehave on purpose: too slow
 //! for their interval, past their timeout, panicking, silent.
 
+mod common;
+
+use common::wait_until;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,17 +121,6 @@ fn start(
     let source = Box::new(Scripted { behaviour, act });
     let addr = SourceActor::new(recipe, source, ctx, 0.0).start();
     Fixture { addr, sink, telemetry }
-}
-
-async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
 }
 
 static SLOW: Behaviour = Behaviour::new();
