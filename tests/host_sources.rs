@@ -124,6 +124,9 @@ sources:
         assert!(Instant::now() < deadline, "ductd never opened {watched:?}: {open:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A file is open a moment before it is read: let the first tick's
+    // reads finish before the content changes (the second tick is 3 s off).
+    std::thread::sleep(Duration::from_millis(300));
     let first_tick_done = Instant::now();
     dir.write("proc/stat", fixture!("stat-later"));
     dir.write("proc/diskstats", fixture!("diskstats-wrap-after"));
