@@ -38,8 +38,12 @@ pub trait Output: Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputError {
     pub message: String,
-    /// Events at the front of the batch that were delivered anyway.
+    /// Events at the front of the batch that are done with: delivered, or
+    /// refused for good (see `rejected`). They are not sent again.
     pub delivered: usize,
+    /// Of those, how many the destination refused for good (sending them
+    /// again would be refused again): counted as dropped, not sent.
+    pub rejected: usize,
 }
 
 impl OutputError {
@@ -47,11 +51,18 @@ impl OutputError {
         OutputError {
             message: message.into(),
             delivered: 0,
+            rejected: 0,
         }
     }
 
     pub fn after(mut self, delivered: usize) -> Self {
         self.delivered = delivered;
+        self
+    }
+
+    /// Says that `n` of the events done with were refused, not delivered.
+    pub fn rejecting(mut self, n: usize) -> Self {
+        self.rejected = n;
         self
     }
 }

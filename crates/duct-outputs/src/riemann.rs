@@ -436,13 +436,17 @@ impl Output for RiemannTcp {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,
             };
+            let rejected = match &error {
+                TcpError::Refused { events, .. } => *events,
+                _ => 0,
+            };
             self.conn = None;
             let mut message = error.to_string();
             if self.servers.len() > 1 {
                 self.current = (self.current + 1) % self.servers.len();
                 message.push_str(&format!("; next attempt: {}", self.peer()));
             }
-            Err(OutputError::new(message).after(delivered))
+            Err(OutputError::new(message).after(delivered).rejecting(rejected))
         })
     }
 
@@ -765,6 +769,7 @@ mod tests {
         let mut out = tcp_output(&[port], 4, 2);
         let err = out.send(&Batch::from_events(events(6))).await.unwrap_err();
         assert_eq!(err.delivered, 4, "the refused message counts as done: {err}");
+        assert_eq!(err.rejected, 2, "and as refused, not delivered");
         assert!(err.message.contains("no thanks"), "{err}");
     }
 

@@ -219,9 +219,11 @@ impl OutputActor {
             }
             Ok((transport, Err(e))) => {
                 self.transport = Some(transport);
-                let delivered = e.delivered.min(batch.len());
-                self.stats.sent.fetch_add(delivered as u64, Ordering::Relaxed);
-                self.queue.push_front(batch.skip(delivered));
+                let done = e.delivered.min(batch.len());
+                let rejected = e.rejected.min(done);
+                self.stats.sent.fetch_add((done - rejected) as u64, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(rejected as u64, Ordering::Relaxed);
+                self.queue.push_front(batch.skip(done));
                 self.failed(&e.message);
             }
             Err(panic) => {

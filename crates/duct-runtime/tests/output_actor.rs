@@ -26,6 +26,8 @@ enum Script {
     Ok,
     /// Fail after delivering this many events of the batch.
     Fail(usize),
+    /// Deliver this many, then have the next this-many refused for good.
+    Refuse(usize, usize),
     Panic,
 }
 
@@ -65,6 +67,12 @@ impl Output for Scripted {
                 let n = n.min(metrics.len());
                 s.delivered.extend(&metrics[..n]);
                 Err(OutputError::new("scripted failure").after(n))
+            }
+            Script::Refuse(ok, refused) => {
+                let ok = ok.min(metrics.len());
+                s.delivered.extend(&metrics[..ok]);
+                let done = (ok + refused).min(metrics.len());
+                Err(OutputError::new("scripted refusal").after(done).rejecting(done - ok))
             }
             Script::Panic => {
                 drop(s);
@@ -173,6 +181,21 @@ async fn failures_requeue_what_was_not_delivered_and_delivery_resumes() {
     assert_eq!(stats.send_failures.load(Ordering::Relaxed), 2);
     assert_eq!(stats.sent.load(Ordering::Relaxed), 12);
     assert!(stats.healthy.load(Ordering::Relaxed));
+}
+
+#[actix_rt::test]
+async fn events_refused_for_good_are_dropped_not_resent_nor_counted_as_sent() {
+    let shared = Arc::new(Mutex::new(Shared {
+        script: vec![Script::Refuse(2, 3)],
+        ..Default::default()
+    }));
+    let (addr, stats) = start(settings(|s| s.batch = 10), shared.clone());
+    addr.do_send(Enqueue(events(0..10)));
+    assert!(wait_until(Duration::from_secs(10), || shared.lock().unwrap().delivered.len() >= 7).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(shared.lock().unwrap().delivered, vec![0, 1, 5, 6, 7, 8, 9]);
+    assert_eq!(stats.sent.load(Ordering::Relaxed), 7);
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
 }
 
 #[actix_rt::test]
