@@ -1,6 +1,7 @@
 //! ductd's built-in sources, one module per family, each registered under
 //! Duct's dotted name so that an existing `duct.yml` runs unchanged.
 
+pub mod accept;
 pub mod agent;
 pub mod exec;
 pub mod generator;

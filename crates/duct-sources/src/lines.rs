@@ -6,17 +6,19 @@
 //! discarded up to its newline and reported as [`Line::TooLong`]; bytes that
 //! are not UTF-8 are handed on as they are, for the parser to refuse. A
 //! sender of endless junk costs at most `max_line_bytes` of memory.
+//! Connections are accepted by [`crate::accept`] and spread over the
+//! worker threads.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::BytesMut;
 use duct_core::throttle::Throttle;
 use duct_core::{Event, SourceContext, SourceError};
+
+use crate::accept::{self, Accepted, Slot};
 use tokio_util::codec::{Decoder, FramedRead};
 
 /// One item of line input.
@@ -127,7 +129,7 @@ pub struct ListenerLimits {
 
 /// Binds `bind:port` now (so a taken port is an error of the source's
 /// start) and accepts connections until the source stops; each connection
-/// becomes a [`LineConnection`] actor.
+/// becomes a [`LineConnection`] actor on the next worker thread.
 pub fn listen(
     bind: &str,
     port: u16,
@@ -135,72 +137,38 @@ pub fn listen(
     ctx: &SourceContext,
     parse: LineParser,
 ) -> Result<SocketAddr, SourceError> {
-    let std_listener =
-        std::net::TcpListener::bind((bind, port)).map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
-    std_listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let listener = accept::bind(bind, port)?;
     let local = listener.local_addr()?;
-    let active = Arc::new(AtomicUsize::new(0));
     let sctx = ctx.clone();
-    ctx.spawn(async move {
-        let mut refused = Throttle::default();
-        let mut failures = Throttle::default();
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, go on.
-                    if let Some(held) = failures.allow(Duration::from_secs(10)) {
-                        tracing::warn!(service = %sctx.service(), held_back = held, "accept failed: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            if active.load(Ordering::Relaxed) >= limits.max_connections {
-                if let Some(held) = refused.allow(Duration::from_secs(10)) {
-                    tracing::warn!(
-                        service = %sctx.service(),
-                        %peer,
-                        max_connections = limits.max_connections,
-                        refused_since_last_report = held + 1,
-                        "connection refused: too many connections"
-                    );
-                }
-                drop(stream);
-                continue;
+    let max_connections = limits.max_connections;
+    let serve = move |accepted: Accepted| {
+        let Accepted { tcp, peer, slot } = accepted;
+        let stream = match tokio::net::TcpStream::from_std(tcp) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(service = %sctx.service(), %peer, "cannot serve the connection: {e}");
+                return;
             }
-            active.fetch_add(1, Ordering::Relaxed);
-            let guard = ConnectionCount(active.clone());
-            let conn_ctx = sctx.clone();
-            let limits = limits.clone();
-            LineConnection::create(move |c| {
-                c.add_stream(FramedRead::new(stream, LineCodec::new(limits.max_line_bytes)));
-                LineConnection {
-                    ctx: conn_ctx,
-                    parse,
-                    peer,
-                    pending: Vec::new(),
-                    flush_armed: false,
-                    last_input: Instant::now(),
-                    idle_timeout: limits.idle_timeout,
-                    max_line_bytes: limits.max_line_bytes,
-                    too_long: Throttle::default(),
-                    _count: guard,
-                }
-            });
-        }
-    });
+        };
+        let (ctx, limits) = (sctx.clone(), limits.clone());
+        LineConnection::create(move |c| {
+            c.add_stream(FramedRead::new(stream, LineCodec::new(limits.max_line_bytes)));
+            LineConnection {
+                ctx,
+                parse,
+                peer,
+                pending: Vec::new(),
+                flush_armed: false,
+                last_input: Instant::now(),
+                idle_timeout: limits.idle_timeout,
+                max_line_bytes: limits.max_line_bytes,
+                too_long: Throttle::default(),
+                _slot: slot,
+            }
+        });
+    };
+    ctx.spawn(accept::accept_loop(listener, max_connections, ctx.clone(), serve));
     Ok(local)
-}
-
-/// Decrements the listener's connection count when the connection ends.
-struct ConnectionCount(Arc<AtomicUsize>);
-
-impl Drop for ConnectionCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Events from one connection wait this long, or for this many, before
@@ -220,7 +188,8 @@ pub struct LineConnection {
     idle_timeout: Duration,
     max_line_bytes: usize,
     too_long: Throttle,
-    _count: ConnectionCount,
+    /// Gives the connection's place back to `max_connections` when it ends.
+    _slot: Slot,
 }
 
 impl LineConnection {

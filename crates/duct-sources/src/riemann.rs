@@ -17,15 +17,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::accept::{self, Accepted, Slot};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use duct_core::config::Diagnostic;
 use duct_core::event::now;
-use duct_core::throttle::Throttle;
 use duct_core::{Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use duct_proto::codec::put_msg_frame;
 use duct_proto::tls::{self, TlsAcceptor, TlsFiles};
@@ -39,8 +38,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long writing one answer may take before the client is given up on
 /// (it is not reading its answers).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Repeated connection problems are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -145,13 +142,12 @@ impl Source for RiemannListener {
 
     fn start(&mut self, ctx: &SourceContext) -> Result<(), SourceError> {
         let c = &self.config;
-        let std_listener = std::net::TcpListener::bind((c.bind.as_str(), c.port))
-            .map_err(|e| format!("cannot listen on {}:{}: {e}", c.bind, c.port))?;
-        std_listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let listener = accept::bind(&c.bind, c.port)?;
         let address = listener.local_addr()?;
         tracing::info!(service = %ctx.service(), %address, tls = c.tls.is_some(), "Riemann listener ready");
-        ctx.spawn(accept_loop(listener, self.config.clone(), ctx.clone()));
+        let (config, sctx) = (self.config.clone(), ctx.clone());
+        let serve = move |accepted: Accepted| serve(accepted, config.clone(), sctx.clone());
+        ctx.spawn(accept::accept_loop(listener, c.max_connections, ctx.clone(), serve));
         Ok(())
     }
 
@@ -160,94 +156,13 @@ impl Source for RiemannListener {
     }
 }
 
-/// What a listener's connections share, across the worker threads.
-#[derive(Default)]
-struct Shared {
-    /// Connections open now (each holds a [`Slot`]).
-    open: AtomicUsize,
-    refused_log: Mutex<Throttle>,
-    errors_log: Mutex<Throttle>,
-}
-
-fn allow(log: &Mutex<Throttle>) -> Option<u64> {
-    log.lock().unwrap_or_else(|p| p.into_inner()).allow(LOG_EVERY)
-}
-
-impl Shared {
-    /// Whether a connection problem may be logged now (and how many were
-    /// held back): a client hammering the port must not flood the log.
-    fn log_error(&self) -> Option<u64> {
-        allow(&self.errors_log)
-    }
-}
-
-/// One of `max_connections`; given back when the connection ends.
-struct Slot(Arc<Shared>);
-
-impl Slot {
-    fn take(shared: &Arc<Shared>, max: usize) -> Option<Slot> {
-        shared
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| Slot(shared.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 type Reader = Box<dyn AsyncRead + Unpin>;
 type Writer = Box<dyn AsyncWrite + Unpin>;
 
-async fn accept_loop(listener: tokio::net::TcpListener, config: Arc<ListenerConfig>, sctx: SourceContext) {
-    let shared = Arc::new(Shared::default());
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, usually: wait rather than spin.
-                if let Some(held) = shared.log_error() {
-                    tracing::warn!(service = %sctx.service(), held_back = held, "accepting a connection failed: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(slot) = Slot::take(&shared, config.max_connections) else {
-            if let Some(held) = allow(&shared.refused_log) {
-                tracing::warn!(
-                    service = %sctx.service(),
-                    %peer,
-                    max_connections = config.max_connections,
-                    refused_since_last_report = held + 1,
-                    "connection refused: too many open connections (max_connections)"
-                );
-            }
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        // The socket leaves this thread's reactor for the worker's.
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                tracing::debug!(service = %sctx.service(), %peer, "cannot hand the connection over: {e}");
-                continue;
-            }
-        };
-        let (config, sctx2) = (config.clone(), sctx.clone());
-        sctx.spawn_on_worker(move || serve(tcp, peer, config, sctx2, slot));
-    }
-}
-
 /// Starts serving a connection on the current (worker) thread: the TLS
 /// handshake if any, then the connection's actor.
-fn serve(tcp: std::net::TcpStream, peer: SocketAddr, config: Arc<ListenerConfig>, sctx: SourceContext, slot: Slot) {
+fn serve(accepted: Accepted, config: Arc<ListenerConfig>, sctx: SourceContext) {
+    let Accepted { tcp, peer, slot } = accepted;
     let tcp = match tokio::net::TcpStream::from_std(tcp) {
         Ok(tcp) => tcp,
         Err(e) => {
@@ -272,7 +187,7 @@ fn serve(tcp: std::net::TcpStream, peer: SocketAddr, config: Arc<ListenerConfig>
                         RiemannConnection::open(Box::new(r), Box::new(w), peer, &config, &sctx2, slot);
                     }
                     Ok(Err(e)) => {
-                        if let Some(held) = slot.0.log_error() {
+                        if let Some(held) = slot.log_error() {
                             tracing::warn!(
                                 service = %sctx2.service(),
                                 %peer,
@@ -376,7 +291,7 @@ impl RiemannConnection {
             ctx.stop();
             return;
         }
-        if let Some(held) = self.slot.0.log_error() {
+        if let Some(held) = self.slot.log_error() {
             tracing::warn!(
                 service = %self.sctx.service(),
                 peer = %self.peer,
