@@ -52,7 +52,14 @@ mod tests {
 
     #[test]
     fn names_are_not_empty() {
-        assert!(!hostname().is_empty());
-        assert!(fqdn().starts_with(&hostname()) || !fqdn().is_empty());
+        let short = hostname();
+        assert!(!short.is_empty());
+        assert!(!short.contains(['\0', ' ', '\n']), "{short:?}");
+        let full = fqdn();
+        assert!(!full.is_empty());
+        assert!(!full.contains(['\0', ' ', '\n']), "{full:?}");
+        // The canonical name is the host name, or the resolver's longer
+        // name for it; never an unrelated empty or garbled string.
+        assert!(full.len() >= short.len() || full == "localhost", "{full:?} for {short:?}");
     }
 }
