@@ -244,10 +244,6 @@ impl SourceContext {
         self.inner.last_event.store(now().to_bits(), Ordering::Relaxed);
     }
 
-    /// Records that a tick produced events (the runtime calls this).
-    pub fn note_events(&self) {
-        self.mark_alive();
-    }
 
     /// Seconds since the epoch when the source last produced events.
     pub fn last_event_time(&self) -> f64 {
@@ -265,9 +261,6 @@ impl SourceContext {
         self.inner.cancel.clone()
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
-    }
 
     /// Stops the source's tasks (the runtime calls this when the source
     /// stops).
