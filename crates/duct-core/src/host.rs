@@ -60,6 +60,9 @@ mod tests {
         assert!(!full.contains(['\0', ' ', '\n']), "{full:?}");
         // The canonical name is the host name, or the resolver's longer
         // name for it; never an unrelated empty or garbled string.
-        assert!(full.len() >= short.len() || full == "localhost", "{full:?} for {short:?}");
+        assert!(
+            full.len() >= short.len() || full == "localhost",
+            "{full:?} for {short:?}"
+        );
     }
 }

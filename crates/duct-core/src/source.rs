@@ -244,7 +244,6 @@ impl SourceContext {
         self.inner.last_event.store(now().to_bits(), Ordering::Relaxed);
     }
 
-
     /// Seconds since the epoch when the source last produced events.
     pub fn last_event_time(&self) -> f64 {
         f64::from_bits(self.inner.last_event.load(Ordering::Relaxed))
@@ -260,7 +259,6 @@ impl SourceContext {
     pub fn cancellation(&self) -> CancellationToken {
         self.inner.cancel.clone()
     }
-
 
     /// Stops the source's tasks (the runtime calls this when the source
     /// stops).
