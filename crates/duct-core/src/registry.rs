@@ -229,9 +229,28 @@ impl Registry {
     }
 }
 
+/// Duct's name for a Tensor-era name: `tensor.X` became `duct.X`, except
+/// Tensor's agent source `tensor.sources.Tensor`, which Duct renamed
+/// `duct.sources.Duct`.
 fn canonical_name(name: &str) -> std::borrow::Cow<'_, str> {
     match name.strip_prefix("tensor.") {
+        Some("sources.Tensor") => "duct.sources.Duct".into(),
         Some(rest) => format!("duct.{rest}").into(),
         None => name.into(),
+    }
+}
+
+#[cfg(test)]
+mod canonical_name_tests {
+    use super::canonical_name;
+
+    #[test]
+    fn tensor_names_map_to_ducts() {
+        assert_eq!(canonical_name("tensor.sources.Tensor"), "duct.sources.Duct");
+        assert_eq!(
+            canonical_name("tensor.sources.linux.basic.CPU"),
+            "duct.sources.linux.basic.CPU"
+        );
+        assert_eq!(canonical_name("duct.sources.Duct"), "duct.sources.Duct");
     }
 }

@@ -223,7 +223,8 @@ impl fmt::Display for RData {
             RData::Aaaa(a) => write!(f, "{a}"),
             RData::Name(n) => write!(f, "{n}"),
             RData::Mx { preference, exchange } => write!(f, "{preference} {exchange}"),
-            RData::Txt(parts) => write!(f, "{}", parts.concat()),
+            // The strings of one TXT record joined by a space, as `dig` shows them.
+            RData::Txt(parts) => write!(f, "{}", parts.join(" ")),
             RData::Soa { mname, rname, serial } => write!(f, "{mname} {rname} {serial}"),
             RData::Srv {
                 priority,
@@ -494,6 +495,12 @@ mod tests {
         let query = encode_query(7, "web.duct.test", RecordType::A).unwrap();
         assert_eq!(decode_response(&query), Err(DnsError::NotResponse));
         assert_eq!(decode_response(b"garbage"), Err(DnsError::NotResponse));
+    }
+
+    #[test]
+    fn multi_string_txt_records_show_as_dig_does() {
+        let txt = RData::Txt(vec!["v=spf1".into(), "-all".into()]);
+        assert_eq!(txt.to_string(), "v=spf1 -all");
     }
 
     #[test]
