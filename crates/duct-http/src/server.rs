@@ -1,0 +1,1 @@
+//! The shared HTTP server (being built: see issue 13).
