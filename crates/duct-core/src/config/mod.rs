@@ -6,12 +6,15 @@ pub mod de;
 pub mod diag;
 pub mod load;
 pub mod node;
+pub mod seconds;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+
+use seconds::Zero;
 
 pub use de::{field_names, from_node, from_node_quiet, Context, DeError};
 pub use diag::{did_you_mean, suggest, Diagnostic, Diagnostics, Severity};
@@ -144,7 +147,7 @@ impl Config {
             also_known: STRUCTURE_KEYS,
             warnings: &warnings,
         };
-        let globals = match from_node::<Globals>(&tree.root, &ctx) {
+        let mut globals = match from_node::<Globals>(&tree.root, &ctx) {
             Ok(g) => g,
             Err(e) => {
                 diags.push(e.into_diagnostic(""));
@@ -157,7 +160,7 @@ impl Config {
             w.message = w.message.replace("unknown option", "unknown global key");
             w
         }));
-        check_globals(&globals, &tree.root, &mut diags);
+        check_globals(&mut globals, &tree.root, &mut diags);
         if diags.has_errors() {
             return Err(diags);
         }
@@ -177,26 +180,27 @@ impl Config {
     }
 }
 
-fn check_globals(g: &Globals, root: &Node, diags: &mut Diagnostics) {
+/// Checks the global settings' values, raising a too-short `interval` to
+/// the floor (see [`seconds`]).
+fn check_globals(g: &mut Globals, root: &Node, diags: &mut Diagnostics) {
     let at = |key: &str| root.get(key).map(|n| n.mark.clone());
-    if !(g.interval > 0.0 && g.interval.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("interval"),
-            "interval: must be a positive number of seconds",
-        ));
+    let seconds = |key: &str, value: f64, zero: Zero, diags: &mut Diagnostics| {
+        if let Err(m) = seconds::check_seconds(value, zero) {
+            diags.push(Diagnostic::error(at(key), format!("{key}: {m}")));
+        }
+    };
+    match seconds::check_interval(g.interval) {
+        Ok((used, warning)) => {
+            g.interval = used;
+            if let Some(w) = warning {
+                diags.push(Diagnostic::warning(at("interval"), format!("interval: {w}")));
+            }
+        }
+        Err(m) => diags.push(Diagnostic::error(at("interval"), format!("interval: {m}"))),
     }
-    if !(g.ttl >= 0.0 && g.ttl.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("ttl"),
-            "ttl: must be zero or a positive number of seconds",
-        ));
-    }
-    if !(g.stagger >= 0.0 && g.stagger.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("stagger"),
-            "stagger: must be zero or a positive number of seconds",
-        ));
-    }
+    seconds("ttl", g.ttl, Zero::Allowed, diags);
+    seconds("stagger", g.stagger, Zero::Allowed, diags);
+    seconds("shutdown_timeout", g.shutdown_timeout, Zero::Allowed, diags);
     if let Some(h) = &g.health {
         if h.listen.parse::<std::net::SocketAddr>().is_err() {
             let mark = root.get("health").and_then(|n| n.get("listen")).map(|n| n.mark.clone());
@@ -208,12 +212,6 @@ fn check_globals(g: &Globals, root: &Node, diags: &mut Diagnostics) {
                 ),
             ));
         }
-    }
-    if !(g.shutdown_timeout >= 0.0 && g.shutdown_timeout.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("shutdown_timeout"),
-            "shutdown_timeout: must be zero or a positive number of seconds",
-        ));
     }
 }
 

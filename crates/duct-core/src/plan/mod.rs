@@ -16,8 +16,9 @@ mod sources;
 
 use std::sync::Arc;
 
-use crate::config::{did_you_mean, Block, Config, Diagnostic, Diagnostics, Globals, Node};
-use crate::registry::Registry;
+use crate::config::seconds::{check_interval, check_seconds, Zero};
+use crate::config::{did_you_mean, Block, Config, Diagnostic, Diagnostics, Globals, Node, Severity};
+use crate::registry::{invalid_at, Registry};
 
 use outputs::plan_output;
 use sources::plan_source;
@@ -157,6 +158,57 @@ fn required_name<'a>(block: &'a Block, key: &str, diags: &mut Diagnostics) -> Op
                 format!("{}: missing required option `{key}`", block.context),
             ));
             None
+        }
+    }
+}
+
+/// The problems of one block's common options, each located at its key:
+/// the reading that sources and outputs share.
+struct OptionChecks<'a> {
+    block: &'a Block,
+    diags: &'a mut Diagnostics,
+    /// False once any error was found.
+    ok: bool,
+}
+
+impl<'a> OptionChecks<'a> {
+    fn new(block: &'a Block, diags: &'a mut Diagnostics) -> Self {
+        OptionChecks { block, diags, ok: true }
+    }
+
+    fn fail(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.diags.push(invalid_at(self.block, key, message));
+        self.ok = false;
+    }
+
+    fn warn(&mut self, key: &str, message: impl std::fmt::Display) {
+        let mut d = invalid_at(self.block, key, message);
+        d.severity = Severity::Warning;
+        self.diags.push(d);
+    }
+
+    /// A number of seconds checked by [`check_seconds`]; on error the value
+    /// is returned unchanged (the block will not be planned anyway).
+    fn seconds(&mut self, key: &str, value: f64, zero: Zero) -> f64 {
+        check_seconds(value, zero).unwrap_or_else(|m| {
+            self.fail(key, m);
+            value
+        })
+    }
+
+    /// An interval, raised to the floor with a warning if shorter.
+    fn interval(&mut self, key: &str, value: f64) -> f64 {
+        match check_interval(value) {
+            Ok((used, warning)) => {
+                if let Some(w) = warning {
+                    self.warn(key, w);
+                }
+                used
+            }
+            Err(m) => {
+                self.fail(key, m);
+                value
+            }
         }
     }
 }
