@@ -107,8 +107,10 @@ pub struct Config {
     pub root: Node,
     pub sources: Vec<Block>,
     pub outputs: Vec<Block>,
-    /// Warnings found while loading (errors make loading fail).
-    pub warnings: Vec<Diagnostic>,
+    /// Problems found while loading: warnings, and errors too when loaded
+    /// with [`Config::read`] (planning then fails, having reported the
+    /// problems of every block as well).
+    pub problems: Vec<Diagnostic>,
 }
 
 /// Where environment variables come from; tests pass their own.
@@ -120,19 +122,39 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 impl Config {
-    /// Loads `path` with its includes and blueprints.
+    /// Loads `path` with its includes and blueprints; any error fails.
     pub fn load(path: &Path, env: Env<'_>) -> Result<Config, Diagnostics> {
+        Self::read(path, env)?.without_errors()
+    }
+
+    /// Loads configuration text held in memory (the embedded default).
+    pub fn load_embedded(text: &str, env: Env<'_>) -> Result<Config, Diagnostics> {
+        Self::read_embedded(text, env)?.without_errors()
+    }
+
+    /// Like [`Config::load`], but fails only when there is no tree to plan
+    /// (an unreadable file, invalid YAML); other errors are kept in
+    /// [`Config::problems`] so that `ductd check` can plan every block and
+    /// report all that is wrong at once.
+    pub fn read(path: &Path, env: Env<'_>) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
         let tree = load::load_file(path, env, &mut diags);
         Self::finish(tree, Some(path.to_path_buf()), diags)
     }
 
-    /// Loads configuration text held in memory (the embedded default).
-    pub fn load_embedded(text: &str, env: Env<'_>) -> Result<Config, Diagnostics> {
+    /// [`Config::read`] for text held in memory.
+    pub fn read_embedded(text: &str, env: Env<'_>) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
         let base = std::env::current_dir().unwrap_or_default();
         let tree = load::load_text(text, Arc::from(Path::new(EMBEDDED_NAME)), &base, env, &mut diags);
         Self::finish(tree, None, diags)
+    }
+
+    fn without_errors(self) -> Result<Config, Diagnostics> {
+        if self.problems.iter().any(Diagnostic::is_error) {
+            return Err(Diagnostics(self.problems));
+        }
+        Ok(self)
     }
 
     fn finish(tree: Option<load::Tree>, path: Option<PathBuf>, mut diags: Diagnostics) -> Result<Config, Diagnostics> {
@@ -161,16 +183,13 @@ impl Config {
             w
         }));
         check_globals(&mut globals, &tree.root, &mut diags);
-        if diags.has_errors() {
-            return Err(diags);
-        }
         Ok(Config {
             path,
             globals,
             root: tree.root,
             sources: tree.sources,
             outputs: tree.outputs,
-            warnings: diags.0,
+            problems: diags.0,
         })
     }
 
@@ -250,8 +269,8 @@ mod tests {
     #[test]
     fn unknown_global_keys_warn() {
         let c = Config::load_embedded("intervall: 5\n", &no_env).unwrap();
-        assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0]
+        assert_eq!(c.problems.len(), 1);
+        assert!(c.problems[0]
             .message
             .contains("unknown global key `intervall` (did you mean `interval`?)"));
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::settings::{common_output_options, CommonOutputOptions, OutputSettings};
 use super::{check_unknown_keys, required_name, Identity, OptionChecks};
 use crate::config::seconds::Zero;
-use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals};
+use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
 use crate::output::Output;
 use crate::registry::{OutputArgs, OutputSpec, Registry};
 
@@ -79,14 +79,21 @@ pub(super) fn plan_output(
         .copied()
         .collect();
     check_unknown_keys(block, spec.name, &known, diags);
-    let common: CommonOutputOptions = match from_node_quiet(&block.node) {
-        Ok(c) => c,
+    // As for sources: a bad common option does not hide the kind's own.
+    let (common, common_ok) = match from_node_quiet::<CommonOutputOptions>(&block.node) {
+        Ok(c) => (c, true),
         Err(e) => {
             diags.push(e.into_diagnostic(&block.context));
-            return None;
+            let fallback = CommonOutputOptions {
+                output: name.to_string(),
+                name: block.node.get("name").and_then(Node::as_str).map(String::from),
+                ..CommonOutputOptions::default()
+            };
+            (fallback, false)
         }
     };
     let mut checks = OptionChecks::new(block, diags);
+    checks.ok = common_ok;
     let interval = checks.interval("interval", common.interval.unwrap_or(1.0));
     let maxrate = common.maxrate.unwrap_or(0.0);
     // Big enough that a fast destination is not held up by waiting for
@@ -118,9 +125,7 @@ pub(super) fn plan_output(
     if batch == 0 {
         checks.fail("batch", "must be at least 1");
     }
-    if !checks.ok {
-        return None;
-    }
+    let ok = checks.ok;
     let short = spec.name.rsplit('.').next().unwrap_or(spec.name);
     let settings = Arc::new(OutputSettings {
         output: common.output,
@@ -149,6 +154,7 @@ pub(super) fn plan_output(
     let built = recipe.build_reporting(&warnings);
     diags.extend(warnings.into_inner());
     match built {
+        Ok(_) if !ok => None,
         Ok(instance) => Some(PlannedOutput {
             recipe: Arc::new(recipe),
             identity: Identity::of(&block.node, globals_identity),

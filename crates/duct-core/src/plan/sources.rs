@@ -10,7 +10,7 @@ use super::settings::{common_source_options, CommonSourceOptions, SourceSettings
 use super::{check_unknown_keys, required_name, Identity, OptionChecks, PlanContext};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
-use crate::pipeline::SourceRules;
+use crate::pipeline::{Route, SourceRules};
 use crate::registry::{SourceArgs, SourceSpec};
 use crate::source::Source;
 
@@ -86,18 +86,30 @@ pub(super) fn plan_source(
     known.extend((spec.options)());
     check_unknown_keys(block, spec.name, &known, diags);
 
-    let common: CommonSourceOptions = match from_node_quiet(&block.node) {
-        Ok(c) => c,
+    // A common option of the wrong type is reported, and the kind is still
+    // built on the defaults so that its own problems are reported too.
+    let (common, common_ok) = match from_node_quiet::<CommonSourceOptions>(&block.node) {
+        Ok(c) => (c, true),
         Err(e) => {
             diags.push(e.into_diagnostic(&block.context));
-            return None;
+            let service = block.node.get("service").and_then(Node::as_str).unwrap_or_default();
+            let fallback = CommonSourceOptions {
+                service: service.to_string(),
+                source: name.to_string(),
+                ..CommonSourceOptions::default()
+            };
+            (fallback, false)
         }
     };
     let g = ctx.globals;
     let mut checks = OptionChecks::new(block, diags);
+    checks.ok = common_ok;
     let interval = checks.interval("interval", common.interval.unwrap_or(g.interval));
     let ttl = checks.seconds("ttl", common.ttl.unwrap_or(g.ttl), Zero::Allowed);
-    let timeout = checks.seconds("timeout", common.timeout.unwrap_or(interval), Zero::Refused);
+    // Unset, it is the interval, already checked.
+    let timeout = common
+        .timeout
+        .map_or(interval, |t| checks.seconds("timeout", t, Zero::Refused));
     let start_delay = common
         .start_delay
         .map(|d| checks.seconds("start_delay", d, Zero::Allowed));
@@ -112,12 +124,9 @@ pub(super) fn plan_source(
     let warning = read_triggers(block, "warning", diags);
     let critical = read_triggers(block, "critical", diags);
     let route = read_route(block, ctx, diags);
-    let (Some(attributes), Some(warning), Some(critical), Some(route)) = (attributes, warning, critical, route) else {
-        return None;
-    };
-    if !ok {
-        return None;
-    }
+    // Rules that failed are left empty for now: the kind is built anyway
+    // so that `ductd check` reports its problems as well.
+    let rules_ok = attributes.is_some() && warning.is_some() && critical.is_some() && route.is_some();
 
     let settings = Arc::new(SourceSettings {
         service: common.service.clone(),
@@ -131,7 +140,7 @@ pub(super) fn plan_source(
             .or_else(|| g.hostname.clone())
             .unwrap_or_else(|| ctx.default_host.to_string()),
         tags: common.tags.map(|t| t.0).unwrap_or_default(),
-        attributes,
+        attributes: attributes.unwrap_or_default(),
         debug: common.debug.unwrap_or(g.debug),
         watchdog: common.watchdog.unwrap_or(false),
         start_delay,
@@ -141,9 +150,9 @@ pub(super) fn plan_source(
     });
     let rules = Arc::new(SourceRules {
         service: common.service,
-        warning,
-        critical,
-        route,
+        warning: warning.unwrap_or_default(),
+        critical: critical.unwrap_or_default(),
+        route: route.unwrap_or(Route::All),
         debug: settings.debug,
     });
     let recipe = SourceRecipe {
@@ -156,6 +165,7 @@ pub(super) fn plan_source(
     let built = recipe.build_reporting(&warnings);
     diags.extend(warnings.into_inner());
     match built {
+        Ok(_) if !(ok && rules_ok) => None,
         Ok(instance) => Some(PlannedSource {
             recipe: Arc::new(recipe),
             rules,
