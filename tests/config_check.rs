@@ -51,3 +51,28 @@ sources:
         assert!(err.contains(expected), "`{expected}` missing from:\n{err}");
     }
 }
+
+#[test]
+fn an_alias_bomb_is_refused_at_the_alias_that_goes_too_far() {
+    // 500 bytes that alias expansion would make 9^9 values.
+    let mut text = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_string();
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let err = refused("alias-bomb", &text);
+    assert!(
+        err.contains(":6:10: invalid YAML: aliases expand to more than 100000 copied values"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nesting_thousands_deep_is_refused_not_a_crash() {
+    let text: String = (0..3000).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
+    let err = refused("deep", &text);
+    assert!(
+        err.contains(":65:130: invalid YAML: lists and maps are nested more than 64 levels deep"),
+        "{err}"
+    );
+}
