@@ -3,6 +3,7 @@
 //! retry are the runtime's output actor's.
 
 pub mod graphite;
+pub mod line_protocol;
 pub mod logger;
 pub mod null;
 pub mod riemann;
