@@ -24,6 +24,12 @@ pub struct Telemetry {
     pub tick_errors: AtomicU64,
     /// How late ticks start after the moment they were due.
     pub tick_lateness: Histogram,
+    /// Strings listeners received that were not UTF-8 and kept with U+FFFD
+    /// in place of the bad bytes.
+    pub strings_not_utf8: AtomicU64,
+    /// Listener messages answered `ok: false` (too large, too many events,
+    /// a query); none of their events entered the pipeline.
+    pub messages_refused: AtomicU64,
     outputs: Mutex<Vec<Arc<OutputStats>>>,
     sources_status: Mutex<Vec<Arc<SourceStatus>>>,
 }
