@@ -197,3 +197,119 @@ sources:
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }
+
+// ------------------------------------------------------------- memcached
+
+fn start_memcached() -> Option<Server> {
+    let memcached = require_binary("memcached", "memcached")?;
+    let dir = TempDir::new("memcached");
+    let port = free_port();
+    let mut cmd = Command::new(memcached);
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "16"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
+    }
+    Some(Server::spawn(cmd, port, dir, "memcached"))
+}
+
+/// Sends `request` to memcached and reads until `end` closes the reply.
+fn memcached_talk(port: u16, request: &str, end: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "memcached closed the connection: {reply}");
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    reply
+}
+
+#[test]
+fn memcached_stats_agree_with_the_server_and_faults_are_critical() {
+    let Some(mc) = start_memcached() else {
+        return;
+    };
+    let p = mc.port;
+    memcached_talk(
+        p,
+        "set a 0 0 5\r\nhello\r\nset b 0 0 3\r\nbye\r\n",
+        "STORED\r\nSTORED\r\n",
+    );
+    memcached_talk(p, "get a\r\nget nope\r\n", "END\r\nEND\r\n");
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let closed = closed_port();
+    let dir = TempDir::new("memcached-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: mc, source: duct.sources.database.memcache.Memcache, port: {p}}}
+  - {{service: down, source: duct.sources.database.memcache.Memcache, port: {closed}}}
+  - {{service: hung, source: duct.sources.database.memcache.Memcache, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: duct.sources.database.memcache.Memcache, port: {garbage}}}
+"
+        ),
+    );
+    let state_ev = event(&events, "mc.state");
+    assert_eq!((state(state_ev), metric(state_ev)), ("ok", Some(1.0)));
+    let stats = memcached_talk(p, "stats\r\n", "END\r\n");
+    let stat = |name: &str| -> f64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .parse()
+            .unwrap()
+    };
+    for gauge in ["curr_items", "bytes", "hash_bytes"] {
+        assert_eq!(
+            metric(event(&events, &format!("mc.{}", gauge.replace('_', ".")))),
+            Some(stat(gauge)),
+            "{gauge}"
+        );
+    }
+    let connections = metric(event(&events, "mc.curr.connections")).unwrap();
+    assert!(connections >= 1.0, "ductd's own connection counts: {connections}");
+    for counter in [
+        "get.hits",
+        "get.misses",
+        "cmd.set",
+        "cmd.get",
+        "total.items",
+        "evictions",
+        "cas.badval",
+    ] {
+        let ev = event(&events, &format!("mc.{counter}"));
+        assert_eq!(metric(ev), Some(0.0), "nothing changed between the ticks: {ev}");
+    }
+    let read = metric(event(&events, "mc.bytes.read")).unwrap();
+    assert!(read > 0.0, "the second tick's own `stats` request was read: {read}");
+    assert_eq!(events.keys().filter(|k| k.starts_with("mc.")).count(), 1 + 22 + 4);
+    critical(
+        &events,
+        "down.state",
+        &format!("127.0.0.1:{closed} - connection refused"),
+    );
+    critical(
+        &events,
+        "hung.state",
+        "timed out after 0.5 s waiting for the reply to `stats`",
+    );
+    critical(
+        &events,
+        "garbage.state",
+        "\"HTTP/1.1 400 Bad Request\" is not a STAT line",
+    );
+    for name in ["down", "hung", "garbage"] {
+        assert_eq!(metric(event(&events, &format!("{name}.state"))), Some(0.0));
+        assert_eq!(events.keys().filter(|k| k.starts_with(&format!("{name}."))).count(), 1);
+    }
+}

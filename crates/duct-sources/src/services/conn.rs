@@ -149,6 +149,37 @@ impl Conn {
         })
     }
 
+    /// One line (without its `\n` or `\r\n`).
+    pub async fn line(&mut self, what: &str) -> Result<String, ServiceError> {
+        self.read(what, |buf| Ok(split_line(buf))).await
+    }
+
+    /// Lines up to the one `end` accepts; that line is consumed and
+    /// returned separately. The lines together may hold at most the
+    /// reply limit.
+    pub async fn lines_until(
+        &mut self,
+        what: &str,
+        end: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<String>, String), ServiceError> {
+        let mut lines = Vec::new();
+        let mut total = 0usize;
+        loop {
+            let line = self.line(what).await?;
+            if end(&line) {
+                return Ok((lines, line));
+            }
+            total += line.len() + 1;
+            if total > self.limit {
+                return Err(ServiceError::TooLarge {
+                    limit: self.limit,
+                    doing: format!("in {what}"),
+                });
+            }
+            lines.push(line);
+        }
+    }
+
     /// Reads more bytes into the buffer before the deadline.
     async fn fill(&mut self, what: &str) -> Result<(), ServiceError> {
         let room = self.limit.saturating_sub(self.buf.len()).clamp(1, 64 << 10);
@@ -222,11 +253,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lines_are_read_up_to_the_end_marker() {
+        let port = server(b"STAT a 1\r\nSTAT b 2\r\nEND\r\n").await;
+        let mut c = open(port, Duration::from_secs(5), 1000).await;
+        c.send(b"stats\r\n", "`stats`").await.unwrap();
+        let (lines, end) = c.lines_until("the reply", |l| l == "END").await.unwrap();
+        assert_eq!(lines, ["STAT a 1", "STAT b 2"]);
+        assert_eq!(end, "END");
+    }
+
+    #[tokio::test]
     async fn a_silent_server_is_a_timeout_naming_the_request() {
         let port = server(b"half a li").await;
         let mut c = open(port, Duration::from_millis(300), 1000).await;
         c.send(b"x\n", "`x`").await.unwrap();
-        let err = c.read("the reply to `x`", |b| Ok(split_line(b))).await.unwrap_err();
+        let err = c.line("the reply to `x`").await.unwrap_err();
         assert_eq!(err.to_string(), "timed out after 0.3 s waiting for the reply to `x`");
     }
 
@@ -235,7 +276,7 @@ mod tests {
         let port = server(b"0123456789012345678901234567890123456789\nEND\n").await;
         let mut c = open(port, Duration::from_secs(5), 16).await;
         c.send(b"x\n", "`x`").await.unwrap();
-        let err = c.read("the reply", |b| Ok(split_line(b))).await.unwrap_err();
+        let err = c.line("the reply").await.unwrap_err();
         assert!(matches!(err, ServiceError::TooLarge { limit: 16, .. }), "{err}");
     }
 

@@ -15,6 +15,7 @@
 //! [`LOG_EVERY`] while the fault lasts ([`Faults`]); the agent carries on.
 
 mod conn;
+mod memcache;
 mod redis;
 
 use std::fmt::Display;
@@ -29,6 +30,7 @@ pub(crate) use conn::{Conn, ServiceError};
 /// Adds the service sources to `registry`.
 pub fn register(registry: &mut Registry) {
     registry.add_source(redis::spec());
+    registry.add_source(memcache::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
