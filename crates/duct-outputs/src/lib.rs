@@ -2,6 +2,8 @@
 //! only its transport (`Output::send`); queueing, batching, rate limits and
 //! retry are the runtime's output actor's.
 
+pub mod graphite;
+pub mod line_protocol;
 pub mod logger;
 pub mod null;
 pub mod riemann;
@@ -10,6 +12,7 @@ use duct_core::Registry;
 
 /// Adds every built-in output to `registry`.
 pub fn register(registry: &mut Registry) {
+    registry.add_output(graphite::spec());
     registry.add_output(logger::spec());
     registry.add_output(null::spec());
     registry.add_output(riemann::tcp_spec());

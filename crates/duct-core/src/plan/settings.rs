@@ -1,0 +1,217 @@
+//! The options every source (and every output) has, read with serde, and
+//! what they resolve to.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::field_names;
+
+/// A source's resolved common options.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub service: String,
+    /// The `source:` name as written.
+    pub source: String,
+    /// Position among all sources (after blueprint expansion).
+    pub index: usize,
+    /// Seconds between ticks.
+    pub interval: f64,
+    pub ttl: f32,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub attributes: Vec<(String, String)>,
+    /// Log every tick's events.
+    pub debug: bool,
+    /// Recreate the source when it has produced nothing for 10 intervals.
+    pub watchdog: bool,
+    /// Seconds before the first tick; `None` uses the stagger rule.
+    pub start_delay: Option<f64>,
+    /// Seconds a tick may take before it is abandoned.
+    pub timeout: f64,
+    /// Extra directory to look for exec plugins in.
+    pub path: Option<PathBuf>,
+    /// Shared by every source of a configuration.
+    pub base_path: Arc<std::path::Path>,
+}
+
+impl SourceSettings {
+    /// Seconds before the first tick: `start_delay`, else
+    /// `(index × stagger) mod interval` so that start-up is spread out but
+    /// no source waits longer than one interval.
+    pub fn first_tick_delay(&self, stagger: f64) -> f64 {
+        match self.start_delay {
+            Some(d) => d,
+            None => stagger_offset(self.index, stagger, self.interval),
+        }
+    }
+
+    /// Settings for a source made outside any configuration (tests, the
+    /// examples' own harness).
+    pub fn for_service(service: &str, hostname: &str) -> Self {
+        SourceSettings {
+            service: service.to_string(),
+            source: String::new(),
+            index: 0,
+            interval: 60.0,
+            ttl: 60.0,
+            hostname: hostname.to_string(),
+            tags: Vec::new(),
+            attributes: Vec::new(),
+            debug: false,
+            watchdog: false,
+            start_delay: None,
+            timeout: 60.0,
+            path: None,
+            base_path: Arc::from(std::path::Path::new("/var/lib/duct")),
+        }
+    }
+}
+
+/// The stagger rule of SPEC §2.
+pub fn stagger_offset(index: usize, stagger: f64, interval: f64) -> f64 {
+    if interval <= 0.0 || stagger <= 0.0 {
+        return 0.0;
+    }
+    (index as f64 * stagger) % interval
+}
+
+/// An output's resolved common options.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    /// The `output:` name as written.
+    pub output: String,
+    /// The routing name, if any.
+    pub name: Option<String>,
+    /// What logs and the agent's own metrics call it: the name, else the
+    /// class name and position (`Logger#1`).
+    pub label: String,
+    pub index: usize,
+    pub context: String,
+    /// Seconds between flushes.
+    pub interval: f64,
+    /// Most events queued; beyond it the oldest are dropped.
+    pub maxsize: usize,
+    /// Most events per second delivered (0 = no limit).
+    pub maxrate: f64,
+    /// Drop queued events older than their TTL.
+    pub expire: bool,
+    /// Send events that have no metric.
+    pub allow_nan: bool,
+    pub debug: bool,
+    /// Most events handed to the transport in one `send`.
+    pub batch: usize,
+    /// Queued events above which listener sources wait before taking more
+    /// input, while the output is delivering; 0: never (see
+    /// [`crate::telemetry::Backlog`]).
+    pub pushback: usize,
+    /// Longest wait between retries of a failing destination (s).
+    pub backoff_max: f64,
+    /// Log events are not queued (Riemann and other metric stores).
+    pub metrics_only: bool,
+}
+
+/// Common source options read with serde; `route`, `critical`, `warning`
+/// and `attributes` are read from their nodes to keep positions.
+#[derive(Debug, Deserialize)]
+pub(super) struct CommonSourceOptions {
+    pub(super) service: String,
+    pub(super) source: String,
+    pub(super) interval: Option<f64>,
+    pub(super) ttl: Option<f64>,
+    pub(super) hostname: Option<String>,
+    pub(super) tags: Option<StringList>,
+    pub(super) debug: Option<bool>,
+    pub(super) watchdog: Option<bool>,
+    pub(super) start_delay: Option<f64>,
+    pub(super) timeout: Option<f64>,
+    pub(super) path: Option<String>,
+    pub(super) use_ssh: Option<bool>,
+}
+
+/// Read from their nodes to keep positions.
+const SOURCE_NODE_KEYS: &[&str] = &["route", "critical", "warning", "attributes"];
+
+/// Per-source SSH overrides: accepted so Duct configurations load, refused
+/// with `use_ssh: true` until remote checks exist.
+const SSH_KEYS: &[&str] = &[
+    "ssh_host",
+    "ssh_username",
+    "ssh_key",
+    "ssh_keyfile",
+    "ssh_keypass",
+    "ssh_password",
+    "ssh_port",
+    "ssh_knownhosts_file",
+];
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CommonOutputOptions {
+    pub(super) output: String,
+    pub(super) name: Option<String>,
+    pub(super) interval: Option<f64>,
+    pub(super) maxsize: Option<usize>,
+    pub(super) maxrate: Option<f64>,
+    pub(super) expire: Option<bool>,
+    pub(super) allow_nan: Option<bool>,
+    pub(super) debug: Option<bool>,
+    pub(super) batch: Option<usize>,
+    pub(super) pushback: Option<usize>,
+    pub(super) backoff_max: Option<f64>,
+}
+
+/// A comma-separated string or a list: `tags: "a, b"` or `tags: [a, b]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(StringList(match Either::deserialize(d)? {
+            Either::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            Either::Many(v) => v,
+        }))
+    }
+}
+
+/// The common source option names (for unknown-option checks and `ductd list`).
+pub fn common_source_options() -> Vec<&'static str> {
+    field_names::<CommonSourceOptions>()
+        .iter()
+        .chain(SOURCE_NODE_KEYS)
+        .chain(SSH_KEYS)
+        .copied()
+        .collect()
+}
+
+/// The common output option names.
+pub fn common_output_options() -> &'static [&'static str] {
+    field_names::<CommonOutputOptions>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stagger_spreads_starts_within_one_interval() {
+        assert_eq!(stagger_offset(0, 0.2, 60.0), 0.0);
+        assert!((stagger_offset(5, 0.2, 60.0) - 1.0).abs() < 1e-9);
+        // Duct would wait 2000 s for source 10,000; ductd wraps at the interval.
+        let late = stagger_offset(10_000, 0.2, 60.0);
+        assert!((0.0..60.0).contains(&late), "{late}");
+        assert!((stagger_offset(3, 0.2, 0.5) - 0.1).abs() < 1e-9);
+        assert_eq!(stagger_offset(7, 0.0, 10.0), 0.0);
+    }
+}

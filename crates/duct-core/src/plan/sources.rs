@@ -1,0 +1,245 @@
+//! Planning one source block: its kind (built-in or plugin), common
+//! settings, rules, and a first instance.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::rules::{read_attributes, read_route, read_triggers};
+use super::settings::{common_source_options, CommonSourceOptions, SourceSettings};
+use super::{check_unknown_keys, required_name, Identity, PlanContext};
+use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
+use crate::pipeline::SourceRules;
+use crate::registry::{invalid_at, SourceArgs, SourceSpec};
+use crate::source::Source;
+
+/// Everything needed to build a source again (after a panic, for the
+/// watchdog).
+pub struct SourceRecipe {
+    pub settings: Arc<SourceSettings>,
+    pub spec: SourceSpec,
+    pub block: Block,
+    pub globals: Arc<Globals>,
+}
+
+impl SourceRecipe {
+    /// A fresh instance.
+    pub fn build(&self) -> Result<Box<dyn Source>, Diagnostic> {
+        let warnings = RefCell::new(Vec::new());
+        (self.spec.build)(&SourceArgs {
+            settings: &self.settings,
+            globals: &self.globals,
+            block: &self.block,
+            spec: &self.spec,
+            warnings: &warnings,
+        })
+    }
+}
+
+/// A source ready to start.
+pub struct PlannedSource {
+    pub recipe: Arc<SourceRecipe>,
+    pub rules: Arc<SourceRules>,
+    /// Equal identities mean an unchanged source across a reload.
+    pub identity: Identity,
+    /// Built during planning; taken by the runtime when it starts.
+    pub instance: Option<Box<dyn Source>>,
+}
+
+impl PlannedSource {
+    pub fn settings(&self) -> &Arc<SourceSettings> {
+        &self.recipe.settings
+    }
+}
+
+pub(super) fn plan_source(
+    index: usize,
+    block: &Block,
+    ctx: &PlanContext<'_>,
+    diags: &mut Diagnostics,
+) -> Option<PlannedSource> {
+    let name = required_name(block, "source", diags)?;
+    let spec = match ctx.registry.source(name) {
+        Some(spec) => *spec,
+        None => match locate_plugin(name, block, ctx) {
+            Ok(spec) => spec,
+            Err(looked) => {
+                let at = block.node.get("source").map(|n| n.mark.clone());
+                diags.push(Diagnostic::error(
+                    at,
+                    format!(
+                        "{}.source: unknown source `{name}`{}{looked}",
+                        block.context,
+                        did_you_mean(name, ctx.registry.sources().iter().map(|s| s.name))
+                    ),
+                ));
+                return None;
+            }
+        },
+    };
+    let mut known = common_source_options();
+    known.extend((spec.options)());
+    check_unknown_keys(block, spec.name, &known, diags);
+
+    let common: CommonSourceOptions = match from_node_quiet(&block.node) {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(e.into_diagnostic(&block.context));
+            return None;
+        }
+    };
+    let g = ctx.globals;
+    let interval = common.interval.unwrap_or(g.interval);
+    let mut ok = true;
+    let mut bad = |key: &str, msg: &str| {
+        diags.push(invalid_at(block, key, msg));
+        ok = false;
+    };
+    if !(interval > 0.0 && interval.is_finite()) {
+        bad("interval", "must be a positive number of seconds");
+    }
+    let ttl = common.ttl.unwrap_or(g.ttl);
+    if !(ttl >= 0.0 && ttl.is_finite()) {
+        bad("ttl", "must be zero or a positive number of seconds");
+    }
+    let timeout = common.timeout.unwrap_or(interval);
+    if !(timeout > 0.0 && timeout.is_finite()) {
+        bad("timeout", "must be a positive number of seconds");
+    }
+    if let Some(d) = common.start_delay {
+        if !(d >= 0.0 && d.is_finite()) {
+            bad("start_delay", "must be zero or a positive number of seconds");
+        }
+    }
+    if common.use_ssh == Some(true) {
+        bad(
+            "use_ssh",
+            "remote checks over SSH are not available in this version of ductd; run ductd on the host itself",
+        );
+    }
+    let attributes = read_attributes(block, diags);
+    let warning = read_triggers(block, "warning", diags);
+    let critical = read_triggers(block, "critical", diags);
+    let route = read_route(block, ctx, diags);
+    let (Some(attributes), Some(warning), Some(critical), Some(route)) = (attributes, warning, critical, route) else {
+        return None;
+    };
+    if !ok {
+        return None;
+    }
+
+    let settings = Arc::new(SourceSettings {
+        service: common.service.clone(),
+        source: common.source.clone(),
+        index,
+        interval,
+        ttl: ttl as f32,
+        hostname: common
+            .hostname
+            .clone()
+            .or_else(|| g.hostname.clone())
+            .unwrap_or_else(|| ctx.default_host.to_string()),
+        tags: common.tags.map(|t| t.0).unwrap_or_default(),
+        attributes,
+        debug: common.debug.unwrap_or(g.debug),
+        watchdog: common.watchdog.unwrap_or(false),
+        start_delay: common.start_delay,
+        timeout,
+        path: common.path.map(PathBuf::from),
+        base_path: ctx.base_path.clone(),
+    });
+    let rules = Arc::new(SourceRules {
+        service: common.service,
+        warning,
+        critical,
+        route,
+        debug: settings.debug,
+    });
+    let mut planned = PlannedSource {
+        recipe: Arc::new(SourceRecipe {
+            settings,
+            spec,
+            block: block.clone(),
+            globals: ctx.globals.clone(),
+        }),
+        rules,
+        identity: Identity::of(&block.node, ctx.globals_identity),
+        instance: None,
+    };
+    let warnings = RefCell::new(Vec::new());
+    let built = (spec.build)(&SourceArgs {
+        settings: &planned.recipe.settings,
+        globals: ctx.globals,
+        block,
+        spec: &spec,
+        warnings: &warnings,
+    });
+    diags.extend(warnings.into_inner());
+    match built {
+        Ok(instance) => {
+            planned.instance = Some(instance);
+            Some(planned)
+        }
+        Err(d) => {
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// A name that is no built-in is a user plugin if one is found in the
+/// source's `path` or in `base_path`; `Err` says where it looked. Duct's own
+/// names (`duct.…`) are never plugins: a typo there is an unknown source.
+fn locate_plugin(name: &str, block: &Block, ctx: &PlanContext<'_>) -> Result<SourceSpec, String> {
+    let Some(plugins) = ctx.registry.plugins() else {
+        return Err(String::new());
+    };
+    if name.starts_with("duct.") || name.starts_with("tensor.") {
+        return Err(String::new());
+    }
+    let own = block.node.get("path").and_then(Node::as_str).map(std::path::Path::new);
+    let dirs: Vec<&std::path::Path> = own.into_iter().chain([ctx.globals.base_path.as_path()]).collect();
+    (plugins.locate)(name, &dirs)
+        .map(|_| plugins.spec)
+        .map_err(|looked| format!("; no plugin found either ({looked})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan_text;
+
+    #[test]
+    fn common_options_resolve_with_global_defaults() {
+        let p = plan_text(
+            "interval: 5\nttl: 9\nhostname: global-host\nsources:\n  - {service: a, source: duct.sources.test.Test, tags: \"x, y ,z\"}\n  - {service: b, source: duct.sources.test.Test, interval: 0.5, hostname: own, tags: [p], start_delay: 2, timeout: 0.25}\n",
+        )
+        .unwrap();
+        let a = p.sources[0].settings();
+        assert_eq!(a.interval, 5.0);
+        assert_eq!(a.timeout, 5.0, "timeout defaults to the interval");
+        assert_eq!(a.ttl, 9.0);
+        assert_eq!(a.hostname, "global-host");
+        assert_eq!(a.tags, ["x", "y", "z"]);
+        assert_eq!(a.first_tick_delay(0.2), 0.0);
+        let b = p.sources[1].settings();
+        assert_eq!((b.interval, b.timeout, b.hostname.as_str()), (0.5, 0.25, "own"));
+        assert_eq!(b.first_tick_delay(0.2), 2.0);
+        let p = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test}\n").unwrap();
+        assert_eq!(p.sources[0].settings().hostname, "machine");
+    }
+
+    #[test]
+    fn kind_options_are_typed_and_validated_by_the_kind() {
+        let err = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, level: -1}\n")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("sources[0].level: must not be negative"),
+            "{err}"
+        );
+        let p = plan_text("sources:\n  - {service: a, source: tensor.sources.test.Test, levle: 1}\n").unwrap();
+        let w = &p.warnings[0];
+        assert!(w.message.contains("unknown option `levle`"), "{}", w.message);
+        assert!(w.message.contains("did you mean `level`?"), "{}", w.message);
+    }
+}
