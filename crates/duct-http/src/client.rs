@@ -47,7 +47,7 @@ pub use hyper::{Method, StatusCode};
 pub use rustls::pki_types::CertificateDer;
 pub use url::Url;
 
-use conn::{lock, Io, Trace, Watch};
+use conn::{io, lock, Io, Trace, Watch};
 
 /// Redirects followed by default, as browsers and probers do.
 pub const MAX_REDIRECTS: u32 = 10;
@@ -557,7 +557,7 @@ async fn fresh(request: &Request, hop: &Hop, trace: &Mutex<Trace>) -> Result<Ans
     let connected = conn::open(request, &hop.url, trace).await?;
     let message = hop.message(request, true)?;
     let watch = Arc::new(Watch::default());
-    let (mut sender, connection) = handshake(Io::new(connected.stream, watch.clone())).await?;
+    let (mut sender, connection) = handshake(io(connected.stream, watch.clone())).await?;
     lock(trace).exchange(watch.clone());
     let work = roundtrip(&mut sender, message, request.max_body_bytes, &watch);
     tokio::pin!(work, connection);
@@ -744,7 +744,7 @@ impl Pool {
         }
         let connected = conn::open(request, &hop.url, trace).await?;
         let watch = Arc::new(Watch::default());
-        let (sender, connection) = handshake(Io::new(connected.stream, watch.clone())).await?;
+        let (sender, connection) = handshake(io(connected.stream, watch.clone())).await?;
         let task = tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -1,7 +1,7 @@
 //! One connection of the client: the stream ductd opens itself (TCP, TLS
-//! over TCP, or a Unix socket), timed phase by phase, and the adapter that
-//! lets hyper's HTTP/1.1 state machine run over it while noting when the
-//! request went out and when the answer's first byte came back.
+//! over TCP, or a Unix socket), timed phase by phase, and a wrapper that
+//! notes when the request went out and when the answer's first byte came
+//! back while hyper runs HTTP/1.1 over it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use tokio_rustls::TlsConnector;
 use url::{Host, Url};
 
 use super::{Error, Phase, Request, Timings};
+use crate::rt::TokioIo;
 use crate::tls::TlsPolicy;
 
 /// Where a request is and what its phases took, kept outside the request's
@@ -265,58 +266,47 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
     Ok(stream)
 }
 
-/// A stream as hyper reads and writes it, watched.
-pub(super) struct Io {
+/// A stream that tells its [`Watch`] when the request went out and when
+/// the answer came in; hyper drives it through [`crate::rt::TokioIo`].
+pub(super) struct Watched {
     stream: Stream,
     watch: Arc<Watch>,
-    /// Where a read lands before it is handed to hyper (hyper's buffer may
-    /// be uninitialised; copying keeps this adapter free of `unsafe`).
-    scratch: Box<[u8]>,
 }
 
-impl Io {
-    pub fn new(stream: Stream, watch: Arc<Watch>) -> Self {
-        Io {
-            stream,
-            watch,
-            scratch: vec![0; 16 << 10].into_boxed_slice(),
-        }
-    }
+/// What hyper reads and writes a client connection through.
+pub(super) type Io = TokioIo<Watched>;
+
+/// `stream`, watched by `watch`, as hyper's I/O.
+pub(super) fn io(stream: Stream, watch: Arc<Watch>) -> Io {
+    TokioIo::new(Watched { stream, watch })
 }
 
-impl hyper::rt::Read for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let room = buf.remaining().min(this.scratch.len());
-        let mut read = ReadBuf::new(&mut this.scratch[..room]);
+        let before = buf.filled().len();
         let result = match &mut this.stream {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, &mut read),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, &mut read),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, &mut read),
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         };
         match result {
-            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Ok(())) => {
+                this.watch.read(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
             // A TLS server that closes without close_notify ends the
             // stream all the same; a body it cut short is still caught by
             // its framing (Content-Length, chunks).
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(())),
-            other => return other,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            other => other,
         }
-        let data = read.filled();
-        this.watch.read(data);
-        buf.put_slice(data);
-        Poll::Ready(Ok(()))
     }
 }
 
-impl hyper::rt::Write for Io {
+impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match &mut this.stream {
+        match &mut self.get_mut().stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, data),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, data),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, data),
