@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric, require_binary, service, state, wait_for_port, Running, TempDir};
+use common::{free_port, metric, require_binary, service, state, status_kib, wait_for_port, Running, TempDir};
 use serde_json::Value;
 
 /// Starts `ductd` with `config` written to `name` in `dir`.
@@ -643,6 +643,43 @@ fn garbage_and_a_huge_length_prefix_do_not_hurt_the_listener() {
     assert!(receiver.stderr().contains("max_frame_bytes"), "{}", receiver.stderr());
     let (code, _) = receiver.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "still running, and stops cleanly");
+}
+
+/// Eight million empty events (`0x32 0x00`) fit in one 16 MiB frame and
+/// once took 2.8 GB to decode. Now the frame is refused `ok: false`, the
+/// connection stays usable, other clients are served, and memory stays low.
+#[test]
+fn a_frame_of_millions_of_empty_events_is_refused_cheaply() {
+    let dir = TempDir::new("riemann-bomb");
+    let port = free_port();
+    let receiver = start_receiver(&dir, "receiver.yml", port, "");
+    let body = [0x32u8, 0x00].repeat(8_000_000);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    drop(body);
+    let mut bomb = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let other = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(&raw_frame("meanwhile", "h", 1)).unwrap();
+        read_answer(&mut s)
+    });
+    bomb.write_all(&frame).unwrap();
+    assert_eq!(read_answer(&mut bomb), Some(false), "refused");
+    assert_eq!(other.join().unwrap(), Some(true), "another client is served");
+    bomb.write_all(&raw_frame("after", "h", 2)).unwrap();
+    assert_eq!(read_answer(&mut bomb), Some(true), "the connection goes on");
+    let events = receiver.wait_for(Duration::from_secs(10), |e| service(e) == "after");
+    assert!(events
+        .iter()
+        .all(|e| service(e) == "meanwhile" || service(e) == "after"));
+    // Loose: the frame itself is 16 MB; decoding it used to take 2.8 GB.
+    let peak_mib = status_kib(receiver.pid(), "VmHWM:") / 1024;
+    assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
+    assert!(
+        receiver.stderr().contains("max_events_per_message"),
+        "{}",
+        receiver.stderr()
+    );
 }
 
 #[test]

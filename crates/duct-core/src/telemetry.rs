@@ -27,6 +27,12 @@ pub struct Telemetry {
     /// Router shards and outputs restarted by their supervisor after a
     /// panic or an unexpected stop.
     pub restarts: AtomicU64,
+    /// Strings listeners received that were not UTF-8 and kept with U+FFFD
+    /// in place of the bad bytes.
+    pub strings_not_utf8: AtomicU64,
+    /// Listener messages answered `ok: false` (too large, too many events,
+    /// a query); none of their events entered the pipeline.
+    pub messages_refused: AtomicU64,
     outputs: Mutex<Vec<Arc<OutputStats>>>,
     sources_status: Mutex<Vec<Arc<SourceStatus>>>,
 }

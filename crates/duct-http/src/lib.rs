@@ -7,4 +7,5 @@
 //! each phase).
 
 pub mod client;
+pub mod rt;
 pub mod server;

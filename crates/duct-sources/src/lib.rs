@@ -10,6 +10,7 @@ pub mod linux;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;
+pub mod services;
 
 use duct_core::Registry;
 
@@ -22,6 +23,7 @@ pub fn register(registry: &mut Registry) {
     registry.set_plugins(exec::plugins());
     registry.add_source(riemann::spec());
     network::register(registry);
+    services::register(registry);
 }
 
 #[cfg(test)]
