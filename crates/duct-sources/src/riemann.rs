@@ -20,6 +20,11 @@
 //! [`crate::accept`]).
 //! A bad frame, a stuck client or a panic in one connection ends that
 //! connection only.
+//!
+//! How a message is judged ([`Admission`]) and handed to the pipeline
+//! ([`ingest`]) is shared with `duct.sources.riemann.RiemannUDP` ([`udp`]).
+
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +52,7 @@ use tokio_util::codec::FramedRead;
 /// The most events one message may carry unless configured otherwise: far
 /// above what clients batch (hundreds), far below the 8 million empty
 /// events that fit in a 16 MiB frame.
-const DEFAULT_MAX_EVENTS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_EVENTS: usize = 100_000;
 /// The memory one message's decoded events may take, unless configured,
 /// as a multiple of `max_frame_bytes`: typical events (host, service,
 /// state, metric, a tag or two) take 3 to 5 times their encoded size.
