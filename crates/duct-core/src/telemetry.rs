@@ -24,6 +24,9 @@ pub struct Telemetry {
     pub tick_errors: AtomicU64,
     /// How late ticks start after the moment they were due.
     pub tick_lateness: Histogram,
+    /// Router shards and outputs restarted by their supervisor after a
+    /// panic or an unexpected stop.
+    pub restarts: AtomicU64,
     /// Strings listeners received that were not UTF-8 and kept with U+FFFD
     /// in place of the bad bytes.
     pub strings_not_utf8: AtomicU64,
@@ -235,6 +238,8 @@ pub struct OutputStats {
     pub sent: AtomicU64,
     /// Failed delivery attempts.
     pub send_failures: AtomicU64,
+    /// Times the output actor was restarted after a panic.
+    pub restarts: AtomicU64,
     /// Whether the last delivery attempt succeeded.
     pub healthy: AtomicBool,
     /// Why the last attempt failed, while it is failing.
@@ -253,6 +258,7 @@ impl OutputStats {
             dropped: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
             started: AtomicBool::new(false),

@@ -16,6 +16,7 @@ pub fn spec() -> SourceSpec {
             "(service).sources: sources running",
             "(service).ticks skipped: ticks skipped because the previous one still ran (total)",
             "(service).tick errors: ticks that failed, timed out or panicked (total)",
+            "(service).restarts: router shards and outputs restarted by their supervisor after a panic (total)",
             "(service).strings not utf-8: strings listeners received that were not UTF-8, kept with U+FFFD (total)",
             "(service).messages refused: listener messages answered ok: false, none of their events taken (total)",
             "(service).tick lateness p50, p99, max: how late ticks start after they are due (ms, since start)",
@@ -23,6 +24,7 @@ pub fn spec() -> SourceSpec {
             "(service).output.(name).dropped: events dropped (total)",
             "(service).output.(name).sent: events delivered (total)",
             "(service).output.(name).send failures: failed deliveries (total)",
+            "(service).output.(name).restarts: restarts after a panic (total)",
             "(service).output.(name).healthy: 1 if the last delivery succeeded",
         ],
         build,
@@ -63,6 +65,7 @@ impl Source for AgentSource {
                 "Tick errors",
                 t.tick_errors.load(Ordering::Relaxed),
             ),
+            ctx.create_event_prefixed("restarts", "ok", "Actor restarts", t.restarts.load(Ordering::Relaxed)),
             ctx.create_event_prefixed(
                 "strings not utf-8",
                 "ok",
@@ -119,6 +122,12 @@ impl Source for AgentSource {
                 o.send_failures.load(Ordering::Relaxed),
             ));
             events.push(ctx.create_event_prefixed(
+                &p("restarts"),
+                "ok",
+                "Output restarts",
+                o.restarts.load(Ordering::Relaxed),
+            ));
+            events.push(ctx.create_event_prefixed(
                 &p("healthy"),
                 if healthy { "ok" } else { "critical" },
                 if healthy { "Delivering" } else { "Delivery failing" },
@@ -143,6 +152,8 @@ mod tests {
         let out = OutputStats::new("riemann");
         out.queued.store(42, Ordering::Relaxed);
         out.healthy.store(false, Ordering::Relaxed);
+        out.restarts.store(2, Ordering::Relaxed);
+        t.restarts.store(5, Ordering::Relaxed);
         t.register_output(out);
         let mut src = AgentSource { last: None };
         let first = src.get(&ctx).await.unwrap();
@@ -168,6 +179,8 @@ mod tests {
         assert_eq!(find("duct.strings not utf-8").metric, Some(Metric::Int(2)));
         assert_eq!(find("duct.messages refused").metric, Some(Metric::Int(0)));
         assert_eq!(find("duct.output.riemann.queued").metric, Some(Metric::Int(42)));
+        assert_eq!(find("duct.restarts").metric, Some(Metric::Int(5)));
+        assert_eq!(find("duct.output.riemann.restarts").metric, Some(Metric::Int(2)));
         let healthy = find("duct.output.riemann.healthy");
         assert_eq!(healthy.metric, Some(Metric::Int(0)));
         assert_eq!(healthy.state.as_deref(), Some("critical"));

@@ -10,6 +10,7 @@ pub mod linux;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;
+pub mod services;
 
 use duct_core::Registry;
 
@@ -23,6 +24,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(riemann::spec());
     registry.add_source(riemann::udp::spec());
     network::register(registry);
+    services::register(registry);
 }
 
 #[cfg(test)]

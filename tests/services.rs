@@ -1,0 +1,315 @@
+//! The service sources end to end, each against its real server started
+//! here on a free loopback port in a temporary directory: redis-server,
+//! memcached, munin-node, upsd with the dummy-ups driver, unbound with
+//! remote control, and a Postfix spool tree. Values are compared with what
+//! the server's own tools say (`redis-cli`, `memcached`'s `stats`,
+//! `munin-run`, `upsc`, `unbound-control`), and servers that are down,
+//! hang or answer garbage must give a critical event naming the cause.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    answering_server, closed_port, ductd_output, free_port, metric, require_binary, service, state, Running, Server,
+    TempDir,
+};
+use serde_json::Value;
+
+/// Runs `ductd once` on `config` (written in `dir`); the events by service.
+fn once(dir: &TempDir, config: &str) -> HashMap<String, Value> {
+    let path = dir.write("duct.yml", config);
+    let (code, stdout, stderr) = ductd_output(&["once", "-c", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "ductd once failed:\n{stderr}");
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|v| (service(&v).to_string(), v))
+        .collect()
+}
+
+/// The event for `name`, or a panic listing what there was.
+fn event<'a>(events: &'a HashMap<String, Value>, name: &str) -> &'a Value {
+    events.get(name).unwrap_or_else(|| {
+        let mut names: Vec<&String> = events.keys().collect();
+        names.sort();
+        panic!("no event {name}; got {names:?}")
+    })
+}
+
+fn description(ev: &Value) -> &str {
+    ev["description"].as_str().unwrap_or("")
+}
+
+/// Asserts that `name` is critical, has no metric unless `metric_ok`, and
+/// that its description contains `reason`.
+fn critical(events: &HashMap<String, Value>, name: &str, reason: &str) {
+    let ev = event(events, name);
+    assert_eq!(state(ev), "critical", "{ev}");
+    assert!(description(ev).contains(reason), "{name}: {ev}");
+}
+
+/// Runs a command and returns its standard output, or panics with its
+/// standard error.
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("run a command");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ----------------------------------------------------------------- Redis
+
+fn start_redis(password: &str) -> Option<Server> {
+    let redis = require_binary("redis-server", "redis-server")?;
+    let dir = TempDir::new("redis");
+    let port = free_port();
+    let mut cmd = Command::new(redis);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--requirepass", password])
+    .args(["--dir", dir.path().to_str().expect("utf-8 path")]);
+    Some(Server::spawn(cmd, port, dir, "redis-server"))
+}
+
+/// `redis-cli` against the test server.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let port = port.to_string();
+    let mut all = vec!["-p", &port, "-a", "sekret", "--no-auth-warning"];
+    all.extend_from_slice(args);
+    output("redis-cli", &all)
+}
+
+#[test]
+fn redis_queue_lengths_agree_with_redis_cli_and_faults_are_critical() {
+    let Some(redis) = start_redis("sekret") else {
+        return;
+    };
+    if require_binary("redis-cli", "redis-tools").is_none() {
+        return;
+    }
+    let p = redis.port;
+    redis_cli(p, &["rpush", "celery", "a", "b", "c"]);
+    redis_cli(p, &["-n", "3", "rpush", "jobs", "1", "2", "3", "4", "5", "6", "7"]);
+    redis_cli(p, &["-n", "3", "set", "text", "not a list"]);
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let closed = closed_port();
+    let dir = TempDir::new("redis-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: default, source: duct.sources.redis.Queues, port: {p}, password: sekret, clipath: /usr/bin/redis-cli}}
+  - {{service: jobs, source: duct.sources.redis.Queues, port: {p}, password: sekret, db: 3, queue: jobs}}
+  - {{service: acl, source: duct.sources.redis.Queues, port: {p}, username: default, password: sekret, queue: none}}
+  - {{service: nopass, source: duct.sources.redis.Queues, port: {p}}}
+  - {{service: badpass, source: duct.sources.redis.Queues, port: {p}, password: wrong}}
+  - {{service: text, source: duct.sources.redis.Queues, port: {p}, password: sekret, db: 3, queue: text}}
+  - {{service: baddb, source: duct.sources.redis.Queues, port: {p}, password: sekret, db: 99}}
+  - {{service: down, source: duct.sources.redis.Queues, port: {closed}}}
+  - {{service: hung, source: duct.sources.redis.Queues, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: duct.sources.redis.Queues, port: {garbage}}}
+"
+        ),
+    );
+    let llen = |db: &str, q: &str| redis_cli(p, &["-n", db, "llen", q]).trim().parse::<f64>().unwrap();
+    for (name, db, queue) in [("default", "0", "celery"), ("jobs", "3", "jobs"), ("acl", "0", "none")] {
+        let ev = event(&events, name);
+        assert_eq!(state(ev), "ok", "{ev}");
+        assert_eq!(metric(ev), Some(llen(db, queue)), "{ev}");
+        let rate = event(&events, &format!("{name}.rate"));
+        assert_eq!(metric(rate), Some(0.0), "nothing moved between the ticks: {rate}");
+    }
+    assert_eq!(metric(event(&events, "jobs")), Some(7.0));
+    critical(&events, "nopass", "NOAUTH Authentication required. to LLEN");
+    critical(&events, "badpass", "WRONGPASS");
+    critical(&events, "text", "WRONGTYPE");
+    critical(&events, "baddb", "ERR DB index is out of range to SELECT");
+    critical(&events, "down", &format!("127.0.0.1:{closed} - connection refused"));
+    critical(&events, "hung", "timed out after 0.5 s waiting for the reply to LLEN");
+    critical(
+        &events,
+        "garbage",
+        "unexpected reply to the reply to LLEN: \"HTTP/1.1 400 Bad Request\" is not RESP",
+    );
+    for name in ["nopass", "down", "hung", "garbage"] {
+        assert_eq!(metric(event(&events, name)), None, "Duct sent no metric on failure");
+        assert!(!events.contains_key(&format!("{name}.rate")));
+    }
+}
+
+#[test]
+fn a_growing_redis_queue_has_a_positive_rate_in_the_agent() {
+    let Some(redis) = start_redis("sekret") else {
+        return;
+    };
+    if require_binary("redis-cli", "redis-tools").is_none() {
+        return;
+    }
+    let p = redis.port;
+    let dir = TempDir::new("redis-agent");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: q, source: duct.sources.redis.Queues, port: {p}, password: sekret}}
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    agent.wait_for(Duration::from_secs(10), |ev| service(ev) == "q");
+    // Ten items a tick: the rate must come out positive, and the length
+    // must follow.
+    let pusher = std::thread::spawn(move || {
+        for _ in 0..6 {
+            redis_cli(
+                p,
+                &["rpush", "celery", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    agent.wait_for(Duration::from_secs(15), |ev| {
+        service(ev) == "q.rate" && metric(ev).is_some_and(|r| r > 1.0)
+    });
+    pusher.join().unwrap();
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "q" && metric(ev) == Some(60.0)
+    });
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+// ------------------------------------------------------------- memcached
+
+fn start_memcached() -> Option<Server> {
+    let memcached = require_binary("memcached", "memcached")?;
+    let dir = TempDir::new("memcached");
+    let port = free_port();
+    let mut cmd = Command::new(memcached);
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "16"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
+    }
+    Some(Server::spawn(cmd, port, dir, "memcached"))
+}
+
+/// Sends `request` to memcached and reads until `end` closes the reply.
+fn memcached_talk(port: u16, request: &str, end: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "memcached closed the connection: {reply}");
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    reply
+}
+
+#[test]
+fn memcached_stats_agree_with_the_server_and_faults_are_critical() {
+    let Some(mc) = start_memcached() else {
+        return;
+    };
+    let p = mc.port;
+    memcached_talk(
+        p,
+        "set a 0 0 5\r\nhello\r\nset b 0 0 3\r\nbye\r\n",
+        "STORED\r\nSTORED\r\n",
+    );
+    memcached_talk(p, "get a\r\nget nope\r\n", "END\r\nEND\r\n");
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let closed = closed_port();
+    let dir = TempDir::new("memcached-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: mc, source: duct.sources.database.memcache.Memcache, port: {p}}}
+  - {{service: down, source: duct.sources.database.memcache.Memcache, port: {closed}}}
+  - {{service: hung, source: duct.sources.database.memcache.Memcache, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: duct.sources.database.memcache.Memcache, port: {garbage}}}
+"
+        ),
+    );
+    let state_ev = event(&events, "mc.state");
+    assert_eq!((state(state_ev), metric(state_ev)), ("ok", Some(1.0)));
+    let stats = memcached_talk(p, "stats\r\n", "END\r\n");
+    let stat = |name: &str| -> f64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .parse()
+            .unwrap()
+    };
+    for gauge in ["curr_items", "bytes", "hash_bytes"] {
+        assert_eq!(
+            metric(event(&events, &format!("mc.{}", gauge.replace('_', ".")))),
+            Some(stat(gauge)),
+            "{gauge}"
+        );
+    }
+    let connections = metric(event(&events, "mc.curr.connections")).unwrap();
+    assert!(connections >= 1.0, "ductd's own connection counts: {connections}");
+    for counter in [
+        "get.hits",
+        "get.misses",
+        "cmd.set",
+        "cmd.get",
+        "total.items",
+        "evictions",
+        "cas.badval",
+    ] {
+        let ev = event(&events, &format!("mc.{counter}"));
+        assert_eq!(metric(ev), Some(0.0), "nothing changed between the ticks: {ev}");
+    }
+    let read = metric(event(&events, "mc.bytes.read")).unwrap();
+    assert!(read > 0.0, "the second tick's own `stats` request was read: {read}");
+    assert_eq!(events.keys().filter(|k| k.starts_with("mc.")).count(), 1 + 22 + 4);
+    critical(
+        &events,
+        "down.state",
+        &format!("127.0.0.1:{closed} - connection refused"),
+    );
+    critical(
+        &events,
+        "hung.state",
+        "timed out after 0.5 s waiting for the reply to `stats`",
+    );
+    critical(
+        &events,
+        "garbage.state",
+        "\"HTTP/1.1 400 Bad Request\" is not a STAT line",
+    );
+    for name in ["down", "hung", "garbage"] {
+        assert_eq!(metric(event(&events, &format!("{name}.state"))), Some(0.0));
+        assert_eq!(events.keys().filter(|k| k.starts_with(&format!("{name}."))).count(), 1);
+    }
+}
