@@ -22,6 +22,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
     registry.add_source(riemann::spec());
+    registry.add_source(riemann::udp::spec());
     network::register(registry);
     services::register(registry);
 }
