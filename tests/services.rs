@@ -313,3 +313,170 @@ sources:
         assert_eq!(events.keys().filter(|k| k.starts_with(&format!("{name}."))).count(), 1);
     }
 }
+
+// ------------------------------------------------------------ munin-node
+
+/// A munin-node serving the plugins the test writes in its temporary
+/// directory. Debian's munin-node 2.0 reads its plugins from
+/// /etc/munin/plugins with no option to change it, so the test runs a copy
+/// of the script with the plugin and plugin-configuration directories set
+/// to its own (the script is otherwise unchanged).
+fn start_munin_node(plugins: &[(&str, &str)]) -> Option<Server> {
+    let node = require_binary("munin-node", "munin-node")?;
+    let dir = TempDir::new("munin");
+    let d = dir.path().display().to_string();
+    for (name, script) in plugins {
+        let path = dir.write(&format!("plugins/{name}"), script);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    // As root, munin-node runs plugins as `nobody`, who may not write the
+    // test's state files.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    dir.write("plugin-conf.d/test", if root { "[*]\nuser root\n" } else { "" });
+    let script = std::fs::read_to_string(&node).expect("read munin-node");
+    let script = script
+        .replace("my $servicedir;", &format!("my $servicedir = \"{d}/plugins\";"))
+        .replace(
+            "my $sconfdir = \"$Munin::Common::Defaults::MUNIN_CONFDIR/plugin-conf.d\";",
+            &format!("my $sconfdir = \"{d}/plugin-conf.d\";"),
+        );
+    assert!(
+        script.contains(&format!("{d}/plugins")),
+        "munin-node's servicedir line changed"
+    );
+    let copy = dir.write("munin-node", &script);
+    let port = free_port();
+    let user = if root { "user root\ngroup root\n" } else { "" };
+    let conf = dir.write(
+        "munin-node.conf",
+        &format!(
+            "log_level 4\nlog_file {d}/munin-node.log\npid_file {d}/munin-node.pid\nbackground 0\nsetsid 0\n{user}\
+             allow ^127\\.0\\.0\\.1$\nhost 127.0.0.1\nport {port}\n"
+        ),
+    );
+    let mut cmd = Command::new("perl");
+    cmd.arg("-T").arg(&copy).arg("--config").arg(&conf);
+    Some(Server::spawn(cmd, port, dir, "munin-node"))
+}
+
+/// A COUNTER that grows by 100 at every fetch, a DERIVE that the plugin
+/// stamps itself (50 more every 10 s of its own clock, starting at
+/// `BASE`, so its rate is exactly 5), and a gauge; in the `network`
+/// category.
+const COUNTING_PLUGIN: &str = r#"#!/bin/sh
+state="$(dirname "$0")/../counting.state"
+if [ "$1" = config ]; then
+  echo "graph_title Counting"
+  echo "graph_category network"
+  echo "hits.label hits"
+  echo "hits.type COUNTER"
+  echo "hits.info Hits counted"
+  echo "stamped.label stamped"
+  echo "stamped.type DERIVE"
+  echo "stamped.min 0"
+  echo "level.label level"
+  echo "unknown.label unknown"
+  exit 0
+fi
+n=$(cat "$state" 2>/dev/null || echo 0)
+n=$((n + 1))
+echo $n > "$state"
+echo "hits.value $((n * 100))"
+echo "stamped.value $((BASE + n * 10)):$((n * 50))"
+echo "level.value 42.5"
+echo "unknown.value U"
+"#;
+
+/// A gauge with no category.
+const PLAIN_PLUGIN: &str = "#!/bin/sh
+[ \"$1\" = config ] && { echo 'graph_title Plain'; echo 'temp.label t'; exit 0; }
+echo 'temp.value 21.5'
+";
+
+#[test]
+fn munin_node_fields_agree_with_munin_run_and_counters_are_rates() {
+    // The plugin's clock starts an hour ago: the router forgets counters
+    // whose samples are a day older than the newest.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let counting = COUNTING_PLUGIN.replace("BASE", &base.to_string());
+    let Some(node) = start_munin_node(&[("counting", &counting), ("plain", PLAIN_PLUGIN)]) else {
+        return;
+    };
+    let p = node.port;
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+    let closed = closed_port();
+    let dir = TempDir::new("munin-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: munin, source: duct.sources.munin.MuninNode, host: 127.0.0.1, port: {p}}}
+  - {{service: down, source: duct.sources.munin.MuninNode, port: {closed}}}
+  - {{service: hung, source: duct.sources.munin.MuninNode, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: duct.sources.munin.MuninNode, port: {garbage}, timeout: 5}}
+"
+        ),
+    );
+    let mut names: Vec<&str> = events
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("munin."))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "munin.network.counting.hits",
+            "munin.network.counting.level",
+            "munin.network.counting.stamped",
+            "munin.system.plain.temp"
+        ]
+    );
+    // The gauges agree with what munin-run prints for the same plugins.
+    let plugins = node.dir.path().join("plugins");
+    let run = |plugin: &str| output("munin-run", &["--servicedir", plugins.to_str().unwrap(), plugin]);
+    let value = |text: &str, field: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}.value ")))
+            .unwrap_or_else(|| panic!("no {field} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        metric(event(&events, "munin.system.plain.temp")),
+        Some(value(&run("plain"), "temp"))
+    );
+    assert_eq!(
+        metric(event(&events, "munin.network.counting.level")),
+        Some(value(&run("counting"), "level"))
+    );
+    let stamped = event(&events, "munin.network.counting.stamped");
+    assert_eq!(
+        metric(stamped),
+        Some(5.0),
+        "50 per 10 s of the plugin's clock: {stamped}"
+    );
+    assert_eq!(
+        description(event(&events, "munin.network.counting.hits")),
+        "Hits counted"
+    );
+    let hits = metric(event(&events, "munin.network.counting.hits")).unwrap();
+    assert!(
+        hits > 10.0 && hits < 1000.0,
+        "100 per tick, ticks about a second apart: {hits}"
+    );
+    critical(&events, "down", &format!("localhost:{closed} - connection refused"));
+    critical(&events, "hung", "timed out after 0.5 s waiting for the banner");
+    critical(&events, "garbage", "\"SSH-2.0-OpenSSH_9.2p1\" is not munin-node's");
+    for name in ["down", "hung", "garbage"] {
+        assert_eq!(metric(event(&events, name)), None);
+    }
+}

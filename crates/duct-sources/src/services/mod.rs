@@ -16,6 +16,7 @@
 
 mod conn;
 mod memcache;
+mod munin;
 mod redis;
 
 use std::fmt::Display;
@@ -31,6 +32,7 @@ pub(crate) use conn::{Conn, ServiceError};
 pub fn register(registry: &mut Registry) {
     registry.add_source(redis::spec());
     registry.add_source(memcache::spec());
+    registry.add_source(munin::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
