@@ -480,3 +480,222 @@ sources:
         assert_eq!(metric(event(&events, name)), None);
     }
 }
+
+// ------------------------------------------------------------------- NUT
+
+/// A process killed (and reaped) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The replayed UPS's figures, on mains power.
+const UPS_ON_MAINS: &str = "battery.charge: 87
+battery.charge.low: 10
+battery.runtime: 1820
+battery.voltage: 13.4
+device.mfr: Duct Test
+input.voltage: 231.5
+input.frequency: 50.0
+output.voltage: 230.1
+output.frequency: 50.0
+ups.load: 23
+ups.temperature: 31.2
+ups.realpower: 180
+ups.power: 210
+ups.status: OL CHRG
+";
+
+/// upsd serving one UPS, `dummy`, whose figures the dummy-ups driver
+/// replays from a .dev file in the temporary directory (re-read when it
+/// changes). Returns upsd and the driver.
+fn start_upsd() -> Option<(Server, Killed)> {
+    // Debian's /usr/sbin/upsd is a wrapper that does nothing unless
+    // /etc/nut/nut.conf enables it: run the daemon itself.
+    let nut_lib = ["/lib/nut", "/usr/lib/nut"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|d| d.join("upsd").is_file() && d.join("dummy-ups").is_file());
+    let Some(nut_lib) = nut_lib else {
+        require_binary("upsd", "nut-server")?;
+        require_binary("dummy-ups", "nut-server")?;
+        return None;
+    };
+    let (upsd, driver) = (nut_lib.join("upsd"), nut_lib.join("dummy-ups"));
+    require_binary("upsc", "nut-client")?;
+    let dir = TempDir::new("nut");
+    let d = dir.path().display().to_string();
+    let port = free_port();
+    dir.write("ups.dev", UPS_ON_MAINS);
+    dir.write(
+        "ups.conf",
+        &format!("[dummy]\n  driver = dummy-ups\n  port = {d}/ups.dev\n  desc = \"replayed\"\n"),
+    );
+    dir.write("upsd.conf", &format!("LISTEN 127.0.0.1 {port}\n"));
+    dir.write("upsd.users", "");
+    dir.write("nut.conf", "MODE=netserver\n");
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let env = [
+        ("NUT_CONFPATH", d.clone()),
+        ("NUT_STATEPATH", format!("{d}/state")),
+        ("NUT_ALTPIDPATH", format!("{d}/state")),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut drv = Command::new(driver);
+    drv.args(["-a", "dummy", "-F"]).envs(env.clone());
+    let mut srv = Command::new(upsd);
+    srv.arg("-F").envs(env);
+    if root {
+        drv.args(["-u", "root"]);
+        srv.args(["-u", "root"]);
+    }
+    let drv = drv
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dummy-ups");
+    let drv = Killed(drv);
+    // upsd connects to the driver's socket at start-up.
+    let socket = dir.path().join("state/dummy-ups-dummy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = Server::spawn(srv, port, dir, "upsd");
+    // upsd serves the UPS once the driver has handed it the figures.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !upsc_answers(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upsd never had the replayed figures"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((server, drv))
+}
+
+/// Whether upsc shows the replayed figures yet.
+fn upsc_answers(port: u16) -> bool {
+    Command::new("upsc")
+        .arg(format!("dummy@127.0.0.1:{port}"))
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("battery.charge:"))
+}
+
+/// `upsc dummy@127.0.0.1:port`, as name → value.
+fn upsc(port: u16) -> HashMap<String, String> {
+    output("upsc", &[&format!("dummy@127.0.0.1:{port}")])
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_ups_replayed_by_dummy_ups_agrees_with_upsc_and_its_status_sets_the_state() {
+    let Some((upsd, driver)) = start_upsd() else {
+        return;
+    };
+    let p = upsd.port;
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let closed = closed_port();
+    let dir = TempDir::new("nut-once");
+    let config = format!(
+        "outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: ups, source: duct.sources.power.nut.UPS, ups: dummy, host: 127.0.0.1, port: {p}}}
+  - {{service: nosuch, source: duct.sources.power.nut.UPS, ups: nosuch, host: 127.0.0.1, port: {p}}}
+  - {{service: down, source: duct.sources.power.nut.UPS, port: {closed}}}
+  - {{service: hung, source: duct.sources.power.nut.UPS, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: duct.sources.power.nut.UPS, port: {garbage}}}
+"
+    );
+    let events = once(&dir, &config);
+    let upsc_vars = upsc(p);
+    let status = event(&events, "ups.ups.status");
+    assert_eq!(state(status), "ok", "{status}");
+    assert_eq!(metric(status), None);
+    assert_eq!(description(status), format!("UPS status: {}", upsc_vars["ups.status"]));
+    let figures = [
+        "battery.charge",
+        "battery.charge.low",
+        "battery.runtime",
+        "battery.voltage",
+        "input.voltage",
+        "input.frequency",
+        "output.voltage",
+        "output.frequency",
+        "ups.load",
+        "ups.temperature",
+        "ups.realpower",
+        "ups.power",
+    ];
+    for figure in figures {
+        let ev = event(&events, &format!("ups.{figure}"));
+        assert_eq!(metric(ev), Some(upsc_vars[figure].parse().unwrap()), "{figure}: {ev}");
+        assert_eq!(state(ev), "ok");
+    }
+    assert_eq!(
+        events.keys().filter(|k| k.starts_with("ups.")).count(),
+        1 + figures.len()
+    );
+    critical(&events, "nosuch", "the server answered ERR UNKNOWN-UPS");
+    critical(&events, "down", &format!("ups@localhost:{closed} - connection refused"));
+    critical(
+        &events,
+        "hung",
+        "timed out after 0.5 s waiting for the reply to `LIST VAR ups`",
+    );
+    critical(
+        &events,
+        "garbage",
+        "\"HTTP/1.1 400 Bad Request\" is not the start of a list",
+    );
+
+    // On battery, low: every figure is critical. The driver re-reads its
+    // file when it changes; upsc shows when upsd has it.
+    let low = UPS_ON_MAINS
+        .replace("ups.status: OL CHRG", "ups.status: OB LB")
+        .replace("battery.charge: 87", "battery.charge: 8");
+    std::thread::sleep(Duration::from_millis(1100));
+    upsd.dir.write("ups.dev", &low);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while upsc(p)["ups.status"] != "OB LB" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dummy-ups did not pick up the new status"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = once(&dir, &config);
+    let status = event(&events, "ups.ups.status");
+    assert_eq!((state(status), description(status)), ("critical", "UPS status: OB LB"));
+    let charge = event(&events, "ups.battery.charge");
+    assert_eq!((state(charge), metric(charge)), ("critical", Some(8.0)));
+
+    // Without its driver, upsd says so.
+    drop(driver);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = once(&dir, &config);
+        let ev = event(&events, "ups");
+        if state(ev) == "critical" {
+            assert!(
+                description(ev).contains("DRIVER-NOT-CONNECTED") || description(ev).contains("DATA-STALE"),
+                "{ev}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upsd kept serving a UPS without its driver: {ev}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -17,6 +17,7 @@
 mod conn;
 mod memcache;
 mod munin;
+mod nut;
 mod redis;
 
 use std::fmt::Display;
@@ -33,6 +34,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(redis::spec());
     registry.add_source(memcache::spec());
     registry.add_source(munin::spec());
+    registry.add_source(nut::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
