@@ -699,3 +699,147 @@ sources:
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+// --------------------------------------------------------------- unbound
+
+/// unbound answering for a local zone on a free port, with remote control
+/// on a Unix socket in its temporary directory (no certificates).
+fn start_unbound() -> Option<Server> {
+    let unbound = require_binary("unbound", "unbound")?;
+    require_binary("unbound-control", "unbound")?;
+    let dir = TempDir::new("unbound-stats");
+    let port = free_port();
+    let d = dir.path().display();
+    let conf = dir.write(
+        "unbound.conf",
+        &format!(
+            r#"server:
+  interface: 127.0.0.1
+  port: {port}
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  extended-statistics: yes
+  local-zone: "duct.test." static
+  local-data: "web.duct.test. 300 IN A 198.18.0.10"
+remote-control:
+  control-enable: yes
+  control-interface: {d}/control.sock
+  control-use-cert: no
+"#
+        ),
+    );
+    let mut cmd = Command::new(unbound);
+    cmd.args(["-d", "-c", conf.to_str().unwrap()]);
+    Some(Server::spawn(cmd, port, dir, "unbound"))
+}
+
+/// Sends an A query for `name` to 127.0.0.1:port and waits for the answer.
+fn dns_query(port: u16, name: &str) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    socket.send_to(&q, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 512];
+    socket.recv_from(&mut buf).expect("unbound answers");
+}
+
+/// A statistic of `unbound-control stats_noreset`.
+fn unbound_stat(conf: &str, key: &str) -> f64 {
+    output("unbound-control", &["-c", conf, "stats_noreset"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn unbound_statistics_agree_with_unbound_control_and_faults_are_critical() {
+    let Some(unbound) = start_unbound() else {
+        return;
+    };
+    for name in ["web.duct.test", "web.duct.test", "web.duct.test", "nope.duct.test"] {
+        dns_query(unbound.port, name);
+    }
+    let conf = unbound.dir.path().join("unbound.conf");
+    let conf = conf.to_str().unwrap();
+    let dir = TempDir::new("unbound-once");
+    let hang = dir.write("hang", "#!/bin/sh\nsleep 30\n");
+    std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let events = once(
+        &dir,
+        &format!(
+            "outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: dns, source: duct.sources.unbound.Stats, config: {conf}, reset: false}}
+  - {{service: missing, source: duct.sources.unbound.Stats, executable: /nonexistent/unbound-control}}
+  - {{service: badconf, source: duct.sources.unbound.Stats, config: /nonexistent.conf}}
+  - {{service: hung, source: duct.sources.unbound.Stats, executable: {}, timeout: 0.5}}
+  - {{service: garbage, source: duct.sources.unbound.Stats, executable: /bin/echo}}
+",
+            hang.display()
+        ),
+    );
+    let dns: Vec<&String> = events.keys().filter(|k| k.starts_with("dns.")).collect();
+    assert!(dns.len() > 100, "extended statistics: {}", dns.len());
+    for key in [
+        "total.num.queries",
+        "num.answer.rcode.NXDOMAIN",
+        "num.answer.rcode.NOERROR",
+        "num.query.type.A",
+    ] {
+        let ev = event(&events, &format!("dns.{key}"));
+        assert_eq!(metric(ev), Some(unbound_stat(conf, key)), "{key}: {ev}");
+        assert_eq!(description(ev), key);
+    }
+    assert_eq!(metric(event(&events, "dns.total.num.queries")), Some(4.0));
+    assert_eq!(metric(event(&events, "dns.num.answer.rcode.NXDOMAIN")), Some(1.0));
+    critical(
+        &events,
+        "missing",
+        "/nonexistent/unbound-control - running it: cannot run",
+    );
+    critical(&events, "badconf", "error: Could not open /nonexistent.conf");
+    critical(&events, "hung", "took longer than 0.5 s");
+    critical(&events, "garbage", "no key=value statistics in \"stats\"");
+
+    // Duct's default, `stats`, hands the counters over and resets them.
+    let events = once(
+        &dir,
+        &format!(
+            "outputs: [{{output: duct.outputs.logger.Logger}}]
+sources: [{{service: dns, source: duct.sources.unbound.Stats, config: {conf}}}]
+"
+        ),
+    );
+    assert_eq!(metric(event(&events, "dns.total.num.queries")), Some(4.0));
+    assert_eq!(unbound_stat(conf, "total.num.queries"), 0.0, "reset by ductd's `stats`");
+
+    // Stopped (its directory, with the configuration, stays).
+    let mut unbound = unbound;
+    unbound.child.kill().unwrap();
+    unbound.child.wait().unwrap();
+    let events = once(
+        &dir,
+        &format!(
+            "outputs: [{{output: duct.outputs.logger.Logger}}]
+sources: [{{service: dns, source: duct.sources.unbound.Stats, config: {conf}}}]
+"
+        ),
+    );
+    critical(&events, "dns", "error: connect: ");
+    assert_eq!(events.len(), 1);
+}

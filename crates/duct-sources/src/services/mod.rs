@@ -19,6 +19,7 @@ mod memcache;
 mod munin;
 mod nut;
 mod redis;
+mod unbound;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(memcache::spec());
     registry.add_source(munin::spec());
     registry.add_source(nut::spec());
+    registry.add_source(unbound::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
