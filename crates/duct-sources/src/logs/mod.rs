@@ -7,5 +7,6 @@
 //! across restarts.
 
 pub mod checkpoint;
+pub mod format;
 pub mod glob;
 pub mod tail;
