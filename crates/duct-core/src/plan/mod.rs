@@ -25,7 +25,7 @@ use sources::plan_source;
 
 pub use outputs::{OutputRecipe, PlannedOutput};
 pub use settings::{
-    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList,
+    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList, WhenFull,
 };
 pub use sources::{PlannedSource, SourceRecipe};
 

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::settings::{common_output_options, CommonOutputOptions, OutputSettings};
+use super::settings::{common_output_options, CommonOutputOptions, OutputSettings, WhenFull};
 use super::{check_unknown_keys, required_name, Identity, OptionChecks};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
@@ -125,6 +125,13 @@ pub(super) fn plan_output(
     if batch == 0 {
         checks.fail("batch", "must be at least 1");
     }
+    let when_full = match common.when_full.as_deref() {
+        None => WhenFull::default(),
+        Some(text) => WhenFull::parse(text).unwrap_or_else(|| {
+            checks.fail("when_full", "must be `block` or `drop_oldest`");
+            WhenFull::default()
+        }),
+    };
     let ok = checks.ok;
     let short = spec.name.rsplit('.').next().unwrap_or(spec.name);
     let settings = Arc::new(OutputSettings {
@@ -142,6 +149,7 @@ pub(super) fn plan_output(
         batch,
         pushback,
         backoff_max,
+        when_full,
         metrics_only: spec.metrics_only,
     });
     let recipe = OutputRecipe {
@@ -195,6 +203,20 @@ mod tests {
         assert_eq!(batch_pushback(", maxsize: 0"), (10_000, 20_000));
         assert_eq!(batch_pushback(", batch: 100"), (100, 200));
         assert_eq!(batch_pushback(", batch: 100, pushback: 0"), (100, 0));
+    }
+
+    #[test]
+    fn when_full_blocks_by_default_and_is_checked() {
+        use super::WhenFull;
+        let when_full = |opts: &str| {
+            plan_text(&format!("outputs:\n  - {{output: duct.outputs.test.Test{opts}}}\n"))
+                .map(|p| p.outputs[0].settings().when_full)
+        };
+        assert_eq!(when_full("").unwrap(), WhenFull::Block);
+        assert_eq!(when_full(", when_full: block").unwrap(), WhenFull::Block);
+        assert_eq!(when_full(", when_full: drop_oldest").unwrap(), WhenFull::DropOldest);
+        let err = when_full(", when_full: drop_newest").unwrap_err().to_string();
+        assert!(err.contains("when_full") && err.contains("drop_oldest"), "{err}");
     }
 
     #[test]
