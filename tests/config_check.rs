@@ -4,13 +4,58 @@
 
 mod common;
 
-use common::{ductd_output, TempDir};
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{ductd, TempDir};
+
+/// How long `check` may take on any of these files: hostile ones used to
+/// run for minutes, so the run is killed rather than waited for.
+const CHECK_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs `ductd check` on `text` within [`CHECK_DEADLINE`]: (exit code,
+/// stdout, stderr).
+fn check(tag: &str, text: &str) -> (i32, String, String) {
+    let dir = TempDir::new(tag);
+    let path = dir.write("duct.yml", text);
+    let mut child = ductd(&["check", "-c", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ductd");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = (
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }),
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ductd") {
+            break status;
+        }
+        if started.elapsed() > CHECK_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{tag}: ductd check still running after {CHECK_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (readers.0.join().unwrap(), readers.1.join().unwrap());
+    (status.code().unwrap_or(-1), out, err)
+}
 
 /// Runs `ductd check` on `text`; asserts it is refused and returns stderr.
 fn refused(tag: &str, text: &str) -> String {
-    let dir = TempDir::new(tag);
-    let path = dir.write("duct.yml", text);
-    let (code, _, err) = ductd_output(&["check", "-c", path.to_str().unwrap()]);
+    let (code, _, err) = check(tag, text);
     assert_eq!(code, 1, "{tag} should be refused; stderr:\n{err}");
     err
 }
@@ -75,4 +120,29 @@ fn nesting_thousands_deep_is_refused_not_a_crash() {
         err.contains(":65:130: invalid YAML: lists and maps are nested more than 64 levels deep"),
         "{err}"
     );
+}
+
+#[test]
+fn a_blueprint_of_ten_to_the_ten_sources_is_refused_before_expanding() {
+    let mut text = "\
+outputs:
+  - output: duct.outputs.null.Null
+toolbox:
+  t:
+    sources:
+      - {service: s, source: duct.sources.generator.Function}
+blueprint:
+  - toolbox: t
+    sets:
+"
+    .to_string();
+    for k in 0..10 {
+        text.push_str(&format!("      k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"));
+    }
+    let err = refused("blueprint-bomb", &text);
+    assert!(
+        err.contains(":9:5: blueprint[0]: expands to 10000000000 sources"),
+        "{err}"
+    );
+    assert!(err.contains("more than max_sources (100000)"), "{err}");
 }

@@ -8,6 +8,11 @@ use std::sync::Arc;
 use super::diag::{did_you_mean, Diagnostic, Diagnostics};
 use super::node::{self, Mark, Node, Style, Value};
 
+/// The default `max_sources`: far more than one agent polls in practice
+/// (a few thousand network checks), and few enough that planning them
+/// takes seconds and well under a gigabyte.
+pub const DEFAULT_MAX_SOURCES: usize = 100_000;
+
 /// One `sources:` or `outputs:` entry after merging and expansion.
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -69,7 +74,25 @@ pub fn load_text(
     }
     merge_includes(&mut root, base, env, diags);
     let mut sources = take_blocks(&mut root, "sources", diags);
-    sources.extend(expand_blueprints(&mut root, diags));
+    // A `max_sources` of the wrong type is reported when the globals are
+    // typed; the default applies meanwhile.
+    let max_sources = root
+        .get("max_sources")
+        .and_then(Node::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_MAX_SOURCES);
+    if sources.len() > max_sources {
+        let at = sources[max_sources].node.mark.clone();
+        diags.push(Diagnostic::error(
+            at,
+            format!(
+                "sources: {} sources, more than max_sources ({max_sources}); raise max_sources if this is meant",
+                sources.len()
+            ),
+        ));
+    }
+    let room = max_sources.saturating_sub(sources.len());
+    sources.extend(expand_blueprints(&mut root, max_sources, room, diags));
     let mut outputs = take_blocks(&mut root, "outputs", diags);
     if outputs.is_empty() {
         outputs.extend(legacy_output(&root, diags));
@@ -332,7 +355,10 @@ fn take_blocks(root: &mut Node, key: &str, diags: &mut Diagnostics) -> Vec<Block
 /// slowest) and each source of each named toolbox, one source whose options
 /// are, in increasing precedence, the toolbox source's own, the toolbox
 /// defaults, the blueprint defaults and the combination's values.
-fn expand_blueprints(root: &mut Node, diags: &mut Diagnostics) -> Vec<Block> {
+///
+/// At most `room` sources (of `max_sources`) are made: a blueprint that
+/// would make more is an error, found by counting before expanding.
+fn expand_blueprints(root: &mut Node, max_sources: usize, mut room: usize, diags: &mut Diagnostics) -> Vec<Block> {
     let toolboxes = root.remove("toolbox");
     let Some(blueprints) = root.remove("blueprint") else {
         return Vec::new();
@@ -389,9 +415,46 @@ fn expand_blueprints(root: &mut Node, diags: &mut Diagnostics) -> Vec<Block> {
                 )),
             }
         }
-        let Some(combos) = combinations(blueprint.get("sets"), &here, diags) else {
+        let Some(sets) = sets_of(blueprint.get("sets"), &here, diags) else {
             continue;
         };
+        let per_combination: usize = boxes
+            .iter()
+            .map(|(_, tb)| tb.get("sources").and_then(Node::as_seq).map_or(0, <[Node]>::len))
+            .sum();
+        let count = sets
+            .iter()
+            .try_fold(per_combination, |n, (_, values)| n.checked_mul(values.len()));
+        match count {
+            Some(n) if n <= room => room -= n,
+            _ => {
+                let factors: Vec<String> = sets
+                    .iter()
+                    .map(|(k, v)| format!("{} `{}`", v.len(), k.as_str().unwrap_or_default()))
+                    .chain([format!("{per_combination} toolbox source(s)")])
+                    .collect();
+                let total = count.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
+                let at = blueprint
+                    .entry("sets")
+                    .map_or(&blueprint.mark, |(k, _)| &k.mark)
+                    .clone();
+                diags.push(Diagnostic::error(
+                    at,
+                    format!(
+                        "{here}: expands to {total} sources ({}), more than max_sources ({max_sources}) \
+                         allows{}; raise max_sources if this is meant",
+                        factors.join(" × "),
+                        if room < max_sources {
+                            format!(" with the {} sources before it", max_sources - room)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+                continue;
+            }
+        }
+        let combos = combinations(&sets);
         let blueprint_defaults = map_entries(blueprint.get("defaults"), &format!("{here}.defaults"), diags);
         for combo in &combos {
             let label = combo
@@ -451,12 +514,21 @@ fn map_entries(node: Option<&Node>, context: &str, diags: &mut Diagnostics) -> V
     }
 }
 
-/// Every combination of the `sets` values; a blueprint without `sets` has
-/// one, empty, combination.
-fn combinations(sets: Option<&Node>, here: &str, diags: &mut Diagnostics) -> Option<Vec<Vec<(Node, Node)>>> {
-    let mut combos: Vec<Vec<(Node, Node)>> = vec![Vec::new()];
-    for (key, values) in map_entries(sets, &format!("{here}.sets"), diags) {
-        let Some(values) = values.as_seq() else {
+/// The `sets` of a blueprint: each key with its list of values.
+fn sets_of<'a>(sets: Option<&'a Node>, here: &str, diags: &mut Diagnostics) -> Option<Vec<(Node, &'a [Node])>> {
+    let mut out = Vec::new();
+    let Some(sets) = sets.filter(|n| !n.is_null()) else {
+        return Some(out);
+    };
+    let Some(entries) = sets.as_map() else {
+        diags.push(Diagnostic::error(
+            sets.mark.clone(),
+            format!("{here}.sets: expected a map, found {}", sets.describe()),
+        ));
+        return Some(out);
+    };
+    for (key, values) in entries {
+        let Some(list) = values.as_seq() else {
             diags.push(Diagnostic::error(
                 values.mark.clone(),
                 format!(
@@ -467,10 +539,19 @@ fn combinations(sets: Option<&Node>, here: &str, diags: &mut Diagnostics) -> Opt
             ));
             return None;
         };
+        out.push((key.clone(), list));
+    }
+    Some(out)
+}
+
+/// Every combination of the `sets` values (first key slowest); no `sets`
+/// make one, empty, combination.
+fn combinations(sets: &[(Node, &[Node])]) -> Vec<Vec<(Node, Node)>> {
+    let mut combos: Vec<Vec<(Node, Node)>> = vec![Vec::new()];
+    for (key, values) in sets {
         combos = combos
             .into_iter()
             .flat_map(|prefix| {
-                let key = &key;
                 values.iter().map(move |v| {
                     let mut c = prefix.clone();
                     c.push((key.clone(), v.clone()));
@@ -479,7 +560,7 @@ fn combinations(sets: Option<&Node>, here: &str, diags: &mut Diagnostics) -> Opt
             })
             .collect();
     }
-    Some(combos)
+    combos
 }
 
 /// Duct's global `server`/`port`/`proto`: with no `outputs`, a Riemann
@@ -707,6 +788,47 @@ blueprint:
         assert!(diags.errors().next().unwrap().message.contains("expected a list"));
         let (_, diags) = load("sources:\n  - just-a-string\n");
         assert!(diags.errors().next().unwrap().message.contains("sources[0]"));
+    }
+
+    #[test]
+    fn blueprint_expansion_is_capped_before_expanding() {
+        // Ten keys of ten values: 10^10 sources in 600 bytes.
+        let mut text =
+            "toolbox:\n  t: {sources: [{service: s, source: x}]}\nblueprint:\n  - toolbox: t\n    sets:\n".to_string();
+        for k in 0..10 {
+            text.push_str(&format!("      k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"));
+        }
+        let (tree, diags) = load(&text);
+        assert!(tree.unwrap().sources.is_empty());
+        let err = diags.errors().next().unwrap();
+        assert!(
+            err.message
+                .starts_with("blueprint[0]: expands to 10000000000 sources (10 `k0` × "),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("more than max_sources (100000)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.mark.as_ref().unwrap().line, 5, "at `sets`");
+
+        // The cap counts the explicit sources too, and can be raised.
+        let small = "max_sources: 5\nsources: [{service: a}, {service: b}]\ntoolbox:\n  t: {sources: [{service: s}, {service: u}]}\nblueprint:\n  - {toolbox: t, sets: {host: [x, y]}}\n";
+        let (_, diags) = load(small);
+        let err = diags.errors().next().unwrap();
+        assert!(err.message.contains("expands to 4 sources (2 `host` × 2 toolbox source(s)), more than max_sources (5) allows with the 2 sources before it"), "{}", err.message);
+        let (tree, diags) = load(&small.replace("max_sources: 5", "max_sources: 6"));
+        assert!(!diags.has_errors(), "{diags}");
+        assert_eq!(tree.unwrap().sources.len(), 6);
+        let (_, diags) = load("max_sources: 1\nsources: [{service: a}, {service: b}]\n");
+        let err = diags.errors().next().unwrap();
+        assert!(
+            err.message.contains("2 sources, more than max_sources (1)"),
+            "{}",
+            err.message
+        );
     }
 
     fn tempdir(tag: &str) -> PathBuf {
