@@ -146,3 +146,45 @@ blueprint:
     );
     assert!(err.contains("more than max_sources (100000)"), "{err}");
 }
+
+#[test]
+fn durations_out_of_range_are_refused_and_tiny_intervals_raised() {
+    let source = |interval: &str| {
+        format!(
+            "outputs:\n  - output: duct.outputs.null.Null\nsources:\n  - service: a\n    source: duct.sources.generator.Function\n    interval: {interval}\n"
+        )
+    };
+    // Passed check and then panicked converting it to a Duration at start.
+    let err = refused("interval-huge", &source("1e20"));
+    assert!(
+        err.contains(":6:15: sources[0].interval: 1e20 seconds is too long: at most 31536000 (365 days)"),
+        "{err}"
+    );
+    let (code, out, err) = check("interval-tiny", &source("1e-9"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 warnings"), "{out}");
+    assert!(
+        err.contains(
+            ":6:15: warning: sources[0].interval: 1e-9 seconds is shorter than the shortest interval, 0.001 s; using 0.001 s"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn dangling_symlinks_in_an_include_directory_warn() {
+    let dir = TempDir::new("include-dangling");
+    std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("conf.d/gone.yml"), dir.path().join("conf.d/web.yml")).unwrap();
+    let path = dir.write(
+        "duct.yml",
+        "include: conf.d\noutputs:\n  - output: duct.outputs.null.Null\n",
+    );
+    let (code, out, err) = common::ductd_output(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 warnings"), "{out}");
+    assert!(err.contains(":1:10: warning: cannot follow "), "{err}");
+    assert!(err.contains("conf.d/web.yml (No such file or directory"), "{err}");
+    let (code, _, _) = common::ductd_output(&["check", "--strict", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "--strict refuses it");
+}

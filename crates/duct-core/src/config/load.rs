@@ -238,7 +238,15 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
         };
         let files = if found.is_dir() {
             match yaml_files(found) {
-                Ok(files) => files,
+                Ok((files, unreadable)) => {
+                    for (file, e) in unreadable {
+                        diags.push(Diagnostic::warning(
+                            mark.clone(),
+                            format!("cannot follow {} ({e}); nothing included from it", file.display()),
+                        ));
+                    }
+                    files
+                }
                 Err(e) => {
                     diags.push(Diagnostic::error(
                         mark,
@@ -270,13 +278,33 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
     }
 }
 
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
-        .collect();
+/// The `*.yml`/`*.yaml` files of an include directory, in name order, and
+/// the entries that could not be followed (a dangling symlink, a symlink
+/// loop, an entry that vanished while listed) with the reason.
+fn yaml_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>)> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = match entry {
+            Ok(e) => e.path(),
+            Err(e) => {
+                unreadable.push((dir.to_path_buf(), e));
+                continue;
+            }
+        };
+        if !matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
+            continue;
+        }
+        // `metadata` follows symlinks, so a dangling one or a loop fails here.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(_) => {}
+            Err(e) => unreadable.push((path, e)),
+        }
+    }
     files.sort();
-    Ok(files)
+    unreadable.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((files, unreadable))
 }
 
 fn merge_into(root: &mut Node, doc: Node, diags: &mut Diagnostics) {
@@ -829,6 +857,30 @@ blueprint:
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn unfollowable_files_in_an_include_directory_are_warnings() {
+        let dir = tempdir("dangling");
+        let conf = dir.join("conf.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("10-ok.yml"), "sources:\n  - service: ok\n").unwrap();
+        std::os::unix::fs::symlink(conf.join("gone.yml"), conf.join("20-dangling.yml")).unwrap();
+        std::os::unix::fs::symlink(conf.join("30-loop.yaml"), conf.join("30-loop.yaml")).unwrap();
+        std::os::unix::fs::symlink(conf.join("gone"), conf.join("notes.txt")).unwrap();
+        let (tree, diags) = load_in("include: conf.d\n", &dir, &[]);
+        assert!(!diags.has_errors(), "{diags}");
+        assert_eq!(services(&tree.unwrap()), ["ok"]);
+        let warnings: Vec<&str> = diags.warnings().map(|w| w.message.as_str()).collect();
+        assert_eq!(warnings.len(), 2, "only the YAML names warn: {warnings:?}");
+        assert!(
+            warnings[0].contains("20-dangling.yml") && warnings[0].contains("nothing included"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("30-loop.yaml"), "{warnings:?}");
+        let w = diags.warnings().next().unwrap();
+        assert_eq!(w.mark.as_ref().unwrap().line, 1, "at the include");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn tempdir(tag: &str) -> PathBuf {
