@@ -238,7 +238,7 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
         };
         let files = if found.is_dir() {
             match yaml_files(found) {
-                Ok((files, unreadable)) => {
+                Ok(IncludeDir { files, unreadable }) => {
                     for (file, e) in unreadable {
                         diags.push(Diagnostic::warning(
                             mark.clone(),
@@ -278,10 +278,16 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
     }
 }
 
-/// The `*.yml`/`*.yaml` files of an include directory, in name order, and
-/// the entries that could not be followed (a dangling symlink, a symlink
-/// loop, an entry that vanished while listed) with the reason.
-fn yaml_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>)> {
+/// What an include directory holds.
+struct IncludeDir {
+    /// Its `*.yml`/`*.yaml` files, in name order.
+    files: Vec<PathBuf>,
+    /// The entries that could not be followed (a dangling symlink, a
+    /// symlink loop, an entry that vanished while listed) and why.
+    unreadable: Vec<(PathBuf, std::io::Error)>,
+}
+
+fn yaml_files(dir: &Path) -> std::io::Result<IncludeDir> {
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -304,7 +310,7 @@ fn yaml_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, std::i
     }
     files.sort();
     unreadable.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((files, unreadable))
+    Ok(IncludeDir { files, unreadable })
 }
 
 fn merge_into(root: &mut Node, doc: Node, diags: &mut Diagnostics) {
