@@ -188,3 +188,27 @@ fn dangling_symlinks_in_an_include_directory_warn() {
     let (code, _, _) = common::ductd_output(&["check", "--strict", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 1, "--strict refuses it");
 }
+
+#[test]
+fn nested_defaults_are_expanded() {
+    let dir = TempDir::new("nested-defaults");
+    let path = dir.write(
+        "duct.yml",
+        "sources:\n  - service: wave\n    source: duct.sources.generator.Function\n    hostname: ${DUCT_TEST_NODE:-${DUCT_TEST_HOST:-fallback}}\n    ttl: ${DUCT_TEST_UNSET:-${DUCT_TEST_UNSET2:-30}}\n",
+    );
+    let once = |vars: &[(&str, &str)]| {
+        let mut cmd = ductd(&["once", "-c", path.to_str().unwrap()]);
+        cmd.env_remove("DUCT_TEST_NODE").env_remove("DUCT_TEST_HOST");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let ev = once(&[("DUCT_TEST_HOST", "host-7")]);
+    assert_eq!(ev["host"], "host-7");
+    assert_eq!(ev["ttl"], 30.0);
+    assert_eq!(once(&[])["host"], "fallback");
+    assert_eq!(once(&[("DUCT_TEST_NODE", "n"), ("DUCT_TEST_HOST", "h")])["host"], "n");
+}

@@ -136,9 +136,25 @@ fn interpolate(node: &mut Node, env: &dyn Fn(&str) -> Option<String>, diags: &mu
     }
 }
 
+/// How deeply `${A:-${B:-…}}` defaults may nest.
+pub const MAX_DEFAULT_NESTING: usize = 8;
+
 /// The text with variables replaced, or the byte offset and reason of the
-/// first bad reference.
+/// first bad reference. A default may itself hold references
+/// (`${X:-${Y:-z}}`), expanded only when the default is used, as a shell
+/// does.
 pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, (usize, String)> {
+    substitute_within(text, 0, 0, env)
+}
+
+/// [`substitute`] on a part of a value that starts at byte `base` of it,
+/// `depth` defaults deep.
+fn substitute_within(
+    text: &str,
+    base: usize,
+    depth: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut offset = 0;
@@ -158,25 +174,38 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             continue;
         }
         let start = offset + at;
-        let Some(close) = tail.find('}') else {
-            return Err((start, "unterminated `${` (write `$${` for a literal `${`)".into()));
+        let Some(close) = closing_brace(tail) else {
+            return Err((
+                base + start,
+                "unterminated `${` (write `$${` for a literal `${`)".into(),
+            ));
         };
         let inner = &tail[2..close];
         let (name, default) = match inner.find(":-") {
-            Some(i) => (&inner[..i], Some(&inner[i + 2..])),
+            Some(i) => (&inner[..i], Some((&inner[i + 2..], base + start + 2 + i + 2))),
             None => (inner, None),
         };
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err((start, format!("`${{{inner}}}` is not a valid variable reference")));
+            return Err((
+                base + start,
+                format!("`${{{inner}}}` is not a valid variable reference"),
+            ));
         }
         match (env(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
-            (None, Some(d)) => out.push_str(d),
+            (None, Some((d, _))) if !d.contains('$') => out.push_str(d),
+            (None, Some(_)) if depth + 1 >= MAX_DEFAULT_NESTING => {
+                return Err((
+                    base + start,
+                    format!("defaults are nested more than {MAX_DEFAULT_NESTING} deep"),
+                ))
+            }
+            (None, Some((d, at))) => out.push_str(&substitute_within(d, at, depth + 1, env)?),
             (None, None) => {
                 return Err((
-                    start,
+                    base + start,
                     format!("environment variable {name} is not set (write ${{{name}:-default}} to give a default)"),
                 ))
             }
@@ -186,6 +215,33 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The byte index of the `}` that closes the `${` at the start of `text`,
+/// counting the `${` … `}` of nested defaults (`$${` is a literal).
+fn closing_brace(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"$${") {
+            i += 3;
+            continue;
+        }
+        if bytes[i..].starts_with(b"${") {
+            depth += 1;
+            i += 2;
+            continue;
+        }
+        if bytes[i] == b'}' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A string or a list of strings, as `include: dir` or `include: [a, b]`.
@@ -671,6 +727,32 @@ mod tests {
         assert!(msg.contains("MISSING is not set"), "{msg}");
         assert_eq!(substitute("${NODE", &env).unwrap_err().0, 0);
         assert!(substitute("${1BAD}", &env).unwrap_err().1.contains("not a valid"));
+    }
+
+    #[test]
+    fn nested_defaults_are_expanded_when_used() {
+        let env = env_of(&[("Y", "why"), ("Z", "zed")]);
+        assert_eq!(substitute("${X:-${Y:-z}}", &env).unwrap(), "why");
+        assert_eq!(substitute("${X:-${W:-z}}", &env).unwrap(), "z");
+        assert_eq!(substitute("a${X:-b${W:-${Z}}c}d", &env).unwrap(), "abzedcd");
+        assert_eq!(
+            substitute("${Y:-${UNSET}}", &env).unwrap(),
+            "why",
+            "an unused default is not expanded"
+        );
+        assert_eq!(substitute("${X:-$${Y}}", &env).unwrap(), "${Y}");
+        assert_eq!(
+            substitute("${X:-{}}", &env).unwrap(),
+            "{}",
+            "a brace without `$` does not nest"
+        );
+        // Errors inside a default point into it.
+        let (at, msg) = substitute("${X:-${W:-${UNSET}}}", &env).unwrap_err();
+        assert_eq!(at, 10);
+        assert!(msg.contains("UNSET is not set"), "{msg}");
+        assert_eq!(substitute("${X:-${W:-z}", &env).unwrap_err().0, 0);
+        let deep = format!("{}z{}", "${X:-".repeat(20), "}".repeat(20));
+        assert!(substitute(&deep, &env).unwrap_err().1.contains("nested more than 8"));
     }
 
     #[test]
