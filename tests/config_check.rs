@@ -212,3 +212,40 @@ fn nested_defaults_are_expanded() {
     assert_eq!(once(&[])["host"], "fallback");
     assert_eq!(once(&[("DUCT_TEST_NODE", "n"), ("DUCT_TEST_HOST", "h")])["host"], "n");
 }
+
+#[test]
+fn a_refused_reload_logs_its_warnings_as_warnings() {
+    let dir = TempDir::new("reload-levels");
+    let good = "outputs:\n  - output: duct.outputs.null.Null\nsources:\n  - service: a\n    source: duct.sources.generator.Function\n";
+    let path = dir.write("duct.yml", good);
+    let agent = common::Running::start(&["-c", path.to_str().unwrap()]);
+    assert!(
+        agent.wait_for_log("starting ductd", Duration::from_secs(10)),
+        "{}",
+        agent.stderr()
+    );
+    // One error (a bad interval) and one warning (an unknown option).
+    let bad = good.replace(
+        "generator.Function\n",
+        "generator.Function\n    interval: -1\n    fucntion: x\n",
+    );
+    std::fs::write(&path, bad).unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        agent.wait_for_log("reload refused", Duration::from_secs(10)),
+        "{}",
+        agent.stderr()
+    );
+    let log = agent.stderr();
+    let line_of = |text: &str| {
+        log.lines()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no `{text}` in:\n{log}"))
+            .to_string()
+    };
+    let warning = line_of("unknown option `fucntion`");
+    assert!(warning.contains(" WARN ") && !warning.contains("ERROR"), "{warning}");
+    assert!(line_of("sources[0].interval: must be a positive").contains("ERROR"));
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
