@@ -45,7 +45,7 @@ use url::Position;
 pub use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub use hyper::{Method, StatusCode};
 pub use rustls::pki_types::CertificateDer;
-pub use url::Url;
+pub use url::{ParseError, Url};
 
 use conn::{io, lock, Io, Trace, Watch};
 
