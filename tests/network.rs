@@ -549,9 +549,6 @@ fn make_certificates(dir: &Path) -> Option<Certificates> {
 struct Nginx {
     http: u16,
     https: u16,
-    /// Another origin: answers 403 to a request carrying credentials or
-    /// the test's secret header, "clean" otherwise.
-    other: u16,
     certs: Certificates,
     _server: Server,
 }
@@ -564,7 +561,9 @@ fn start_nginx() -> Option<Nginx> {
     let d = dir.path().display();
     // The redirects of the redirect tests: a relative Location whose query
     // holds a URL, same-origin pages behind Basic auth (user `user`,
-    // password `p@ss:w0rd` or `pw`), and hops to another origin.
+    // password `p@ss:w0rd` or `pw`), and hops to another origin: the
+    // server on `other`, which answers 403 to a request carrying
+    // credentials or the test's secret header, "clean" otherwise.
     let pages = format!(
         "location = / {{ default_type text/plain; return 200 \"hello from duct test\\n\"; }}
     location = /404 {{ return 404; }}
@@ -629,7 +628,6 @@ http {{
     Some(Nginx {
         http,
         https,
-        other,
         certs,
         _server: server,
     })
