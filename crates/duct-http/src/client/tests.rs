@@ -287,6 +287,13 @@ async fn a_chunked_body_from_a_go_server_is_decoded() {
     assert!(text.starts_with("# HELP"), "{}", &text[..40]);
     assert!(text.contains("blackbox_exporter_build_info"));
     assert!(!text.contains("\r\n"), "no chunk framing left in the body");
+
+    // Read and bounded, but not kept.
+    let mut request = Request::get(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
+    request.keep_body = false;
+    assert!(send(&request).await.unwrap().body.is_empty());
+    request.max_body_bytes = 1000;
+    assert_eq!(send(&request).await.unwrap_err(), Error::BodyTooLarge(1000));
 }
 
 #[tokio::test]

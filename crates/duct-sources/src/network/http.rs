@@ -238,11 +238,14 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     request.body = o.body.map(Bytes::from).unwrap_or_default();
     request.timeout = check_budget(args, DUCT_TIMEOUT);
     request.max_body_bytes = o.max_body_bytes;
+    let match_text = o.match_text.filter(|m| !m.is_empty());
+    // The body is read whole either way; held only to look for `match`.
+    request.keep_body = match_text.is_some();
     request.max_redirects = if o.follow_redirects { client::MAX_REDIRECTS } else { 0 };
     request.tls = tls;
     Ok(Box::new(Http {
         request,
-        match_text: o.match_text.filter(|m| !m.is_empty()),
+        match_text,
         expect_status,
         client: Client::new(),
     }))
@@ -355,6 +358,7 @@ mod tests {
         let mut request = Request::get(url).unwrap().timeout(budget);
         request.user_agent = Some(HeaderValue::from_static("Duct HTTP checker"));
         request.max_body_bytes = 1 << 20;
+        request.keep_body = true;
         Http {
             request,
             match_text: None,
