@@ -172,7 +172,7 @@ pub fn spec() -> SourceSpec {
             "(service).latency.connect: the TCP connect, ms",
             "(service).latency.tls: the TLS handshake, ms (https)",
             "(service).latency.first_byte: from the request sent to the first byte of the answer, ms",
-            "(service).cert_expiry: days until the server's certificate expires (https)",
+            "(service).cert_expiry: days until the certificate of the server that answered expires (https)",
         ],
         build,
     )
