@@ -53,6 +53,8 @@ use conn::{io, lock, Io, Trace, Watch};
 pub const MAX_REDIRECTS: u32 = 10;
 /// The largest body read by default.
 pub const MAX_BODY_BYTES: u64 = 10 << 20;
+/// The largest response head read.
+const MAX_HEAD_BYTES: usize = 64 << 10;
 /// A request's whole time by default.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -585,6 +587,10 @@ async fn handshake(io: Io) -> Result<(SendRequest<Full<Bytes>>, http1::Connectio
     http1::Builder::new()
         // Some embedded servers match header names case-sensitively.
         .title_case_headers(true)
+        // hyper's read buffer holds the response head: bounded well
+        // below its 400 KiB default, as the answers of a monitored
+        // server are small.
+        .max_buf_size(MAX_HEAD_BYTES)
         .handshake(io)
         .await
         .map_err(|e| Error::Failed(describe(&e)))
@@ -747,8 +753,10 @@ impl Pool {
                     }
                     // The server closed the idle connection as the
                     // request went out: sent again on a fresh one.
-                    Err(Sent::Not) => {}
-                    Err(Sent::Unanswered(_)) if is_idempotent(&hop.method) => {}
+                    Err(Sent::Not) => tracing::debug!(url = %hop.url, "kept connection closed; reconnecting"),
+                    Err(Sent::Unanswered(e)) if is_idempotent(&hop.method) => {
+                        tracing::debug!(url = %hop.url, error = %e, "kept connection failed; sending again")
+                    }
                     Err(Sent::Unanswered(e) | Sent::Failed(e)) => return Err(e),
                 }
             }

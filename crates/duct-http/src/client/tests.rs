@@ -338,6 +338,12 @@ async fn bad_answers_are_errors_that_say_what_was_wrong() {
     let e = send(&get(cut)).await.unwrap_err();
     assert_eq!(e.to_string(), "the connection closed before the last chunk");
 
+    let mut huge = b"HTTP/1.1 200 OK\r\nX-Filler: ".to_vec();
+    huge.extend(vec![b'a'; 100 << 10]);
+    let port = raw(huge, true).await;
+    let e = send(&get(port)).await.unwrap_err();
+    assert_eq!(e.to_string(), "invalid response: message head is too large");
+
     let mute = raw(Vec::new(), false).await;
     let e = send(&get(mute)).await.unwrap_err();
     assert_eq!(e.to_string(), "the server closed the connection without answering");
