@@ -267,6 +267,18 @@ fn urls_are_checked_when_the_request_is_made() {
 }
 
 #[test]
+fn the_host_header_has_the_port_only_when_it_is_not_the_schemes() {
+    let host = |url: &str| host_header(&Url::parse(url).unwrap()).unwrap();
+    assert_eq!(host("http://[::1]/"), "[::1]");
+    assert_eq!(host("http://[::1]:8080/"), "[::1]:8080");
+    assert_eq!(host("http://web:80/"), "web");
+    assert_eq!(host("https://web:443/"), "web");
+    assert_eq!(host("https://web:80/"), "web:80");
+    assert_eq!(host("http://BÜCHER.example/"), "xn--bcher-kva.example");
+    assert_eq!(host("unix:/var/run/docker.sock"), "localhost");
+}
+
+#[test]
 fn base64_pads() {
     assert_eq!(base64(b"a"), "YQ==");
     assert_eq!(base64(b"ab"), "YWI=");
