@@ -130,8 +130,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
 /// Loads and plans the configuration at `path` (or the embedded one).
 fn load(path: Option<&Path>, registry: &Registry, host: &str) -> Result<Plan, Diagnostics> {
     let config = match path {
-        Some(p) => Config::load(p, &config::process_env)?,
-        None => Config::load_embedded(DEFAULT_CONFIG, &config::process_env)?,
+        Some(p) => Config::read(p, &config::process_env)?,
+        None => Config::read_embedded(DEFAULT_CONFIG, &config::process_env)?,
     };
     plan::plan(&config, registry, host)
 }

@@ -6,6 +6,7 @@ pub mod graphite;
 pub mod line_protocol;
 pub mod logger;
 pub mod null;
+pub mod opentsdb_json;
 pub mod prometheus;
 pub mod riemann;
 
