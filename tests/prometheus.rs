@@ -243,3 +243,82 @@ outputs:
     let (code, _) = agent.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+/// `/ready` on the health endpoint: its status code.
+fn ready(port: u16) -> u16 {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = conn.write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_taken_port_is_retried_and_a_reload_rebinds_the_page() {
+    let dir = TempDir::new("prometheus-reload");
+    let (page, health) = (free_port(), free_port());
+    let config = |prefix: &str| {
+        format!(
+            "health:
+  listen: 127.0.0.1:{health}
+sources:
+  - service: wave
+    source: duct.sources.generator.Function
+    interval: 0.2
+outputs:
+  - output: duct.outputs.prometheus.Prometheus
+    bind: 127.0.0.1
+    port: {page}
+    prefix: {prefix}
+    interval: 0.2
+"
+        )
+    };
+    let path = dir.write("duct.yml", &config("first_"));
+    // Something else holds the port when ductd starts.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", page)).unwrap();
+    let agent = Running::start(&["-c", path.to_str().unwrap()]);
+    assert!(wait_for_port(health, Duration::from_secs(10)), "{}", agent.stderr());
+    assert!(
+        agent.wait_for_log("cannot listen on 127.0.0.1", Duration::from_secs(10)),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(ready(health), 503, "not ready while the page is not served");
+    drop(holder);
+    assert!(
+        until(Duration::from_secs(20), || ready(health) == 200),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        until(Duration::from_secs(10), || get(page, "/metrics", None)
+            .1
+            .contains("\nfirst_wave{host=")),
+        "{}",
+        agent.stderr()
+    );
+
+    // A reload that changes the block: the old page closes, the new one
+    // binds the same port.
+    dir.write("duct.yml", &config("second_"));
+    agent.signal(libc::SIGHUP);
+    assert!(
+        until(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", page)).is_ok()
+                && get(page, "/metrics", None).1.contains("\nsecond_wave{host=")
+        }),
+        "{}",
+        agent.stderr()
+    );
+    assert!(!get(page, "/metrics", None).1.contains("first_"));
+    let (code, _) = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
