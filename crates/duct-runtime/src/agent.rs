@@ -331,7 +331,10 @@ impl Agent {
 
     /// Stops the sources, lets the router pass on what it holds, then
     /// drains every output until its queue is empty or `shutdown_timeout`
-    /// passes. Returns the number of events left undelivered.
+    /// passes. Returns the number of events left undelivered (events the
+    /// destination acknowledged are delivered, even in a batch whose send
+    /// was still running); the log line also gives what was dropped since
+    /// the agent started.
     pub async fn shutdown(self) -> usize {
         let started = Instant::now();
         stop_sources(self.sources).await;
@@ -347,8 +350,20 @@ impl Agent {
         for w in &self.workers {
             w.stop();
         }
+        let dropped: u64 = self
+            .outputs
+            .iter()
+            .map(|o| o.stats.dropped.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        let sent: u64 = self
+            .outputs
+            .iter()
+            .map(|o| o.stats.sent.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
         tracing::info!(
             undelivered,
+            dropped,
+            sent,
             took_ms = started.elapsed().as_millis() as u64,
             "agent stopped"
         );
