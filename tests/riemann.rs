@@ -191,6 +191,73 @@ fn riemann_client_events_come_out_intact() {
 }
 
 #[test]
+fn riemann_client_over_udp_feeds_the_udp_listener() {
+    let Some(client) = require_binary("riemann-client", "riemann-c-client") else {
+        return;
+    };
+    let dir = TempDir::new("riemann-udp");
+    let port = free_port();
+    let config = format!(
+        "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: riemann-udp
+    source: duct.sources.riemann.RiemannUDP
+    bind: 127.0.0.1
+    port: {port}
+"
+    );
+    let receiver = start_agent(&dir, "udp.yml", &config);
+    assert!(
+        receiver.wait_for_log("Riemann UDP listener ready", Duration::from_secs(10)),
+        "{}",
+        receiver.stderr()
+    );
+    let send = |service: &str| {
+        Command::new(&client)
+            .args([
+                "send",
+                "-U",
+                "--host",
+                "udp-1",
+                "--service",
+                service,
+                "--metric-sint64",
+                "7",
+                "--tag",
+                "udp",
+                "--attribute",
+                "via=udp",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .status()
+            .expect("run riemann-client")
+    };
+    // Nothing acknowledges a datagram: send until one is seen.
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        assert!(send("over udp").success());
+        seen = receiver.wait_for(Duration::from_secs(1), |e| service(e) == "over udp");
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    let ev = seen.last().expect("an event over UDP");
+    assert_eq!(ev["host"], "udp-1");
+    assert_eq!(ev["metric"], 7);
+    assert_eq!(ev["tags"], serde_json::json!(["udp"]));
+    assert_eq!(ev["attributes"]["via"], "udp");
+    // Garbage does not stop it.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"not protobuf \xff\xff", ("127.0.0.1", port)).unwrap();
+    assert!(send("after garbage").success());
+    let after = receiver.wait_for(Duration::from_secs(5), |e| service(e) == "after garbage");
+    assert!(!after.is_empty(), "{}", receiver.stderr());
+}
+
+#[test]
 fn collectd_write_riemann_feeds_the_listener() {
     let Some(collectd) = require_binary("collectd", "collectd") else {
         return;

@@ -9,3 +9,4 @@
 pub mod client;
 pub mod rt;
 pub mod server;
+pub mod tls;

@@ -15,16 +15,23 @@
 //! the connection closed), `max_events_per_message` and
 //! `max_message_memory` per decoded message (a costlier one is answered
 //! `ok: false`, none of its events taken, and the connection goes on),
-//! `idle_timeout` without a message.
+//! `max_connections_per_client` from one address, `idle_timeout` without a
+//! message and the shorter `first_message_timeout` before the first (see
+//! [`crate::accept`]).
 //! A bad frame, a stuck client or a panic in one connection ends that
 //! connection only.
+//!
+//! How a message is judged ([`Admission`]) and handed to the pipeline
+//! ([`ingest`]) is shared with `duct.sources.riemann.RiemannUDP` ([`udp`]).
+
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::accept::{self, Accepted, Slot};
+use crate::accept::{self, AcceptLimits, Accepted, Silence, SilenceClock, Slot, FIRST_MESSAGE_TIMEOUT};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use duct_core::config::Diagnostic;
@@ -45,7 +52,7 @@ use tokio_util::codec::FramedRead;
 /// The most events one message may carry unless configured otherwise: far
 /// above what clients batch (hundreds), far below the 8 million empty
 /// events that fit in a 16 MiB frame.
-const DEFAULT_MAX_EVENTS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_EVENTS: usize = 100_000;
 /// The memory one message's decoded events may take, unless configured,
 /// as a multiple of `max_frame_bytes`: typical events (host, service,
 /// state, metric, a tag or two) take 3 to 5 times their encoded size.
@@ -79,6 +86,9 @@ struct Options {
     ca: Option<PathBuf>,
     /// Connections open at once; more are closed as they arrive.
     max_connections: usize,
+    /// Connections open at once from one client address; by default a
+    /// quarter of `max_connections`.
+    max_connections_per_client: Option<usize>,
     /// Largest message accepted, in bytes.
     max_frame_bytes: usize,
     /// Most events in one message.
@@ -88,6 +98,9 @@ struct Options {
     max_message_memory: Option<usize>,
     /// Seconds without a message before a connection is closed; 0: never.
     idle_timeout: f64,
+    /// Seconds from connecting to the first whole message before a
+    /// connection is closed; 0: as `idle_timeout`.
+    first_message_timeout: f64,
 }
 
 impl Default for Options {
@@ -100,10 +113,12 @@ impl Default for Options {
             key: None,
             ca: None,
             max_connections: 1024,
+            max_connections_per_client: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_events_per_message: DEFAULT_MAX_EVENTS,
             max_message_memory: None,
             idle_timeout: 600.0,
+            first_message_timeout: FIRST_MESSAGE_TIMEOUT.as_secs_f64(),
         }
     }
 }
@@ -124,6 +139,15 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     }
     if opts.max_frame_bytes == 0 || opts.max_frame_bytes > u32::MAX as usize {
         return Err(args.invalid("max_frame_bytes", "must be between 1 and 4294967295"));
+    }
+    if opts.max_connections_per_client == Some(0) {
+        return Err(args.invalid("max_connections_per_client", "must be at least 1"));
+    }
+    if !(opts.first_message_timeout >= 0.0 && opts.first_message_timeout.is_finite()) {
+        return Err(args.invalid(
+            "first_message_timeout",
+            "must be zero (as idle_timeout) or a positive number of seconds",
+        ));
     }
     if opts.max_events_per_message == 0 {
         return Err(args.invalid("max_events_per_message", "must be at least 1"));
@@ -150,7 +174,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
             bind: opts.bind,
             port: opts.port,
             tls,
-            max_connections: opts.max_connections,
+            accept: AcceptLimits::new(opts.max_connections, opts.max_connections_per_client),
             max_frame_bytes: opts.max_frame_bytes,
             admission: Admission::new(Limits {
                 max_events: opts.max_events_per_message,
@@ -158,7 +182,11 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
                     .max_message_memory
                     .unwrap_or(opts.max_frame_bytes.saturating_mul(DEFAULT_MEMORY_PER_FRAME_BYTE)),
             }),
-            idle_timeout: (opts.idle_timeout > 0.0).then(|| Duration::from_secs_f64(opts.idle_timeout)),
+            silence: Silence {
+                idle_timeout: (opts.idle_timeout > 0.0).then(|| Duration::from_secs_f64(opts.idle_timeout)),
+                first_message_timeout: (opts.first_message_timeout > 0.0)
+                    .then(|| Duration::from_secs_f64(opts.first_message_timeout)),
+            },
         }),
     }))
 }
@@ -168,10 +196,10 @@ struct ListenerConfig {
     bind: String,
     port: u16,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    accept: AcceptLimits,
     max_frame_bytes: usize,
     admission: Admission,
-    idle_timeout: Option<Duration>,
+    silence: Silence,
 }
 
 /// What becomes of one message.
@@ -280,7 +308,7 @@ impl Source for RiemannListener {
         tracing::info!(service = %ctx.service(), %address, tls = c.tls.is_some(), "Riemann listener ready");
         let (config, sctx) = (self.config.clone(), ctx.clone());
         let serve = move |accepted: Accepted| serve(accepted, config.clone(), sctx.clone());
-        ctx.spawn(accept::accept_loop(listener, c.max_connections, ctx.clone(), serve));
+        ctx.spawn(accept::accept_loop(listener, c.accept, ctx.clone(), serve));
         Ok(())
     }
 
@@ -344,9 +372,9 @@ struct RiemannConnection {
     /// (no frame is read meanwhile, so answers keep their order).
     writer: Option<Writer>,
     config: Arc<ListenerConfig>,
-    idle_timeout: Option<Duration>,
-    /// When the last message arrived, for `idle_timeout`.
-    last_input: Instant,
+    /// How long the connection has been silent, for `idle_timeout` and
+    /// `first_message_timeout`.
+    silence: SilenceClock,
     /// Held for the connection's lifetime: counts it against
     /// `max_connections`.
     slot: Slot,
@@ -367,8 +395,7 @@ impl RiemannConnection {
             peer,
             writer: Some(writer),
             config: config.clone(),
-            idle_timeout: config.idle_timeout,
-            last_input: Instant::now(),
+            silence: SilenceClock::new(config.silence),
             slot,
         };
         RiemannConnection::create(move |ctx| {
@@ -399,7 +426,11 @@ impl RiemannConnection {
             (writer, written)
         };
         ctx.wait(work.into_actor(self).map(|(writer, written), act, ctx| match written {
-            Ok(Ok(())) => act.writer = Some(writer),
+            Ok(Ok(())) => {
+                // The wait for room counts as activity, however long.
+                act.silence.heard();
+                act.writer = Some(writer);
+            }
             Ok(Err(e)) => {
                 tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "cannot answer: {e}");
                 ctx.stop();
@@ -460,10 +491,10 @@ impl Actor for RiemannConnection {
         // The source stopping (reload, shutdown) ends its connections.
         let cancelled = self.sctx.cancellation().cancelled_owned();
         ctx.spawn(cancelled.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        if let Some(idle) = self.idle_timeout {
-            ctx.run_interval(idle / 2, move |act, ctx| {
-                if act.last_input.elapsed() >= idle {
-                    tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "closing an idle connection");
+        if let Some(every) = self.silence.check_every() {
+            ctx.run_interval(every, move |act, ctx| {
+                if let Some(limit) = act.silence.expired() {
+                    tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "closing a silent connection ({limit})");
                     ctx.stop();
                 }
             });
@@ -477,9 +508,11 @@ impl Actor for RiemannConnection {
 
 impl StreamHandler<Result<BytesMut, FrameError>> for RiemannConnection {
     fn handle(&mut self, item: Result<BytesMut, FrameError>, ctx: &mut Self::Context) {
-        self.last_input = Instant::now();
         match item {
-            Ok(body) => self.accept(body, ctx),
+            Ok(body) => {
+                self.silence.heard();
+                self.accept(body, ctx)
+            }
             Err(e) => self.refuse(e, ctx),
         }
     }
@@ -491,6 +524,7 @@ mod tests {
     use crate::testing::{context, Collect};
     use duct_core::{Event, Metric};
     use duct_proto::Message;
+    use std::time::Instant;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
@@ -502,18 +536,31 @@ mod tests {
     }
 
     fn listener(port: u16, max_connections: usize, max_frame_bytes: usize, idle: Option<Duration>) -> RiemannListener {
+        let silence = Silence {
+            idle_timeout: idle,
+            first_message_timeout: None,
+        };
+        listener_with(
+            port,
+            AcceptLimits::new(max_connections, Some(max_connections)),
+            silence,
+            max_frame_bytes,
+        )
+    }
+
+    fn listener_with(port: u16, accept: AcceptLimits, silence: Silence, max_frame_bytes: usize) -> RiemannListener {
         RiemannListener {
             config: Arc::new(ListenerConfig {
                 bind: "127.0.0.1".into(),
                 port,
                 tls: None,
-                max_connections,
+                accept,
                 max_frame_bytes,
                 admission: Admission::new(Limits {
                     max_events: 1000,
                     max_memory: 4 * max_frame_bytes,
                 }),
-                idle_timeout: idle,
+                silence,
             }),
         }
     }
@@ -783,6 +830,69 @@ mod tests {
             }
             assert!(third.is_some(), "a new connection is served once the first left");
         });
+    }
+
+    #[test]
+    fn one_client_cannot_hold_every_connection() {
+        let accept = AcceptLimits::new(8, Some(2));
+        let silence = Silence {
+            idle_timeout: None,
+            first_message_timeout: None,
+        };
+        with_listener(
+            listener_with(free_port(), accept, silence, 1 << 20),
+            |port, _, _| async move {
+                let mut held = Vec::new();
+                for _ in 0..2 {
+                    let mut s = connect(port).await;
+                    send_events(&mut s, &[sample(1)]).await;
+                    assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+                    held.push(s);
+                }
+                let mut third = connect(port).await;
+                assert_eq!(
+                    answer(&mut third).await,
+                    None,
+                    "a third from the same address is closed"
+                );
+                // Another address (127.0.0.2 is loopback too) is still served.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                let mut other = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+                send_events(&mut other, &[sample(2)]).await;
+                assert_eq!(answer(&mut other).await, Some(Msg::accepted()));
+            },
+        );
+    }
+
+    #[test]
+    fn a_connection_that_never_sends_a_message_is_closed_sooner() {
+        let silence = Silence {
+            idle_timeout: Some(Duration::from_secs(600)),
+            first_message_timeout: Some(Duration::from_millis(200)),
+        };
+        let accept = AcceptLimits::new(8, None);
+        with_listener(
+            listener_with(free_port(), accept, silence, 1 << 20),
+            |port, _, _| async move {
+                let mut talker = connect(port).await;
+                send_events(&mut talker, &[sample(1)]).await;
+                assert_eq!(answer(&mut talker).await, Some(Msg::accepted()));
+                let mut silent = connect(port).await;
+                // Half a frame is not a message.
+                silent.write_all(&[0, 0, 0, 10, 0x32]).await.unwrap();
+                let started = Instant::now();
+                assert_eq!(answer(&mut silent).await, None, "closed");
+                assert!(started.elapsed() >= Duration::from_millis(150));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                send_events(&mut talker, &[sample(2)]).await;
+                assert_eq!(
+                    answer(&mut talker).await,
+                    Some(Msg::accepted()),
+                    "idle_timeout applies once heard"
+                );
+            },
+        );
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl WhenFull {
 
 /// Common source options read with serde; `route`, `critical`, `warning`
 /// and `attributes` are read from their nodes to keep positions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct CommonSourceOptions {
     pub(super) service: String,
     pub(super) source: String,
@@ -173,7 +173,7 @@ const SSH_KEYS: &[&str] = &[
     "ssh_knownhosts_file",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct CommonOutputOptions {
     pub(super) output: String,
     pub(super) name: Option<String>,
