@@ -366,10 +366,7 @@ LoadPlugin write_riemann
     assert!(from_collectd.len() > 50, "{} events", from_collectd.len());
     let stderr = receiver.stderr();
     assert!(!stderr.contains("closing a connection"), "{stderr}");
-    assert!(
-        !stderr.contains("not UTF-8\"") && !stderr.contains("a string is not UTF-8"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("a string is not UTF-8"), "{stderr}");
     // Which strings come out garbled varies from run to run; when some
     // do, they are kept with U+FFFD and said so.
     if stderr.contains("strings that are not UTF-8 were kept") {
