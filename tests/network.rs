@@ -775,7 +775,7 @@ fn cases(nginx: &Nginx, redis: u16, closed: u16) -> Vec<Case> {
             format!("TCP, host: 127.0.0.1, port: {redis}, send: \"PING\\r\\n\", expect: '^\\+PANG', timeout: 1"),
             Some(("redis_pang", format!("127.0.0.1:{redis}"))),
             false,
-            "timed out after 1 s while waiting for the answer",
+            "the reply \"+PONG\\r\\n\" does not match",
         ),
     ]
 }

@@ -896,3 +896,155 @@ fn failover_moves_to_the_next_server_of_the_list() {
     assert!(log.contains(&format!("cannot connect to 127.0.0.2:{port}")), "{log}");
     assert!(log.contains(&format!("next attempt: 127.0.0.1:{port}")), "{log}");
 }
+
+/// A destination that accepts connections and reads everything, but never
+/// answers; it stops when the flag is set.
+fn hung_destination() -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                        let mut sink = [0u8; 4096];
+                        while !flag.load(Ordering::Relaxed) {
+                            match s.read(&mut sink) {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (port, stop)
+}
+
+/// Relays a Riemann client's events, one per message, through ductd's
+/// listener to a destination that never acknowledges, for `period`.
+/// Returns the messages acknowledged to the client, the longest it waited
+/// for one answer, and the agent's `dropped` figures for the output.
+fn relay_to_a_hung_destination(when_full: &str, period: Duration) -> (usize, Duration, Vec<f64>, String) {
+    let (hung, stop) = hung_destination();
+    let listen = free_port();
+    let dir = TempDir::new("riemann-when-full");
+    let config = format!(
+        "outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    name: relay
+    server: 127.0.0.1
+    port: {hung}
+    interval: 0.05
+    ack_timeout: 0.5
+    backoff_max: 0.5
+    batch: 100
+    pushback: 200
+    maxsize: 1000
+{when_full}
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.1
+sources:
+  - service: riemann
+    source: duct.sources.riemann.RiemannTCP
+    bind: 127.0.0.1
+    port: {listen}
+    route: relay
+  - service: self
+    source: duct.sources.Duct
+    interval: 0.25
+    route: log
+"
+    );
+    let agent = start_agent(&dir, "relay.yml", &config);
+    assert!(
+        agent.wait_for_log("Riemann listener ready", Duration::from_secs(10)),
+        "{}",
+        agent.stderr()
+    );
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", listen)).expect("connect to the listener");
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let started = Instant::now();
+        let (mut acked, mut longest) = (0, Duration::ZERO);
+        'send: while started.elapsed() < period {
+            s.write_all(&raw_frame("relayed", "client", (acked % 50) as i64))
+                .expect("write");
+            let asked = Instant::now();
+            let mut len = [0u8; 4];
+            // Waits for the answer, as Riemann clients do, until the period ends.
+            loop {
+                match s.read_exact(&mut len) {
+                    Ok(()) => break,
+                    Err(_) if started.elapsed() < period => continue,
+                    Err(_) => {
+                        longest = longest.max(asked.elapsed());
+                        break 'send;
+                    }
+                }
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.read_exact(&mut body).expect("answer body");
+            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            assert_eq!(body.get(..2), Some(&[0x10, 1][..]), "ok: true");
+            acked += 1;
+            longest = longest.max(asked.elapsed());
+        }
+        (acked, longest)
+    });
+    let (acked, longest) = client.join().expect("client");
+    let events = agent.collect_for(Duration::from_millis(600));
+    let stderr = agent.stderr();
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    let dropped: Vec<f64> = events
+        .iter()
+        .filter(|e| service(e) == "self.output.relay.dropped")
+        .filter_map(metric)
+        .collect();
+    (acked, longest, dropped, stderr)
+}
+
+#[test]
+fn when_full_block_pushes_back_on_clients_for_as_long_as_the_destination_hangs() {
+    let (acked, longest, dropped, stderr) = relay_to_a_hung_destination("    when_full: block", Duration::from_secs(6));
+    eprintln!("block: {acked} messages acknowledged, longest wait {longest:?}, dropped {dropped:?}");
+    assert!(stderr.contains("did not acknowledge"), "{stderr}");
+    assert!(acked >= 150, "the client got about as far as pushback (200): {acked}");
+    assert!(acked <= 1000, "no more than the queue holds was taken: {acked}");
+    assert!(
+        longest >= Duration::from_secs(3),
+        "the client is held back well past ack_timeout: {longest:?}"
+    );
+    assert!(!dropped.is_empty(), "the agent's figures were read");
+    assert!(dropped.iter().all(|&d| d == 0.0), "nothing dropped: {dropped:?}");
+}
+
+#[test]
+fn when_full_drop_oldest_keeps_answering_and_drops_as_duct_did() {
+    let (acked, _, dropped, _) = relay_to_a_hung_destination("    when_full: drop_oldest", Duration::from_secs(6));
+    eprintln!("drop_oldest: {acked} messages acknowledged, dropped {dropped:?}");
+    assert!(acked > 1000, "the client was answered past maxsize: {acked}");
+    assert!(dropped.iter().any(|&d| d > 0.0), "the full queue drops: {dropped:?}");
+}
+
+#[test]
+fn when_full_defaults_to_block() {
+    let (acked, longest, dropped, _) = relay_to_a_hung_destination("", Duration::from_secs(5));
+    assert!(acked <= 1000, "{acked}");
+    assert!(longest >= Duration::from_secs(2), "{longest:?}");
+    assert!(dropped.iter().all(|&d| d == 0.0), "{dropped:?}");
+}

@@ -336,7 +336,8 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 }
 
 /// A TCP server on a thread that answers every connection with `answer`
-/// (after reading the request; nothing when empty) and then holds it open
+/// (after reading the request, or 300 ms without one, for protocols where
+/// the server speaks first; nothing when empty) and then holds it open
 /// without a word: a hung or confused peer for fault tests.
 pub fn answering_server(answer: &'static [u8]) -> u16 {
     use std::io::Write;
@@ -346,7 +347,7 @@ pub fn answering_server(answer: &'static [u8]) -> u16 {
         for stream in listener.incoming().take(64) {
             let Ok(mut s) = stream else { return };
             std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
                 let mut req = [0u8; 4096];
                 let _ = s.read(&mut req);
                 let _ = s.write_all(answer);

@@ -202,16 +202,19 @@ impl Histogram {
     }
 }
 
-/// An output's backlog as listener sources see it: while the output is
-/// delivering and holds more than its `pushback` limit, listeners wait
-/// before taking more input, so that a flood slows its senders down
-/// instead of filling the queue up to `maxsize` (where the oldest events
-/// would be dropped). A failing output does not push back: its queue
-/// absorbs, and drops, as Duct's did.
+/// An output's backlog as listener sources see it: while the output holds
+/// more than its `pushback` limit, listeners wait before taking more input,
+/// so that a flood slows its senders down instead of filling the queue up
+/// to `maxsize` (where the oldest events would be dropped). With
+/// `when_full: block` they wait however long the destination is down; with
+/// `drop_oldest` a failing output does not push back: its queue absorbs,
+/// and drops, as Duct's did.
 #[derive(Debug, Default)]
 pub struct Backlog {
     /// Queued events above which listeners wait; 0: never.
     limit: AtomicUsize,
+    /// `when_full: block`: push back while failing too, with no time limit.
+    blocks: AtomicBool,
     /// Woken when the queue falls to half the limit.
     drained: Notify,
 }
@@ -223,6 +226,15 @@ impl Backlog {
 
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn set_blocking(&self, blocks: bool) {
+        self.blocks.store(blocks, Ordering::Relaxed);
+    }
+
+    /// Listeners wait for this output as long as it is full.
+    pub fn blocks(&self) -> bool {
+        self.blocks.load(Ordering::Relaxed)
     }
 }
 
@@ -280,7 +292,9 @@ impl OutputStats {
     /// Whether listener sources should wait before sending this output more.
     pub fn congested(&self) -> bool {
         let limit = self.backlog.limit();
-        limit > 0 && self.queued.load(Ordering::Relaxed) >= limit as u64 && self.healthy.load(Ordering::Relaxed)
+        limit > 0
+            && self.queued.load(Ordering::Relaxed) >= limit as u64
+            && (self.backlog.blocks() || self.healthy.load(Ordering::Relaxed))
     }
 
     /// Waits until the output is no longer congested, or `within` passes.
@@ -365,9 +379,12 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        // A failing output does not push back.
+        // A failing output does not push back (drop_oldest)...
         stats.set_queued(500);
         stats.failed("down");
         assert!(!stats.congested());
+        // ...unless it blocks.
+        stats.backlog.set_blocking(true);
+        assert!(stats.congested());
     }
 }

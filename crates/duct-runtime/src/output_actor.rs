@@ -7,9 +7,10 @@
 //!   `maxrate × interval` events per flush;
 //! - past `maxsize` the oldest events are dropped and counted; with
 //!   `expire`, events older than their TTL are dropped while waiting;
-//! - past `pushback`, while deliveries succeed, listener sources wait
-//!   (see [`duct_core::telemetry::Backlog`]): the queue's size is published
-//!   after every change for them;
+//! - past `pushback` listener sources wait (see
+//!   [`duct_core::telemetry::Backlog`]): with `when_full: block` for as
+//!   long as it takes, with `drop_oldest` only while deliveries succeed;
+//!   the queue's size is published after every change for them;
 //! - a failed send puts what was not delivered back at the front of the
 //!   queue and delivery pauses for an exponential backoff, then resumes by
 //!   itself;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use duct_core::plan::OutputRecipe;
+use duct_core::plan::{OutputRecipe, WhenFull};
 use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats, Telemetry};
 use tokio::sync::oneshot;
 
@@ -116,6 +117,7 @@ impl OutputActor {
     ) -> Self {
         let settings = recipe.settings.clone();
         stats.backlog.set_limit(settings.pushback);
+        stats.backlog.set_blocking(settings.when_full == WhenFull::Block);
         OutputActor {
             quota: quota_per_flush(&settings),
             recipe,

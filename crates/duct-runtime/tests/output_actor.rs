@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use duct_core::config::{Block, Globals, Mark, Node};
-use duct_core::plan::OutputRecipe;
+use duct_core::plan::{OutputRecipe, WhenFull};
 use duct_core::{
     Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats, Telemetry,
 };
@@ -117,6 +117,7 @@ fn settings(f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
         batch: 1000,
         pushback: 10_000,
         backoff_max: 0.2,
+        when_full: WhenFull::Block,
         metrics_only: false,
     };
     f(&mut s);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use duct_core::config::{Block, Globals, Mark, Node};
 use duct_core::pipeline::SourceRules;
-use duct_core::plan::OutputRecipe;
+use duct_core::plan::{OutputRecipe, WhenFull};
 use duct_core::{
     Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats, Telemetry,
 };
@@ -54,6 +54,7 @@ fn output(telemetry: &Arc<Telemetry>) -> (Addr<OutputActor>, Arc<Mutex<Vec<i64>>
         batch: 1000,
         pushback: 10_000,
         backoff_max: 0.2,
+        when_full: WhenFull::Block,
         metrics_only: false,
     };
     let recipe = Arc::new(OutputRecipe {

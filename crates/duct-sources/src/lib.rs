@@ -7,6 +7,7 @@ pub mod exec;
 pub mod generator;
 pub mod lines;
 pub mod linux;
+pub mod logs;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;

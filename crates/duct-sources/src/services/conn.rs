@@ -41,6 +41,9 @@ pub(crate) enum ServiceError {
     /// The server understood and said no (`-NOAUTH`, `ERR UNKNOWN-UPS`).
     #[error("the server answered {0}")]
     Refused(String),
+    /// A program the source runs failed, in its own words.
+    #[error("{0}")]
+    Program(String),
 }
 
 /// What a byte stream to a server must offer: plain TCP or TLS.

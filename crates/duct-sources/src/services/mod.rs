@@ -16,7 +16,10 @@
 
 mod conn;
 mod memcache;
+mod munin;
+mod nut;
 mod redis;
+mod unbound;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -31,6 +34,9 @@ pub(crate) use conn::{Conn, ServiceError};
 pub fn register(registry: &mut Registry) {
     registry.add_source(redis::spec());
     registry.add_source(memcache::spec());
+    registry.add_source(munin::spec());
+    registry.add_source(nut::spec());
+    registry.add_source(unbound::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
