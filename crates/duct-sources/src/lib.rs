@@ -7,6 +7,7 @@ pub mod exec;
 pub mod generator;
 pub mod lines;
 pub mod linux;
+pub mod logs;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;
@@ -22,6 +23,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
     registry.add_source(riemann::spec());
+    registry.add_source(riemann::udp::spec());
     network::register(registry);
     services::register(registry);
 }
