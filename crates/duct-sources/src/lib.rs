@@ -23,6 +23,7 @@ pub fn register(registry: &mut Registry) {
     registry.set_plugins(exec::plugins());
     registry.add_source(riemann::spec());
     network::register(registry);
+    logs::register(registry);
 }
 
 #[cfg(test)]
