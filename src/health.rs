@@ -2,8 +2,8 @@
 //! `/health` for liveness, `/ready` for readiness, JSON bodies naming any
 //! source or output in trouble.
 //!
-//! It is a few dozen lines of HTTP/1.1 over a TCP listener rather than a
-//! web framework: two GET routes, answered and closed, do not need one.
+//! It runs on the shared HTTP server (`duct_http::server`), whose limits
+//! keep a flood of silent or slow clients from locking a probe out.
 //!
 //! - `/health` answers 200 while the router, every output actor and every
 //!   worker thread reply within two seconds — `"status": "ok"`, or
@@ -14,20 +14,21 @@
 //!   output has started, 503 before that and while stopping.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duct_core::Telemetry;
+use duct_http::server::{header, Limits, Method, Request, Response, Routes, ServerHandle, StatusCode};
 use duct_runtime::Probe;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the actors get to answer a health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that sends no complete request within this is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_REQUEST_BYTES: usize = 8 << 10;
+/// Open connections at most; past it a new one evicts the oldest silent
+/// one (see `duct_http::server`).
 const MAX_CONNECTIONS: usize = 64;
 
 /// What the endpoint reports from; shared with the supervisor, which
@@ -135,89 +136,73 @@ impl HealthState {
 }
 
 /// Binds `listen` now (a bad address or a taken port stops start-up with a
-/// clear error) and serves until the process ends.
-pub fn serve(listen: SocketAddr, state: Arc<HealthState>) -> std::io::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(listen)?;
-    std_listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    let local = listener.local_addr()?;
-    let active = Arc::new(AtomicUsize::new(0));
-    actix_rt::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                continue;
-            }
-            active.fetch_add(1, Ordering::Relaxed);
-            let state = state.clone();
-            let active = active.clone();
-            actix_rt::spawn(async move {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT + PROBE_TIMEOUT, answer(stream, &state)).await;
-                active.fetch_sub(1, Ordering::Relaxed);
-            });
+/// clear error) and serves until the handle is dropped.
+pub fn serve(listen: SocketAddr, state: Arc<HealthState>) -> std::io::Result<ServerHandle> {
+    let mut routes = Routes::new().fallback(|r: Request| async move {
+        match *r.method() {
+            Method::GET | Method::HEAD => json_response(404, json!({"error": "not found: try /health or /ready"})),
+            _ => only_get(),
         }
     });
-    tracing::info!(%local, "health endpoint listening");
-    Ok(local)
+    for (path, page) in [
+        ("/health", Page::Health),
+        ("/healthz", Page::Health),
+        ("/ready", Page::Ready),
+        ("/readyz", Page::Ready),
+    ] {
+        let state = state.clone();
+        routes = routes.route(path, move |r: Request| answer(r, page, state.clone()));
+    }
+    let server = duct_http::server::serve(listen, routes, limits())?;
+    tracing::info!(local = %server.local_addr(), "health endpoint listening");
+    Ok(server)
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, state: &HealthState) -> std::io::Result<()> {
-    let Some(request) = read_request(&mut stream).await? else {
-        return Ok(());
+/// Limits of the endpoint's server: one short request per probe, answered
+/// and closed (docs/operations.md, "Health endpoint").
+fn limits() -> Limits {
+    Limits {
+        max_connections: MAX_CONNECTIONS,
+        header_read_timeout: REQUEST_TIMEOUT,
+        body_read_timeout: REQUEST_TIMEOUT,
+        write_timeout: REQUEST_TIMEOUT,
+        max_header_bytes: 8 << 10,
+        max_body_bytes: 1 << 10,
+        keep_alive: false,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Page {
+    Health,
+    Ready,
+}
+
+async fn answer(request: Request, page: Page, state: Arc<HealthState>) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return only_get();
+    }
+    let (code, body) = match page {
+        Page::Health => state.health().await,
+        Page::Ready => state.ready(),
     };
-    let (method, path) = parse_request_line(&request);
-    let (code, body) = match (method, path) {
-        ("GET" | "HEAD", "/health" | "/healthz") => state.health().await,
-        ("GET" | "HEAD", "/ready" | "/readyz") => state.ready(),
-        ("GET" | "HEAD", _) => (404, json!({"error": "not found: try /health or /ready"})),
-        _ => (405, json!({"error": "only GET and HEAD are served"})),
-    };
-    let body = body.to_string();
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let mut response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
+    json_response(code, body)
+}
+
+fn only_get() -> Response {
+    json_response(405, json!({"error": "only GET and HEAD are served"}))
+}
+
+fn json_response(code: u16, body: serde_json::Value) -> Response {
+    let mut response = Response::new(body.to_string().into());
+    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
     );
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// Reads until the end of the request head, within a size and time limit;
-/// `None` when the client sent nothing usable.
-async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    let read = async {
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok::<_, std::io::Error>(false);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-                return Ok(true);
-            }
-            if buf.len() > MAX_REQUEST_BYTES {
-                return Ok(false);
-            }
-        }
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
-        Ok(Ok(true)) => Ok(Some(String::from_utf8_lossy(&buf).into_owned())),
-        Ok(Ok(false)) | Err(_) => Ok(None),
-        Ok(Err(e)) => Err(e),
-    }
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `ductd health`: asks the endpoint of a running agent and prints its
@@ -275,32 +260,9 @@ pub fn check(config: Option<&std::path::Path>, address: Option<String>) -> std::
     }
 }
 
-/// `GET /health?x HTTP/1.1` → (`GET`, `/health`).
-fn parse_request_line(request: &str) -> (&str, &str) {
-    let line = request.lines().next().unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    (method, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_lines_are_split_into_method_and_path() {
-        assert_eq!(
-            parse_request_line("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"),
-            ("GET", "/health")
-        );
-        assert_eq!(
-            parse_request_line("HEAD /ready?verbose=1 HTTP/1.0\r\n\r\n"),
-            ("HEAD", "/ready")
-        );
-        assert_eq!(parse_request_line(""), ("", ""));
-    }
 
     #[test]
     fn readiness_waits_for_the_agent_and_its_outputs() {

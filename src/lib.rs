@@ -130,8 +130,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
 /// Loads and plans the configuration at `path` (or the embedded one).
 fn load(path: Option<&Path>, registry: &Registry, host: &str) -> Result<Plan, Diagnostics> {
     let config = match path {
-        Some(p) => Config::load(p, &config::process_env)?,
-        None => Config::load_embedded(DEFAULT_CONFIG, &config::process_env)?,
+        Some(p) => Config::read(p, &config::process_env)?,
+        None => Config::read_embedded(DEFAULT_CONFIG, &config::process_env)?,
     };
     plan::plan(&config, registry, host)
 }
@@ -252,18 +252,20 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
 
     let telemetry = Telemetry::new();
-    let health = match &plan.globals.health {
+    // The server answers as long as its handle lives: through the drain,
+    // when /ready says "stopping", until this function returns.
+    let (health, _health_server) = match &plan.globals.health {
         Some(h) => {
             let state = health::HealthState::new(telemetry.clone());
             let listen = h
                 .listen
                 .parse()
                 .map_err(|e| format!("health.listen {}: {e}", h.listen))?;
-            health::serve(listen, state.clone())
+            let server = health::serve(listen, state.clone())
                 .map_err(|e| format!("cannot serve the health endpoint on {}: {e}", h.listen))?;
-            Some(state)
+            (Some(state), Some(server))
         }
-        None => None,
+        None => (None, None),
     };
     let health_listen = plan.globals.health.as_ref().map(|h| h.listen.clone());
     let mut agent = Agent::start(plan, telemetry);

@@ -134,3 +134,140 @@ fn a_taken_health_port_stops_start_up_with_a_reason() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot serve the health endpoint"), "{err}");
 }
+
+/// What the kubelet does: a new connection, `GET /health`, an answer within
+/// the probe's `timeoutSeconds` (5 in deploy/kubernetes/daemonset.yaml).
+fn probe(port: u16) -> Result<u16, String> {
+    let timeout = Duration::from_secs(5);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    conn.set_read_timeout(Some(timeout)).unwrap();
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: kube-probe/1.29\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).map_err(|e| format!("read: {e}"))?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {response:?}"))
+}
+
+/// True when the peer has closed `conn` (EOF or reset), without waiting.
+fn is_closed(conn: &mut TcpStream) -> bool {
+    conn.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    let closed = match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    conn.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn a_flood_of_silent_and_slow_clients_does_not_lock_the_probe_out() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = TempDir::new("health-flood");
+    let port = free_port();
+    let path = dir.write(
+        "duct.yml",
+        &format!(
+            "health:\n  listen: 127.0.0.1:{port}\noutputs:\n  - output: duct.outputs.null.Null\nsources:\n  - service: x\n    source: duct.sources.generator.Function\n    interval: 1\n"
+        ),
+    );
+    let agent = Running::start(&["-c", path.to_str().unwrap()]);
+    assert!(
+        common::wait_for_port(port, Duration::from_secs(10)),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        until(Duration::from_secs(10), || probe(port) == Ok(200)),
+        "{}",
+        agent.stderr()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every allowed connection (64) and more, opened and left silent; any
+    // the server closes is opened again at once.
+    let silent_reopened = Arc::new(AtomicUsize::new(0));
+    let silent = {
+        let (stop, reopened) = (stop.clone(), silent_reopened.clone());
+        std::thread::spawn(move || {
+            let open = || TcpStream::connect(("127.0.0.1", port)).ok();
+            let mut conns: Vec<TcpStream> = (0..80).filter_map(|_| open()).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for c in conns.iter_mut() {
+                    if is_closed(c) {
+                        if let Some(fresh) = open() {
+                            *c = fresh;
+                            reopened.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // A client that sends a request head a byte at a time, forever.
+    let slow_cut_off = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let (stop, cut_off) = (stop.clone(), slow_cut_off.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                let mut head = b"GET /health HTTP/1.1\r\nX-Slow: "
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(b'a'));
+                while !stop.load(Ordering::Relaxed) {
+                    let byte = head.next().unwrap_or(b'a');
+                    if c.write_all(&[byte]).is_err() || is_closed(&mut c) {
+                        cut_off.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+
+    // The kubelet probes through the flood, for longer than the header
+    // timeout (5 s), so both defences are exercised.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        answers.push(probe(port));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, Ordering::Relaxed);
+    silent.join().unwrap();
+    slow.join().unwrap();
+
+    let failed: Vec<_> = answers.iter().filter(|a| **a != Ok(200)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} probes failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert!(answers.len() >= 10, "{} probes", answers.len());
+    assert!(
+        silent_reopened.load(Ordering::Relaxed) > 0,
+        "the silent clients held more than the cap: the server must have closed some"
+    );
+    assert!(
+        slow_cut_off.load(Ordering::Relaxed) > 0,
+        "the byte-by-byte client was cut off by the header timeout"
+    );
+    let (code, _) = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric, require_binary, service, state, wait_for_port, Running, TempDir};
+use common::{free_port, metric, require_binary, service, state, status_kib, wait_for_port, Running, TempDir};
 use serde_json::Value;
 
 /// Starts `ductd` with `config` written to `name` in `dir`.
@@ -188,6 +188,73 @@ fn riemann_client_events_come_out_intact() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("queries are not supported"), "{said}");
+}
+
+#[test]
+fn riemann_client_over_udp_feeds_the_udp_listener() {
+    let Some(client) = require_binary("riemann-client", "riemann-c-client") else {
+        return;
+    };
+    let dir = TempDir::new("riemann-udp");
+    let port = free_port();
+    let config = format!(
+        "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: riemann-udp
+    source: duct.sources.riemann.RiemannUDP
+    bind: 127.0.0.1
+    port: {port}
+"
+    );
+    let receiver = start_agent(&dir, "udp.yml", &config);
+    assert!(
+        receiver.wait_for_log("Riemann UDP listener ready", Duration::from_secs(10)),
+        "{}",
+        receiver.stderr()
+    );
+    let send = |service: &str| {
+        Command::new(&client)
+            .args([
+                "send",
+                "-U",
+                "--host",
+                "udp-1",
+                "--service",
+                service,
+                "--metric-sint64",
+                "7",
+                "--tag",
+                "udp",
+                "--attribute",
+                "via=udp",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .status()
+            .expect("run riemann-client")
+    };
+    // Nothing acknowledges a datagram: send until one is seen.
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        assert!(send("over udp").success());
+        seen = receiver.wait_for(Duration::from_secs(1), |e| service(e) == "over udp");
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    let ev = seen.last().expect("an event over UDP");
+    assert_eq!(ev["host"], "udp-1");
+    assert_eq!(ev["metric"], 7);
+    assert_eq!(ev["tags"], serde_json::json!(["udp"]));
+    assert_eq!(ev["attributes"]["via"], "udp");
+    // Garbage does not stop it.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"not protobuf \xff\xff", ("127.0.0.1", port)).unwrap();
+    assert!(send("after garbage").success());
+    let after = receiver.wait_for(Duration::from_secs(5), |e| service(e) == "after garbage");
+    assert!(!after.is_empty(), "{}", receiver.stderr());
 }
 
 #[test]
@@ -645,6 +712,43 @@ fn garbage_and_a_huge_length_prefix_do_not_hurt_the_listener() {
     assert_eq!(code, Some(0), "still running, and stops cleanly");
 }
 
+/// Eight million empty events (`0x32 0x00`) fit in one 16 MiB frame and
+/// once took 2.8 GB to decode. Now the frame is refused `ok: false`, the
+/// connection stays usable, other clients are served, and memory stays low.
+#[test]
+fn a_frame_of_millions_of_empty_events_is_refused_cheaply() {
+    let dir = TempDir::new("riemann-bomb");
+    let port = free_port();
+    let receiver = start_receiver(&dir, "receiver.yml", port, "");
+    let body = [0x32u8, 0x00].repeat(8_000_000);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    drop(body);
+    let mut bomb = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let other = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(&raw_frame("meanwhile", "h", 1)).unwrap();
+        read_answer(&mut s)
+    });
+    bomb.write_all(&frame).unwrap();
+    assert_eq!(read_answer(&mut bomb), Some(false), "refused");
+    assert_eq!(other.join().unwrap(), Some(true), "another client is served");
+    bomb.write_all(&raw_frame("after", "h", 2)).unwrap();
+    assert_eq!(read_answer(&mut bomb), Some(true), "the connection goes on");
+    let events = receiver.wait_for(Duration::from_secs(10), |e| service(e) == "after");
+    assert!(events
+        .iter()
+        .all(|e| service(e) == "meanwhile" || service(e) == "after"));
+    // Loose: the frame itself is 16 MB; decoding it used to take 2.8 GB.
+    let peak_mib = status_kib(receiver.pid(), "VmHWM:") / 1024;
+    assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
+    assert!(
+        receiver.stderr().contains("max_events_per_message"),
+        "{}",
+        receiver.stderr()
+    );
+}
+
 #[test]
 fn legacy_server_and_port_keys_send_over_tcp() {
     let dir = TempDir::new("riemann-legacy");
@@ -729,4 +833,156 @@ fn failover_moves_to_the_next_server_of_the_list() {
     let log = sender.stderr();
     assert!(log.contains(&format!("cannot connect to 127.0.0.2:{port}")), "{log}");
     assert!(log.contains(&format!("next attempt: 127.0.0.1:{port}")), "{log}");
+}
+
+/// A destination that accepts connections and reads everything, but never
+/// answers; it stops when the flag is set.
+fn hung_destination() -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                        let mut sink = [0u8; 4096];
+                        while !flag.load(Ordering::Relaxed) {
+                            match s.read(&mut sink) {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (port, stop)
+}
+
+/// Relays a Riemann client's events, one per message, through ductd's
+/// listener to a destination that never acknowledges, for `period`.
+/// Returns the messages acknowledged to the client, the longest it waited
+/// for one answer, and the agent's `dropped` figures for the output.
+fn relay_to_a_hung_destination(when_full: &str, period: Duration) -> (usize, Duration, Vec<f64>, String) {
+    let (hung, stop) = hung_destination();
+    let listen = free_port();
+    let dir = TempDir::new("riemann-when-full");
+    let config = format!(
+        "outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    name: relay
+    server: 127.0.0.1
+    port: {hung}
+    interval: 0.05
+    ack_timeout: 0.5
+    backoff_max: 0.5
+    batch: 100
+    pushback: 200
+    maxsize: 1000
+{when_full}
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.1
+sources:
+  - service: riemann
+    source: duct.sources.riemann.RiemannTCP
+    bind: 127.0.0.1
+    port: {listen}
+    route: relay
+  - service: self
+    source: duct.sources.Duct
+    interval: 0.25
+    route: log
+"
+    );
+    let agent = start_agent(&dir, "relay.yml", &config);
+    assert!(
+        agent.wait_for_log("Riemann listener ready", Duration::from_secs(10)),
+        "{}",
+        agent.stderr()
+    );
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", listen)).expect("connect to the listener");
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let started = Instant::now();
+        let (mut acked, mut longest) = (0, Duration::ZERO);
+        'send: while started.elapsed() < period {
+            s.write_all(&raw_frame("relayed", "client", (acked % 50) as i64))
+                .expect("write");
+            let asked = Instant::now();
+            let mut len = [0u8; 4];
+            // Waits for the answer, as Riemann clients do, until the period ends.
+            loop {
+                match s.read_exact(&mut len) {
+                    Ok(()) => break,
+                    Err(_) if started.elapsed() < period => continue,
+                    Err(_) => {
+                        longest = longest.max(asked.elapsed());
+                        break 'send;
+                    }
+                }
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.read_exact(&mut body).expect("answer body");
+            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            assert_eq!(body.get(..2), Some(&[0x10, 1][..]), "ok: true");
+            acked += 1;
+            longest = longest.max(asked.elapsed());
+        }
+        (acked, longest)
+    });
+    let (acked, longest) = client.join().expect("client");
+    let events = agent.collect_for(Duration::from_millis(600));
+    let stderr = agent.stderr();
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    let dropped: Vec<f64> = events
+        .iter()
+        .filter(|e| service(e) == "self.output.relay.dropped")
+        .filter_map(metric)
+        .collect();
+    (acked, longest, dropped, stderr)
+}
+
+#[test]
+fn when_full_block_pushes_back_on_clients_for_as_long_as_the_destination_hangs() {
+    let (acked, longest, dropped, stderr) = relay_to_a_hung_destination("    when_full: block", Duration::from_secs(6));
+    eprintln!("block: {acked} messages acknowledged, longest wait {longest:?}, dropped {dropped:?}");
+    assert!(stderr.contains("did not acknowledge"), "{stderr}");
+    assert!(acked >= 150, "the client got about as far as pushback (200): {acked}");
+    assert!(acked <= 1000, "no more than the queue holds was taken: {acked}");
+    assert!(
+        longest >= Duration::from_secs(3),
+        "the client is held back well past ack_timeout: {longest:?}"
+    );
+    assert!(!dropped.is_empty(), "the agent's figures were read");
+    assert!(dropped.iter().all(|&d| d == 0.0), "nothing dropped: {dropped:?}");
+}
+
+#[test]
+fn when_full_drop_oldest_keeps_answering_and_drops_as_duct_did() {
+    let (acked, _, dropped, _) = relay_to_a_hung_destination("    when_full: drop_oldest", Duration::from_secs(6));
+    eprintln!("drop_oldest: {acked} messages acknowledged, dropped {dropped:?}");
+    assert!(acked > 1000, "the client was answered past maxsize: {acked}");
+    assert!(dropped.iter().any(|&d| d > 0.0), "the full queue drops: {dropped:?}");
+}
+
+#[test]
+fn when_full_defaults_to_block() {
+    let (acked, longest, dropped, _) = relay_to_a_hung_destination("", Duration::from_secs(5));
+    assert!(acked <= 1000, "{acked}");
+    assert!(longest >= Duration::from_secs(2), "{longest:?}");
+    assert!(dropped.iter().all(|&d| d == 0.0), "{dropped:?}");
 }

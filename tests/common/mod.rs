@@ -334,3 +334,31 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A TCP server on a thread that answers every connection with `answer`
+/// (after reading the request, or 300 ms without one, for protocols where
+/// the server speaks first; nothing when empty) and then holds it open
+/// without a word: a hung or confused peer for fault tests.
+pub fn answering_server(answer: &'static [u8]) -> u16 {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test server");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(answer);
+                std::thread::sleep(Duration::from_secs(15));
+            });
+        }
+    });
+    port
+}
+
+/// A loopback port that refuses connections (nothing listens on it).
+pub fn closed_port() -> u16 {
+    free_port()
+}

@@ -36,7 +36,7 @@ impl Decode {
 
     pub fn run(&self) -> Vec<Event> {
         // The body is a message the encoder wrote: it decodes.
-        duct_proto::decode_msg(&self.body, &self.fallback)
+        duct_proto::decode_msg(&self.body, &self.fallback, &duct_proto::Limits::NONE)
             .expect("a valid message")
             .events
     }

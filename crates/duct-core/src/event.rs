@@ -207,11 +207,10 @@ impl Serialize for Event {
         map.serialize_entry("description", &self.description)?;
         match self.metric {
             Some(Metric::Int(v)) => map.serialize_entry("metric", &v)?,
-            // JSON has no NaN or infinity: those become null, as no metric.
-            Some(Metric::Float(v)) if v.is_finite() => map.serialize_entry("metric", &v)?,
-            _ => map.serialize_entry("metric", &())?,
+            Some(Metric::Float(v)) => map.serialize_entry("metric", &Float(v))?,
+            None => map.serialize_entry("metric", &())?,
         }
-        map.serialize_entry("ttl", &self.ttl)?;
+        map.serialize_entry("ttl", &Float(self.ttl.into()))?;
         if !self.tags.is_empty() {
             map.serialize_entry("tags", &self.tags)?;
         }
@@ -225,13 +224,42 @@ impl Serialize for Event {
     }
 }
 
+/// A float as JSON, which has no NaN or infinity: those are written as the
+/// strings `"NaN"`, `"Infinity"` and `"-Infinity"` (the names JavaScript
+/// and Python give them), so that they stay apart from `null`, no metric.
+struct Float(f64);
+
+impl Serialize for Float {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            v if v.is_finite() => serializer.serialize_f64(v),
+            v if v.is_nan() => serializer.serialize_str("NaN"),
+            v if v > 0.0 => serializer.serialize_str("Infinity"),
+            _ => serializer.serialize_str("-Infinity"),
+        }
+    }
+}
+
+/// Attributes as a JSON object. A key given more than once (a Riemann
+/// client may send that) is written once, with its last value, where it
+/// last appears: JSON readers disagree on duplicate keys.
 struct Attributes<'a>(&'a [(String, String)]);
 
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k, v)?;
+        let pairs = self.0;
+        // Few attributes: compare directly; many (a hostile client): index.
+        let last: Option<std::collections::HashMap<&str, usize>> =
+            (pairs.len() > 16).then(|| pairs.iter().enumerate().map(|(i, (k, _))| (k.as_str(), i)).collect());
+        let is_last = |i: usize, k: &str| match &last {
+            Some(index) => index.get(k) == Some(&i),
+            None => !pairs[i + 1..].iter().any(|(later, _)| later == k),
+        };
+        let mut map = serializer.serialize_map(None)?;
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if is_last(i, k) {
+                map.serialize_entry(k, v)?;
+            }
         }
         map.end()
     }
@@ -272,11 +300,39 @@ mod tests {
             r#"{"host":"h","service":"cpu","time":1732500000.25,"description":"CPU 12%","metric":null,"ttl":60.0}"#
         );
         ev.metric = Some(Metric::Float(f64::NAN));
-        assert!(ev.to_json().contains(r#""metric":null"#));
+        assert!(ev.to_json().contains(r#""metric":"NaN""#), "NaN is not null");
+        ev.metric = Some(Metric::Float(f64::INFINITY));
+        assert!(ev.to_json().contains(r#""metric":"Infinity""#));
+        ev.metric = Some(Metric::Float(f64::NEG_INFINITY));
+        assert!(ev.to_json().contains(r#""metric":"-Infinity""#));
+        ev.ttl = f32::INFINITY;
+        assert!(ev.to_json().contains(r#""ttl":"Infinity""#));
         ev.metric = Some(Metric::Int(-3));
         assert!(ev.to_json().contains(r#""metric":-3"#));
         ev.kind = EventKind::Log;
         assert!(ev.to_json().ends_with(r#""kind":"log"}"#));
+    }
+
+    #[test]
+    fn a_repeated_attribute_key_is_written_once_with_its_last_value() {
+        let mut ev = sample();
+        ev.attributes = vec![
+            ("dc".into(), "west".into()),
+            ("rack".into(), "1".into()),
+            ("dc".into(), "east".into()),
+        ];
+        assert!(
+            ev.to_json().ends_with(r#""attributes":{"rack":"1","dc":"east"}}"#),
+            "{}",
+            ev.to_json()
+        );
+        // Many attributes take the indexed path; same answer.
+        ev.attributes = (0..40).map(|i| (format!("k{}", i % 20), i.to_string())).collect();
+        let json: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
+        let attributes = json["attributes"].as_object().unwrap();
+        assert_eq!(attributes.len(), 20);
+        assert_eq!(attributes["k3"], "23");
+        assert_eq!(ev.to_json().matches(r#""k3":"#).count(), 1);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! which is how a user builds their own ductd with extra sources.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::config::seconds::{check_duration, Zero};
 use crate::config::{field_names, from_node, Block, Context, Diagnostic, Globals};
 use crate::output::Output;
 use crate::plan::{OutputSettings, SourceSettings};
@@ -85,19 +87,38 @@ impl OutputSpec {
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct NoOptions {}
 
-/// What a constructor reads its options from.
-pub struct SourceArgs<'a> {
-    pub settings: &'a SourceSettings,
+/// What a constructor reads its options from: the block, its resolved
+/// common settings (`S`: [`SourceSettings`] or [`OutputSettings`]) and the
+/// global ones. Sources and outputs read their own options the same way.
+pub struct BuildArgs<'a, S> {
+    pub settings: &'a S,
     pub globals: &'a Globals,
     pub block: &'a Block,
-    pub(crate) spec: &'a SourceSpec,
+    /// The kind's name, for messages about nested unknown options.
+    pub(crate) owner: &'static str,
+    /// Where [`BuildArgs::warn`] and the options' reader put warnings.
     pub(crate) warnings: &'a RefCell<Vec<Diagnostic>>,
 }
 
-impl SourceArgs<'_> {
-    /// The source's own options as `T`.
+/// What a source constructor reads its options from.
+pub type SourceArgs<'a> = BuildArgs<'a, SourceSettings>;
+
+/// What an output constructor reads its options from.
+pub type OutputArgs<'a> = BuildArgs<'a, OutputSettings>;
+
+impl<S> BuildArgs<'_, S> {
+    /// The kind's own options as `T`.
     pub fn options<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
-        typed_options(self.block, self.spec.name, self.warnings)
+        let ctx = Context {
+            owner: self.owner,
+            path: &self.block.context,
+            // Top-level keys are checked by the planner against the common
+            // options and this spec's own; nested maps are checked here.
+            check_top: false,
+            also_known: &[],
+            warnings: self.warnings,
+        };
+        from_node(&self.block.node, &ctx).map_err(|e| e.into_diagnostic(&self.block.context))
     }
 
     /// A problem with the value of `key` (or the block, if it is absent).
@@ -105,49 +126,19 @@ impl SourceArgs<'_> {
         invalid_at(self.block, key, message)
     }
 
-    /// Reports something odd about `key` that does not stop the source
+    /// Reports something odd about `key` that does not stop the kind
     /// (shown by `ductd check`, an error under `--strict`).
     pub fn warn(&self, key: &str, message: impl std::fmt::Display) {
         let mut d = invalid_at(self.block, key, message);
         d.severity = crate::config::Severity::Warning;
         self.warnings.borrow_mut().push(d);
     }
-}
 
-/// What an output constructor reads its options from.
-pub struct OutputArgs<'a> {
-    pub settings: &'a OutputSettings,
-    pub globals: &'a Globals,
-    pub block: &'a Block,
-    pub(crate) spec: &'a OutputSpec,
-    pub(crate) warnings: &'a RefCell<Vec<Diagnostic>>,
-}
-
-impl OutputArgs<'_> {
-    pub fn options<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
-        typed_options(self.block, self.spec.name, self.warnings)
+    /// The option `key`, a number of seconds, checked for sign and range
+    /// (see [`crate::config::seconds`]) and made a [`Duration`].
+    pub fn duration(&self, key: &str, value: f64, zero: Zero) -> Result<Duration, Diagnostic> {
+        check_duration(value, zero).map_err(|m| self.invalid(key, m))
     }
-
-    pub fn invalid(&self, key: &str, message: impl std::fmt::Display) -> Diagnostic {
-        invalid_at(self.block, key, message)
-    }
-}
-
-fn typed_options<T: DeserializeOwned>(
-    block: &Block,
-    owner: &str,
-    warnings: &RefCell<Vec<Diagnostic>>,
-) -> Result<T, Diagnostic> {
-    let ctx = Context {
-        owner,
-        path: &block.context,
-        // Top-level keys are checked by the planner against the common
-        // options and this spec's own; nested maps are checked here.
-        check_top: false,
-        also_known: &[],
-        warnings,
-    };
-    from_node(&block.node, &ctx).map_err(|e| e.into_diagnostic(&block.context))
 }
 
 pub(crate) fn invalid_at(block: &Block, key: &str, message: impl std::fmt::Display) -> Diagnostic {

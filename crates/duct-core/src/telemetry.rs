@@ -24,6 +24,15 @@ pub struct Telemetry {
     pub tick_errors: AtomicU64,
     /// How late ticks start after the moment they were due.
     pub tick_lateness: Histogram,
+    /// Router shards and outputs restarted by their supervisor after a
+    /// panic or an unexpected stop.
+    pub restarts: AtomicU64,
+    /// Strings listeners received that were not UTF-8 and kept with U+FFFD
+    /// in place of the bad bytes.
+    pub strings_not_utf8: AtomicU64,
+    /// Listener messages answered `ok: false` (too large, too many events,
+    /// a query); none of their events entered the pipeline.
+    pub messages_refused: AtomicU64,
     outputs: Mutex<Vec<Arc<OutputStats>>>,
     sources_status: Mutex<Vec<Arc<SourceStatus>>>,
 }
@@ -193,16 +202,19 @@ impl Histogram {
     }
 }
 
-/// An output's backlog as listener sources see it: while the output is
-/// delivering and holds more than its `pushback` limit, listeners wait
-/// before taking more input, so that a flood slows its senders down
-/// instead of filling the queue up to `maxsize` (where the oldest events
-/// would be dropped). A failing output does not push back: its queue
-/// absorbs, and drops, as Duct's did.
+/// An output's backlog as listener sources see it: while the output holds
+/// more than its `pushback` limit, listeners wait before taking more input,
+/// so that a flood slows its senders down instead of filling the queue up
+/// to `maxsize` (where the oldest events would be dropped). With
+/// `when_full: block` they wait however long the destination is down; with
+/// `drop_oldest` a failing output does not push back: its queue absorbs,
+/// and drops, as Duct's did.
 #[derive(Debug, Default)]
 pub struct Backlog {
     /// Queued events above which listeners wait; 0: never.
     limit: AtomicUsize,
+    /// `when_full: block`: push back while failing too, with no time limit.
+    blocks: AtomicBool,
     /// Woken when the queue falls to half the limit.
     drained: Notify,
 }
@@ -214,6 +226,15 @@ impl Backlog {
 
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn set_blocking(&self, blocks: bool) {
+        self.blocks.store(blocks, Ordering::Relaxed);
+    }
+
+    /// Listeners wait for this output as long as it is full.
+    pub fn blocks(&self) -> bool {
+        self.blocks.load(Ordering::Relaxed)
     }
 }
 
@@ -229,6 +250,8 @@ pub struct OutputStats {
     pub sent: AtomicU64,
     /// Failed delivery attempts.
     pub send_failures: AtomicU64,
+    /// Times the output actor was restarted after a panic.
+    pub restarts: AtomicU64,
     /// Whether the last delivery attempt succeeded.
     pub healthy: AtomicBool,
     /// Why the last attempt failed, while it is failing.
@@ -247,6 +270,7 @@ impl OutputStats {
             dropped: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
             started: AtomicBool::new(false),
@@ -268,7 +292,9 @@ impl OutputStats {
     /// Whether listener sources should wait before sending this output more.
     pub fn congested(&self) -> bool {
         let limit = self.backlog.limit();
-        limit > 0 && self.queued.load(Ordering::Relaxed) >= limit as u64 && self.healthy.load(Ordering::Relaxed)
+        limit > 0
+            && self.queued.load(Ordering::Relaxed) >= limit as u64
+            && (self.backlog.blocks() || self.healthy.load(Ordering::Relaxed))
     }
 
     /// Waits until the output is no longer congested, or `within` passes.
@@ -353,9 +379,12 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        // A failing output does not push back.
+        // A failing output does not push back (drop_oldest)...
         stats.set_queued(500);
         stats.failed("down");
         assert!(!stats.congested());
+        // ...unless it blocks.
+        stats.backlog.set_blocking(true);
+        assert!(stats.congested());
     }
 }

@@ -52,6 +52,7 @@ impl Source for NumberProxy {
             max_line_bytes: 1024,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            ..ListenerLimits::default()
         };
         let addr = listen(&self.options.bind, self.options.port, limits, ctx, number)?;
         tracing::info!(service = %ctx.service(), %addr, "NumberProxy listening");

@@ -7,4 +7,6 @@
 //! each phase).
 
 pub mod client;
+pub mod rt;
 pub mod server;
+pub mod tls;

@@ -3,8 +3,11 @@
 //! retry are the runtime's output actor's.
 
 pub mod graphite;
+pub mod line_protocol;
 pub mod logger;
 pub mod null;
+pub mod opentsdb_json;
+pub mod prometheus;
 pub mod riemann;
 
 use duct_core::Registry;
@@ -14,6 +17,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_output(graphite::spec());
     registry.add_output(logger::spec());
     registry.add_output(null::spec());
+    registry.add_output(prometheus::spec());
     registry.add_output(riemann::tcp_spec());
     registry.add_output(riemann::udp_spec());
 }

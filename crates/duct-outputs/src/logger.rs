@@ -167,6 +167,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn special_floats_and_repeated_attributes_are_written_unambiguously() {
+        let dir = std::env::temp_dir().join(format!("duct-logger-nan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.log");
+        let mut out = logger(path.clone());
+        out.start().await.unwrap();
+        let mut events = Vec::new();
+        for metric in [None, Some(f64::NAN), Some(f64::INFINITY), Some(f64::NEG_INFINITY)] {
+            let mut ev = Event::new("h", "m");
+            ev.metric = metric.map(duct_core::Metric::Float);
+            ev.attributes = vec![("k".into(), "first".into()), ("k".into(), "last".into())];
+            events.push(ev);
+        }
+        out.send(&Batch::from_events(events)).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let metrics: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| {
+                assert_eq!(l.matches(r#""k":"#).count(), 1, "{l}");
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["attributes"]["k"], "last");
+                v["metric"].clone()
+            })
+            .collect();
+        assert_eq!(
+            metrics,
+            [
+                serde_json::Value::Null,
+                "NaN".into(),
+                "Infinity".into(),
+                "-Infinity".into()
+            ]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
     async fn unwritable_file_fails_the_send() {
         let mut out = logger(PathBuf::from("/proc/version/not-a-dir/x.log"));
         assert!(out.start().await.is_err());

@@ -4,8 +4,18 @@
 //! and each event's strings are copied once, from the frame into the
 //! event. It reads exactly what `prost` reads for [`crate::Msg`] followed
 //! by [`crate::Event::into_event`] (the tests hold the two together):
-//! unknown fields are skipped, a field given twice keeps its last value,
-//! strings must be UTF-8.
+//! unknown fields are skipped, a field given twice keeps its last value.
+//! Unlike `prost`, a string that is not UTF-8 (Latin-1 from old clients,
+//! collectd's `write_riemann`) is decoded with U+FFFD in place of the bad
+//! bytes and counted, as Riemann and Duct accept it, rather than failing
+//! the whole message.
+//!
+//! What a message may cost is bounded ([`Limits`]): its number of events,
+//! checked before anything is allocated, and the memory its decoded events
+//! take, charged as it is allocated. An event is far larger in memory than
+//! on the wire (an empty one is 2 bytes encoded and about 180 in memory),
+//! so without the bound a 16 MiB frame of empty events would take
+//! gigabytes.
 //!
 //! Profiled on the throughput scenario, going through `prost` spent more
 //! time growing and copying vectors of intermediate events than reading
@@ -21,12 +31,112 @@ use crate::convert::Fallback;
 #[error("{0}")]
 pub struct Malformed(pub &'static str);
 
-/// What a client sent: its events, and whether it asked a query (which the
-/// listener refuses).
+/// The most one decoded message may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Events in one message.
+    pub max_events: usize,
+    /// Bytes of memory its decoded events may take (an estimate that errs
+    /// high: allocator overhead and vector slack included).
+    pub max_memory: usize,
+}
+
+impl Limits {
+    /// No bound: for trusted input (tests, tools).
+    pub const NONE: Limits = Limits {
+        max_events: usize::MAX,
+        max_memory: usize::MAX,
+    };
+}
+
+/// Why a message was not decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a `Msg`: the stream can no longer be trusted.
+    #[error("undecodable message: {0}")]
+    Malformed(#[from] Malformed),
+    /// A well-formed message above [`Limits::max_events`].
+    #[error("a message of {count} events exceeds the limit of {max} (max_events_per_message)")]
+    TooManyEvents { count: usize, max: usize },
+    /// A well-formed message whose events would take more than
+    /// [`Limits::max_memory`].
+    #[error(
+        "the message's events would take more than {max} bytes of memory (max_message_memory); send smaller messages"
+    )]
+    TooCostly { max: usize },
+}
+
+/// What a client sent: its events, whether it asked a query (which the
+/// listener refuses), and how many of its strings were not UTF-8.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Incoming {
     pub events: Vec<Event>,
     pub query: bool,
+    /// Strings decoded with U+FFFD in place of bytes that are not UTF-8.
+    pub repaired: usize,
+}
+
+/// What a heap allocation of `n` bytes costs, estimated high: glibc's
+/// malloc adds an 8-byte header and rounds to 16, 32 bytes at least
+/// (mimalloc, which the binary uses, wastes less).
+fn allocation(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.saturating_add(8 + 15).max(32) & !15
+    }
+}
+
+/// Memory charged against [`Limits::max_memory`] while decoding.
+struct Budget {
+    used: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(DecodeError::TooCostly { max: self.max });
+        }
+        Ok(())
+    }
+
+    /// Pushes onto `v`, charging what its buffer grew by.
+    fn push<T>(&mut self, v: &mut Vec<T>, item: T) -> Result<(), DecodeError> {
+        let before = v.capacity();
+        v.push(item);
+        let grown = v.capacity() - before;
+        if grown > 0 {
+            self.charge(allocation(v.capacity() * std::mem::size_of::<T>()))?;
+            if before > 0 {
+                // The old buffer is freed by the move.
+                self.used = self.used.saturating_sub(allocation(before * std::mem::size_of::<T>()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string field as decoded, and the state it leaves the decoder in.
+struct Strings<'b> {
+    budget: &'b mut Budget,
+    repaired: usize,
+}
+
+impl Strings<'_> {
+    /// `bytes` as a string: lossily when they are not UTF-8, charged.
+    fn take(&mut self, bytes: &[u8]) -> Result<String, DecodeError> {
+        let s = match String::from_utf8_lossy(bytes) {
+            std::borrow::Cow::Borrowed(s) => s.to_owned(),
+            std::borrow::Cow::Owned(s) => {
+                self.repaired += 1;
+                s
+            }
+        };
+        self.budget.charge(allocation(s.capacity()))?;
+        Ok(s)
+    }
 }
 
 const VARINT: u8 = 0;
@@ -93,13 +203,6 @@ impl<'a> Reader<'a> {
         self.bytes(len)
     }
 
-    fn string(&mut self) -> Result<String, Malformed> {
-        let b = self.delimited()?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| Malformed("a string is not UTF-8"))
-    }
-
     fn fixed32(&mut self) -> Result<[u8; 4], Malformed> {
         let b = self.bytes(4)?;
         Ok([b[0], b[1], b[2], b[3]])
@@ -133,9 +236,12 @@ fn expect(wire: u8, want: u8) -> Result<(), Malformed> {
 }
 
 /// Decodes a `Msg` body: its events (what missing fields default to comes
-/// from `fallback`), and whether it holds a query.
-pub fn decode_msg(body: &[u8], fallback: &Fallback) -> Result<Incoming, Malformed> {
-    // First pass: count the events, so the vector is allocated once.
+/// from `fallback`), and whether it holds a query; refused whole when it
+/// would cost more than `limits`.
+pub fn decode_msg(body: &[u8], fallback: &Fallback, limits: &Limits) -> Result<Incoming, DecodeError> {
+    // First pass: count the events, so that a message of too many is
+    // refused before anything is allocated, and the vector is allocated
+    // once.
     let mut r = Reader::new(body);
     let mut count = 0;
     while !r.done() {
@@ -145,10 +251,23 @@ pub fn decode_msg(body: &[u8], fallback: &Fallback) -> Result<Incoming, Malforme
         }
         r.skip(wire)?;
     }
-    let mut incoming = Incoming {
-        events: Vec::with_capacity(count),
-        query: false,
+    if count > limits.max_events {
+        return Err(DecodeError::TooManyEvents {
+            count,
+            max: limits.max_events,
+        });
+    }
+    let mut budget = Budget {
+        used: 0,
+        max: limits.max_memory,
     };
+    budget.charge(allocation(count.saturating_mul(std::mem::size_of::<Event>())))?;
+    let mut strings = Strings {
+        budget: &mut budget,
+        repaired: 0,
+    };
+    let mut events = Vec::with_capacity(count);
+    let mut query = false;
     let mut r = Reader::new(body);
     while !r.done() {
         let (tag, wire) = r.key()?;
@@ -159,7 +278,8 @@ pub fn decode_msg(body: &[u8], fallback: &Fallback) -> Result<Incoming, Malforme
             }
             3 => {
                 expect(wire, LEN)?;
-                r.string()?;
+                // The error text a client sends: never used.
+                r.delimited()?;
             }
             4 => {
                 expect(wire, LEN)?;
@@ -169,19 +289,23 @@ pub fn decode_msg(body: &[u8], fallback: &Fallback) -> Result<Incoming, Malforme
             5 => {
                 expect(wire, LEN)?;
                 crate::Query::decode(r.delimited()?).map_err(|_| Malformed("a query does not decode"))?;
-                incoming.query = true;
+                query = true;
             }
             6 => {
                 expect(wire, LEN)?;
-                incoming.events.push(event(r.delimited()?, fallback)?);
+                events.push(event(r.delimited()?, fallback, &mut strings)?);
             }
             _ => r.skip(wire)?,
         }
     }
-    Ok(incoming)
+    Ok(Incoming {
+        events,
+        query,
+        repaired: strings.repaired,
+    })
 }
 
-fn event(body: &[u8], fallback: &Fallback) -> Result<Event, Malformed> {
+fn event(body: &[u8], fallback: &Fallback, strings: &mut Strings<'_>) -> Result<Event, DecodeError> {
     let mut r = Reader::new(body);
     let mut time = None;
     let mut time_micros = None;
@@ -209,23 +333,24 @@ fn event(body: &[u8], fallback: &Fallback) -> Result<Event, Malformed> {
             }
             2 => {
                 expect(wire, LEN)?;
-                ev.state = Some(r.string()?);
+                ev.state = Some(strings.take(r.delimited()?)?);
             }
             3 => {
                 expect(wire, LEN)?;
-                ev.service = r.string()?;
+                ev.service = strings.take(r.delimited()?)?;
             }
             4 => {
                 expect(wire, LEN)?;
-                ev.host = r.string()?;
+                ev.host = strings.take(r.delimited()?)?;
             }
             5 => {
                 expect(wire, LEN)?;
-                ev.description = r.string()?;
+                ev.description = strings.take(r.delimited()?)?;
             }
             7 => {
                 expect(wire, LEN)?;
-                ev.tags.push(r.string()?);
+                let tag = strings.take(r.delimited()?)?;
+                strings.budget.push(&mut ev.tags, tag)?;
             }
             8 => {
                 expect(wire, FIXED32)?;
@@ -233,7 +358,8 @@ fn event(body: &[u8], fallback: &Fallback) -> Result<Event, Malformed> {
             }
             9 => {
                 expect(wire, LEN)?;
-                ev.attributes.push(attribute(r.delimited()?)?);
+                let attribute = attribute(r.delimited()?, strings)?;
+                strings.budget.push(&mut ev.attributes, attribute)?;
             }
             10 => {
                 expect(wire, VARINT)?;
@@ -270,7 +396,7 @@ fn event(body: &[u8], fallback: &Fallback) -> Result<Event, Malformed> {
     Ok(ev)
 }
 
-fn attribute(body: &[u8]) -> Result<(String, String), Malformed> {
+fn attribute(body: &[u8], strings: &mut Strings<'_>) -> Result<(String, String), DecodeError> {
     let mut r = Reader::new(body);
     let (mut key, mut value) = (String::new(), String::new());
     while !r.done() {
@@ -278,11 +404,11 @@ fn attribute(body: &[u8]) -> Result<(String, String), Malformed> {
         match tag {
             1 => {
                 expect(wire, LEN)?;
-                key = r.string()?;
+                key = strings.take(r.delimited()?)?;
             }
             2 => {
                 expect(wire, LEN)?;
-                value = r.string()?;
+                value = strings.take(r.delimited()?)?;
             }
             _ => r.skip(wire)?,
         }
@@ -303,6 +429,7 @@ mod tests {
         Some(Incoming {
             query: msg.query.is_some(),
             events: msg.events.into_iter().map(|e| e.into_event(&FALLBACK)).collect(),
+            repaired: 0,
         })
     }
 
@@ -337,7 +464,7 @@ mod tests {
         events.push(Event::new("", "").at(7.0));
         let mut buf = BytesMut::new();
         crate::wire::put_events_msg(&mut buf, &events);
-        let got = decode_msg(&buf, &FALLBACK).unwrap();
+        let got = decode_msg(&buf, &FALLBACK, &Limits::NONE).unwrap();
         assert_eq!(Some(&got), via_prost(&buf).as_ref());
         assert_eq!(got.events, events);
         assert!(!got.query);
@@ -363,7 +490,7 @@ mod tests {
             ..crate::Msg::default()
         }
         .encode_to_vec();
-        let got = decode_msg(&bare, &FALLBACK).unwrap();
+        let got = decode_msg(&bare, &FALLBACK, &Limits::NONE).unwrap();
         assert_eq!(Some(&got), via_prost(&bare).as_ref());
         assert_eq!(got.events[0].time, 42.0);
         assert_eq!(got.events[0].ttl, 30.0);
@@ -388,7 +515,7 @@ mod tests {
         body.extend_from_slice(&[
             0x58, 0x96, 0x01, 0x61, 1, 2, 3, 4, 5, 6, 7, 8, 0x6a, 1, b'x', 0x75, 1, 2, 3, 4,
         ]);
-        let got = decode_msg(&body, &FALLBACK).unwrap();
+        let got = decode_msg(&body, &FALLBACK, &Limits::NONE).unwrap();
         assert!(got.query);
         assert_eq!(Some(&got), via_prost(&body).as_ref());
         let mut ev = crate::Event::from_event(&sample()).encode_to_vec();
@@ -396,7 +523,10 @@ mod tests {
         let mut body = vec![0x32];
         body.extend_from_slice(&varint(ev.len()));
         body.extend_from_slice(&ev);
-        assert_eq!(Some(decode_msg(&body, &FALLBACK).unwrap()), via_prost(&body));
+        assert_eq!(
+            Some(decode_msg(&body, &FALLBACK, &Limits::NONE).unwrap()),
+            via_prost(&body)
+        );
     }
 
     fn varint(mut v: usize) -> Vec<u8> {
@@ -414,7 +544,7 @@ mod tests {
         let mut ev = Vec::new();
         ev.extend_from_slice(&[0x1a, 1, b'a', 0x1a, 1, b'b']);
         let body = [&[0x32, ev.len() as u8][..], &ev].concat();
-        let got = decode_msg(&body, &FALLBACK).unwrap();
+        let got = decode_msg(&body, &FALLBACK, &Limits::NONE).unwrap();
         assert_eq!(got.events[0].service, "b");
         assert_eq!(Some(got), via_prost(&body));
     }
@@ -426,7 +556,7 @@ mod tests {
         for cut in 1..buf.len() {
             let body = &buf[..cut];
             assert_eq!(
-                decode_msg(body, &FALLBACK).is_ok(),
+                decode_msg(body, &FALLBACK, &Limits::NONE).is_ok(),
                 via_prost(body).is_some(),
                 "cut at {cut}"
             );
@@ -434,15 +564,82 @@ mod tests {
         for garbage in [
             &[0xff, 0xff, 0xff, 0xff][..],
             &[0x32, 2, 0x1a, 5],
-            &[0x1a, 1, 0xc3],
+            &[0x1a, 5, b'a'],
             &[0x00, 1],
         ] {
-            assert!(decode_msg(garbage, &FALLBACK).is_err(), "{garbage:?}");
+            assert!(decode_msg(garbage, &FALLBACK, &Limits::NONE).is_err(), "{garbage:?}");
             assert!(via_prost(garbage).is_none(), "{garbage:?}");
         }
-        // A service that is not UTF-8.
-        let body = [0x32, 3, 0x1a, 1, 0xc3];
-        assert_eq!(decode_msg(&body, &FALLBACK), Err(Malformed("a string is not UTF-8")));
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_are_kept_with_replacement_characters() {
+        // Latin-1 "café" as the service, "m\xfcnchen" as a tag, and a bad
+        // attribute value: `prost` refuses the message, ductd keeps it.
+        let event = [
+            &[0x1a, 4, b'c', b'a', b'f', 0xe9][..],
+            &[0x3a, 7, b'm', 0xfc, b'n', b'c', b'h', b'e', b'n'],
+            &[0x4a, 6, 0x0a, 1, b'k', 0x12, 1, 0xff],
+            &[0x22, 2, b'o', b'k'],
+        ]
+        .concat();
+        let body = [&[0x32, event.len() as u8][..], &event].concat();
         assert!(via_prost(&body).is_none());
+        let got = decode_msg(&body, &FALLBACK, &Limits::NONE).unwrap();
+        assert_eq!(got.repaired, 3);
+        let ev = &got.events[0];
+        assert_eq!(ev.service, "caf\u{fffd}");
+        assert_eq!(ev.tags, ["m\u{fffd}nchen"]);
+        assert_eq!(ev.attributes, [("k".to_string(), "\u{fffd}".to_string())]);
+        assert_eq!(ev.host, "ok");
+        let clean = decode_msg(&[0x32, 4, 0x22, 2, b'o', b'k'], &FALLBACK, &Limits::NONE).unwrap();
+        assert_eq!(clean.repaired, 0);
+    }
+
+    fn limits(max_events: usize, max_memory: usize) -> Limits {
+        Limits { max_events, max_memory }
+    }
+
+    #[test]
+    fn a_message_of_too_many_events_is_refused_before_it_is_decoded() {
+        // A million empty events in 2 MB: 180 MB once decoded, unbounded.
+        let body: Vec<u8> = [0x32, 0x00].repeat(1_000_000);
+        let err = decode_msg(&body, &FALLBACK, &limits(100_000, usize::MAX)).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooManyEvents {
+                count: 1_000_000,
+                max: 100_000
+            }
+        );
+        assert!(err.to_string().contains("max_events_per_message"), "{err}");
+        let fine = decode_msg(&body[..200], &FALLBACK, &limits(100, usize::MAX)).unwrap();
+        assert_eq!(fine.events.len(), 100);
+    }
+
+    #[test]
+    fn memory_is_bounded_whatever_the_events_hold() {
+        let empty: Vec<u8> = [0x32, 0x00].repeat(10_000);
+        let each = std::mem::size_of::<Event>();
+        assert!(decode_msg(&empty, &FALLBACK, &limits(usize::MAX, 10_000 * each + 64)).is_ok());
+        let err = decode_msg(&empty, &FALLBACK, &limits(usize::MAX, 10_000 * each / 2)).unwrap_err();
+        assert!(matches!(err, DecodeError::TooCostly { .. }), "{err}");
+        assert!(err.to_string().contains("max_message_memory"), "{err}");
+
+        // One event of 100,000 empty attributes (200 kB on the wire, over
+        // 5 MB in memory) or as many one-byte tags.
+        for field in [[0x4a, 0x00], [0x3a, 0x00]] {
+            let event = field.repeat(100_000);
+            let mut body = vec![0x32];
+            body.extend_from_slice(&varint(event.len()));
+            body.extend_from_slice(&event);
+            let err = decode_msg(&body, &FALLBACK, &limits(10, 1 << 20)).unwrap_err();
+            assert!(matches!(err, DecodeError::TooCostly { .. }), "{err}");
+            assert!(decode_msg(&body, &FALLBACK, &limits(10, 64 << 20)).is_ok());
+        }
+        // Strings are charged for what they allocate.
+        let long = [&[0x32, 0x83, 0x08, 0x2a, 0x80, 0x08][..], &[b'd'; 1024]].concat();
+        assert!(decode_msg(&long, &FALLBACK, &limits(1, each + 1024)).is_err());
+        assert!(decode_msg(&long, &FALLBACK, &limits(1, each + 2048)).is_ok());
     }
 }

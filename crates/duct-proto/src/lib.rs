@@ -21,6 +21,6 @@ pub mod wire;
 
 pub use codec::{FrameCodec, FrameError, MsgCodec, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
 pub use convert::Fallback;
-pub use decode::{decode_msg, Incoming, Malformed};
+pub use decode::{decode_msg, DecodeError, Incoming, Limits, Malformed};
 pub use messages::{Attribute, Event, Msg, Query, State};
 pub use prost::Message;

@@ -136,7 +136,7 @@ impl Agent {
             .iter()
             .map(|w| {
                 let tel = telemetry.clone();
-                Router::start_in_arbiter(&w.handle(), move |_| Router::new(tel))
+                Supervisor::start_in_arbiter(&w.handle(), move |_| Router::new(tel))
             })
             .collect();
         let pool = Arc::new(WorkerPool::new(workers.iter().map(Arbiter::handle).collect()));
@@ -198,11 +198,11 @@ impl Agent {
         let stats = OutputStats::new(settings.label.clone());
         self.telemetry.register_output(stats.clone());
         let recipe = planned.recipe.clone();
-        let actor = OutputActor::new(recipe, transport, stats.clone());
+        let actor = OutputActor::new(recipe, transport, stats.clone(), self.telemetry.clone());
         let addr = if self.outputs_on_worker {
-            OutputActor::start_in_arbiter(&self.workers[0].handle(), move |_| actor)
+            Supervisor::start_in_arbiter(&self.workers[0].handle(), move |_| actor)
         } else {
-            actor.start()
+            Supervisor::start(move |_| actor)
         };
         tracing::debug!(output = %settings.label, kind = %settings.output, "output started");
         RunningOutput {

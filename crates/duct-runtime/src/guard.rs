@@ -1,6 +1,6 @@
 //! Small helpers that keep one fault from becoming many: panics caught at
-//! the edge of a tick, and backoff delays for restarts and retries (log
-//! lines are thinned with [`Throttle`]).
+//! the edge of a tick or a handler, and backoff delays for restarts and
+//! retries (log lines are thinned with [`Throttle`]).
 
 use std::any::Any;
 use std::future::Future;
@@ -26,6 +26,22 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
         }
     }
+}
+
+/// Runs `f`; the panic message if it panicked. Supervised actors run their
+/// handlers through this and stop on a panic, so that their supervisor
+/// restarts them from a known state with their mailbox intact.
+pub fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// Makes the supervised actor that handles it panic in a handler, as a bug
+/// would: the supervision tests (and fault drills) send it to see the actor
+/// restarted with its mailbox still flowing.
+pub struct InjectPanic;
+
+impl actix::Message for InjectPanic {
+    type Result = ();
 }
 
 /// The text of a panic payload.

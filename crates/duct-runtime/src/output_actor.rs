@@ -7,24 +7,35 @@
 //!   `maxrate × interval` events per flush;
 //! - past `maxsize` the oldest events are dropped and counted; with
 //!   `expire`, events older than their TTL are dropped while waiting;
-//! - past `pushback`, while deliveries succeed, listener sources wait
-//!   (see [`duct_core::telemetry::Backlog`]): the queue's size is published
-//!   after every change for them;
+//! - past `pushback` listener sources wait (see
+//!   [`duct_core::telemetry::Backlog`]): with `when_full: block` for as
+//!   long as it takes, with `drop_oldest` only while deliveries succeed;
+//!   the queue's size is published after every change for them;
 //! - a failed send puts what was not delivered back at the front of the
 //!   queue and delivery pauses for an exponential backoff, then resumes by
 //!   itself;
-//! - at shutdown the queue is drained until it is empty or a deadline.
+//! - at shutdown the queue is drained until it is empty or a deadline;
+//!   the drained actor then idles until the agent lets go of it.
+//!
+//! The actor runs under [`actix::Supervisor`]. A panic, in the transport
+//! or in the actor's own code, stops it; the supervisor restarts it with
+//! its queue and its mailbox, and [`Supervised::restarting`] puts back the
+//! batch that was in flight and drops the transport, whose state the panic
+//! left unknown. A fresh transport is then built from the configuration;
+//! while that fails (an output that depends on something outside, such as
+//! a certificate file), it is retried with backoff, the output reports
+//! `healthy` 0 and not started, and `/ready` fails.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use duct_core::plan::OutputRecipe;
-use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats};
+use duct_core::plan::{OutputRecipe, WhenFull};
+use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats, Telemetry};
 use tokio::sync::oneshot;
 
-use crate::guard::{backoff, CatchUnwind, Throttle};
+use crate::guard::{backoff, contain, CatchUnwind, InjectPanic, Throttle};
 
 /// Events for the queue (the same chunk is shared by every output it is
 /// routed to).
@@ -70,40 +81,59 @@ const MAILBOX_CAPACITY: usize = 64;
 pub struct OutputActor {
     recipe: Arc<OutputRecipe>,
     settings: Arc<OutputSettings>,
-    /// `None` while a send (or start) is in flight: there is never more
-    /// than one, so batches arrive in queue order.
+    /// `None` while a send (or start) is in flight (see `busy`), or when
+    /// the transport was lost to a panic and is still to be rebuilt.
     transport: Option<Box<dyn Output>>,
+    /// A send or start is in flight and holds the transport: there is never
+    /// more than one, so batches arrive in queue order.
+    busy: bool,
     /// The batch being sent, kept to be put back if the send panics.
     in_flight: Option<Batch>,
     /// The transport's `start` has not succeeded yet.
     needs_start: bool,
     queue: EventQueue,
     stats: Arc<OutputStats>,
+    /// The agent's figures, where restarts are counted.
+    telemetry: Arc<Telemetry>,
     /// Consecutive failed attempts, for the backoff.
     failures: u32,
     retry_at: Option<Instant>,
     /// Events this flush period may still send (`maxrate`).
     quota: usize,
     drain: Option<(Instant, oneshot::Sender<usize>)>,
+    /// The flush timer, cancelled once drained.
+    flush_timer: Option<SpawnHandle>,
+    /// Drained at shutdown or retired by a reload: takes nothing more.
+    retired: bool,
     drops_log: Throttle,
 }
 
 impl OutputActor {
-    pub fn new(recipe: Arc<OutputRecipe>, transport: Box<dyn Output>, stats: Arc<OutputStats>) -> Self {
+    pub fn new(
+        recipe: Arc<OutputRecipe>,
+        transport: Box<dyn Output>,
+        stats: Arc<OutputStats>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         let settings = recipe.settings.clone();
         stats.backlog.set_limit(settings.pushback);
+        stats.backlog.set_blocking(settings.when_full == WhenFull::Block);
         OutputActor {
             quota: quota_per_flush(&settings),
             recipe,
             settings,
             transport: Some(transport),
+            busy: false,
             in_flight: None,
             needs_start: true,
             queue: EventQueue::new(),
             stats,
+            telemetry,
             failures: 0,
             retry_at: None,
             drain: None,
+            flush_timer: None,
+            retired: false,
             drops_log: Throttle::default(),
         }
     }
@@ -149,6 +179,9 @@ impl OutputActor {
     /// now; called on every flush tick, after every completed send and when
     /// enough events are queued to fill a batch.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
         if self
             .drain
             .as_ref()
@@ -157,7 +190,7 @@ impl OutputActor {
             self.finish_drain(ctx);
             return;
         }
-        if self.transport.is_none() {
+        if self.busy {
             return;
         }
         if self.settings.expire {
@@ -170,6 +203,10 @@ impl OutputActor {
                 return;
             }
             self.retry_at = None;
+        }
+        if self.transport.is_none() && !self.rebuild_transport() {
+            self.publish_queue_size();
+            return;
         }
         if self.needs_start {
             self.start_transport(ctx);
@@ -198,6 +235,7 @@ impl OutputActor {
         let Some(mut transport) = self.transport.take() else {
             return;
         };
+        self.busy = true;
         let send = async move {
             let result = transport.send(&batch).await;
             (transport, result)
@@ -205,11 +243,27 @@ impl OutputActor {
         ctx.spawn(
             CatchUnwind(Box::pin(send))
                 .into_actor(self)
-                .map(|outcome, act, ctx| act.sent(outcome, ctx)),
+                .map(|outcome, act, ctx| act.contained(ctx, |act, ctx| act.sent(outcome, ctx))),
         );
     }
 
+    /// Runs a step of the actor; a panic in it stops the actor for its
+    /// supervisor to restart.
+    fn contained(&mut self, ctx: &mut Context<Self>, step: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if let Err(panic) = contain(|| step(self, ctx)) {
+            self.crashed(ctx, &panic);
+        }
+    }
+
+    /// Stops the actor after a panic; [`Supervised::restarting`] does the rest.
+    fn crashed(&mut self, ctx: &mut Context<Self>, panic: &str) {
+        tracing::error!(output = %self.label(), "the output panicked and is restarted: {panic}");
+        self.stats.failed(&format!("the output panicked: {panic}"));
+        ctx.stop();
+    }
+
     fn sent(&mut self, outcome: Attempt, ctx: &mut Context<Self>) {
+        self.busy = false;
         let batch = self.in_flight.take().unwrap_or_default();
         match outcome {
             Ok((transport, Ok(()))) => {
@@ -228,8 +282,8 @@ impl OutputActor {
             }
             Err(panic) => {
                 self.queue.push_front(batch);
-                self.rebuild_transport();
-                self.failed(&format!("the output panicked: {panic}"));
+                self.crashed(ctx, &panic);
+                return;
             }
         }
         self.enforce_maxsize();
@@ -272,15 +326,22 @@ impl OutputActor {
         );
     }
 
-    fn rebuild_transport(&mut self) {
+    /// Builds a fresh transport from the configuration, after a panic took
+    /// the last one; false (and a retry with backoff) if that fails.
+    fn rebuild_transport(&mut self) -> bool {
         match self.recipe.build() {
             Ok(t) => {
                 self.transport = Some(t);
                 self.needs_start = true;
+                tracing::info!(output = %self.label(), "output rebuilt");
+                true
             }
             // The configuration was valid when planned; building it again
-            // cannot fail unless the output depends on something outside.
-            Err(d) => tracing::error!(output = %self.label(), "cannot rebuild the output: {d}"),
+            // fails only if the output depends on something outside.
+            Err(d) => {
+                self.failed(&format!("cannot rebuild the output: {d}"));
+                false
+            }
         }
     }
 
@@ -288,39 +349,53 @@ impl OutputActor {
         let Some(mut transport) = self.transport.take() else {
             return;
         };
+        self.busy = true;
         let start = async move {
             let result = transport.start().await;
             (transport, result)
         };
-        ctx.spawn(CatchUnwind(Box::pin(start)).into_actor(self).map(|outcome, act, ctx| {
-            match outcome {
-                Ok((transport, Ok(()))) => {
-                    act.transport = Some(transport);
-                    act.needs_start = false;
-                    act.stats.started.store(true, Ordering::Relaxed);
-                }
-                Ok((transport, Err(e))) => {
-                    act.transport = Some(transport);
-                    act.failed(&format!("cannot start: {e}"));
-                }
-                Err(panic) => {
-                    act.rebuild_transport();
-                    act.failed(&format!("the output panicked while starting: {panic}"));
-                }
-            }
-            // Delivery waits for the next flush tick, as it would have
-            // without the start; a drain cannot wait.
-            if act.drain.is_some() {
-                act.pump(ctx);
-            }
-        }));
+        ctx.spawn(
+            CatchUnwind(Box::pin(start))
+                .into_actor(self)
+                .map(|outcome, act, ctx| act.contained(ctx, |act, ctx| act.started_transport(outcome, ctx))),
+        );
     }
 
-    /// Ends a drain: reports what is left, closes the transport and stops.
+    fn started_transport(&mut self, outcome: Attempt, ctx: &mut Context<Self>) {
+        self.busy = false;
+        match outcome {
+            Ok((transport, Ok(()))) => {
+                self.transport = Some(transport);
+                self.needs_start = false;
+                self.stats.started.store(true, Ordering::Relaxed);
+            }
+            Ok((transport, Err(e))) => {
+                self.transport = Some(transport);
+                self.failed(&format!("cannot start: {e}"));
+            }
+            Err(panic) => {
+                self.crashed(ctx, &format!("while starting: {panic}"));
+                return;
+            }
+        }
+        // Delivery waits for the next flush tick, as it would have
+        // without the start; a drain cannot wait.
+        if self.drain.is_some() {
+            self.pump(ctx);
+        }
+    }
+
+    /// Ends a drain: reports what is left, closes the transport and
+    /// retires. The actor is not stopped (its supervisor would restart it):
+    /// it takes nothing more and ends once no one holds its address.
     fn finish_drain(&mut self, ctx: &mut Context<Self>) {
         let Some((_, done)) = self.drain.take() else {
             return;
         };
+        self.retired = true;
+        if let Some(timer) = self.flush_timer.take() {
+            ctx.cancel_future(timer);
+        }
         let left = self.queue.len() + self.in_flight.as_ref().map_or(0, Batch::len);
         if left > 0 {
             tracing::warn!(output = %self.label(), events = left, "events not delivered before the shutdown deadline");
@@ -330,14 +405,12 @@ impl OutputActor {
                 let close = async move {
                     let _ = tokio::time::timeout(Duration::from_secs(2), transport.close()).await;
                 };
-                ctx.spawn(close.into_actor(self).map(move |_, _, ctx| {
+                ctx.spawn(close.into_actor(self).map(move |_, _, _| {
                     let _ = done.send(left);
-                    ctx.stop();
                 }));
             }
             None => {
                 let _ = done.send(left);
-                ctx.stop();
             }
         }
     }
@@ -358,11 +431,40 @@ impl Actor for OutputActor {
         // Router shards wait when this mailbox is full, so that a flood
         // cannot pile chunks up here faster than this thread takes them.
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.pump(ctx);
-        ctx.run_interval(Duration::from_secs_f64(self.settings.interval), |act, ctx| {
-            act.quota = quota_per_flush(&act.settings);
-            act.pump(ctx);
+        let timer = ctx.run_interval(Duration::from_secs_f64(self.settings.interval), |act, ctx| {
+            act.contained(ctx, |act, ctx| {
+                act.quota = quota_per_flush(&act.settings);
+                act.pump(ctx);
+            });
         });
+        self.flush_timer = Some(timer);
+        // Restarted during a drain: its deadline still holds.
+        if let Some((deadline, _)) = &self.drain {
+            ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
+                act.finish_drain(ctx)
+            });
+        }
+        self.contained(ctx, Self::pump);
+    }
+}
+
+impl Supervised for OutputActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        Telemetry::count(&self.telemetry.restarts, 1);
+        Telemetry::count(&self.stats.restarts, 1);
+        // The send or start in flight was cancelled with the old context,
+        // and the transport with it; one the panic left here is in an
+        // unknown state. What was being sent goes back to the front.
+        self.busy = false;
+        if let Some(batch) = self.in_flight.take() {
+            self.queue.push_front(batch);
+        }
+        self.transport = None;
+        self.needs_start = true;
+        self.stats.started.store(false, Ordering::Relaxed);
+        self.retry_at = None;
+        self.quota = quota_per_flush(&self.settings);
+        tracing::info!(output = %self.label(), queued = self.queue.len(), "output restarted");
     }
 }
 
@@ -370,7 +472,23 @@ impl Handler<Enqueue> for OutputActor {
     type Result = ();
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) {
-        let chunk = msg.0;
+        if self.retired {
+            return;
+        }
+        self.contained(ctx, |act, ctx| act.enqueue(msg.0, ctx));
+    }
+}
+
+impl Handler<InjectPanic> for OutputActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
+        self.contained(ctx, |_, _| panic!("injected panic"));
+    }
+}
+
+impl OutputActor {
+    fn enqueue(&mut self, chunk: Arc<[Event]>, ctx: &mut Context<Self>) {
         let chunk = if chunk.iter().all(|e| self.accepts(e)) {
             chunk
         } else {
@@ -400,11 +518,15 @@ impl Handler<Drain> for OutputActor {
     type Result = ();
 
     fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
+        if self.retired {
+            let _ = msg.done.send(0);
+            return;
+        }
         self.drain = Some((msg.deadline, msg.done));
         // Shutting down: a retry that was waiting is tried at once.
         self.retry_at = None;
         let wait = msg.deadline.saturating_duration_since(Instant::now());
         ctx.run_later(wait, |act, ctx| act.finish_drain(ctx));
-        self.pump(ctx);
+        self.contained(ctx, Self::pump);
     }
 }

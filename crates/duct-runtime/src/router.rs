@@ -10,10 +10,16 @@
 //! thread's [`local`] router, so that a listener connection hands its
 //! events over without crossing threads. A source's events always reach
 //! the shard of its worker, so each counter's samples meet in one cache.
+//!
+//! Shards run under [`actix::Supervisor`]: a panic while routing drops the
+//! batch at hand and stops the shard, which its supervisor restarts at once
+//! with a fresh aggregation cache (the panic may have left it half
+//! updated), the same table of outputs and the same mailbox, so that the
+//! messages waiting in it are routed by the restarted shard.
 
 use std::cell::RefCell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::dev::Request;
 use actix::prelude::*;
@@ -21,7 +27,7 @@ use actix::WeakAddr;
 use duct_core::pipeline::{Aggregator, Route, SourceRules};
 use duct_core::{Event, Telemetry};
 
-use crate::guard::{panic_message, Throttle};
+use crate::guard::{contain, InjectPanic, Throttle};
 use crate::output_actor::{Enqueue, OutputActor};
 
 /// A batch of events from one source.
@@ -71,7 +77,8 @@ pub struct Router {
     /// Last sample of every counter, for rates.
     aggregator: Aggregator,
     telemetry: Arc<Telemetry>,
-    /// Quiets the log when a bug makes routing panic for every batch.
+    /// Quiets the log when a bug makes routing panic for every batch (the
+    /// shard then restarts for every batch).
     panics: Throttle,
 }
 
@@ -83,6 +90,19 @@ impl Router {
             telemetry,
             panics: Throttle::default(),
         }
+    }
+
+    /// A panic in a handler: log it and stop, for the supervisor to restart
+    /// the shard.
+    fn crashed(&mut self, ctx: &mut Context<Self>, service: &str, panic: &str) {
+        if let Some(held) = self.panics.allow(Duration::from_secs(10)) {
+            tracing::error!(
+                service = %service,
+                restarts_held_back = held,
+                "router panicked on a batch, which was dropped; restarting the shard: {panic}"
+            );
+        }
+        ctx.stop();
     }
 
     /// One batch's way through: rates, triggers, then a shared chunk to
@@ -136,6 +156,15 @@ impl Actor for Router {
     }
 }
 
+impl Supervised for Router {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // Rates start over: better a missing rate than a wrong one.
+        self.aggregator = Aggregator::new();
+        Telemetry::count(&self.telemetry.restarts, 1);
+        tracing::info!("router shard restarted");
+    }
+}
+
 impl Handler<Publish> for Router {
     type Result = ();
 
@@ -144,7 +173,7 @@ impl Handler<Publish> for Router {
         let Publish { rules, events } = msg;
         // A bug here must not stop every event of the agent: contain it to
         // the batch at hand.
-        match catch_unwind(AssertUnwindSafe(|| self.route(&rules, events))) {
+        match contain(|| self.route(&rules, events)) {
             Ok(blocked) if blocked.is_empty() => {}
             Ok(blocked) => {
                 // An output's thread is behind: take nothing more until its
@@ -157,16 +186,17 @@ impl Handler<Publish> for Router {
                 };
                 ctx.wait(delivered.into_actor(self));
             }
-            Err(payload) => {
-                if let Some(held) = self.panics.allow(std::time::Duration::from_secs(10)) {
-                    tracing::error!(
-                        service = %rules.service,
-                        suppressed = held,
-                        "router panicked on a batch, which was dropped: {}",
-                        panic_message(payload.as_ref())
-                    );
-                }
-            }
+            Err(panic) => self.crashed(ctx, &rules.service, &panic),
+        }
+    }
+}
+
+impl Handler<InjectPanic> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
+        if let Err(panic) = contain(|| panic!("injected panic")) {
+            self.crashed(ctx, "-", &panic);
         }
     }
 }

@@ -65,10 +65,17 @@ impl OutputGates {
             .map(|(_, stats)| stats.clone())
     }
 
-    /// Waits while an output of `route` is saturated (at most [`MOST_WAIT`]).
+    /// Waits while an output of `route` is saturated: as long as it takes
+    /// for an output with `when_full: block`, at most [`MOST_WAIT`] for one
+    /// with `drop_oldest`.
     async fn room(&self, route: &Route) {
         let deadline = tokio::time::Instant::now() + MOST_WAIT;
         while let Some(stats) = self.congested(route) {
+            if stats.backlog.blocks() {
+                // Looked at again each period: a reload may retire it.
+                stats.room(MOST_WAIT).await;
+                continue;
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return;
@@ -138,6 +145,28 @@ mod tests {
         assert!(!waiter.is_finished(), "waits while the output is saturated");
         busy.set_queued(0);
         tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("woken once drained")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_blocking_output_holds_listeners_back_while_it_fails() {
+        let down = OutputStats::new("down");
+        down.backlog.set_limit(10);
+        down.backlog.set_blocking(true);
+        down.set_queued(10);
+        down.failed("connection refused");
+        let gates = Arc::new(OutputGates::default());
+        gates.set(vec![(None, down.clone())]);
+        let waiter = {
+            let gates = gates.clone();
+            tokio::spawn(async move { gates.room(&Route::All).await })
+        };
+        tokio::time::sleep(MOST_WAIT * 3).await;
+        assert!(!waiter.is_finished(), "still waiting past MOST_WAIT");
+        down.set_queued(0);
+        tokio::time::timeout(Duration::from_secs(3), waiter)
             .await
             .expect("woken once drained")
             .unwrap();

@@ -1,9 +1,11 @@
 //! The source actor: one per configured source, on one of the worker
-//! arbiters. It owns the source's state and its timer (SPEC §3 step 1):
+//! arbiters. It owns the source's state and its timer (the `interval`,
+//! `start_delay` and `timeout` options of docs/configuration.md):
 //!
-//! - the first tick comes after `start_delay` or the stagger offset, then
-//!   one every `interval`, on a fixed grid (no drift); how late each tick
-//!   starts is recorded in the agent's telemetry;
+//! - each poll is a [`Tick`] message the actor sends itself with
+//!   `notify_later`: the first after `start_delay` or the stagger offset,
+//!   then one every `interval`, on a fixed grid (no drift); how late each
+//!   tick is handled is recorded in the agent's telemetry;
 //! - a tick still running when the next is due is not overlapped: the next
 //!   is skipped and counted;
 //! - a tick past `timeout` is abandoned; an error is logged with the
@@ -29,6 +31,14 @@ const RESTART_BASE: Duration = Duration::from_secs(1);
 const RESTART_CAP: Duration = Duration::from_secs(60);
 /// Repeated tick failures are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Time for the next poll, or for a restart that was waiting; the actor
+/// sends it to itself, one at a time, on its grid.
+pub struct Tick;
+
+impl Message for Tick {
+    type Result = ();
+}
 
 /// Stops the source; answered once its tasks are cancelled.
 pub struct StopSource;
@@ -117,7 +127,7 @@ impl SourceActor {
             next += interval.mul_f64(missed);
         }
         self.next_tick = Some(next);
-        ctx.run_later(next.saturating_duration_since(now), |act, ctx| act.tick(ctx));
+        ctx.notify_later(Tick, next.saturating_duration_since(now));
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -237,6 +247,9 @@ impl SourceActor {
             }
             Err(d) => {
                 self.crashed(&format!("cannot recreate the source: {d}"));
+                if self.listener {
+                    self.retry_listener(ctx);
+                }
                 false
             }
         }
@@ -276,10 +289,14 @@ impl SourceActor {
         let Some(at) = self.restart_at else {
             return;
         };
-        ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
-            act.restart_at = None;
-            act.rebuild(ctx);
-        });
+        ctx.notify_later(Tick, at.saturating_duration_since(Instant::now()));
+    }
+
+    /// A listener's only tick: the restart it was waiting for.
+    fn restart_listener(&mut self, ctx: &mut Context<Self>) {
+        if self.restart_at.take().is_some() {
+            self.rebuild(ctx);
+        }
     }
 }
 
@@ -299,6 +316,18 @@ impl Actor for SourceActor {
         self.ctx.cancel();
         self.telemetry().sources.fetch_sub(1, Ordering::Relaxed);
         self.telemetry().unregister_source(&self.status);
+    }
+}
+
+impl Handler<Tick> for SourceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
+        if self.listener {
+            self.restart_listener(ctx);
+        } else {
+            self.tick(ctx);
+        }
     }
 }
 

@@ -7,16 +7,17 @@ mod common;
 use common::wait_until;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use duct_core::config::{Block, Globals, Mark, Node};
-use duct_core::plan::OutputRecipe;
+use duct_core::plan::{OutputRecipe, WhenFull};
 use duct_core::{
-    Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats,
+    Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats, Telemetry,
 };
+use duct_runtime::guard::InjectPanic;
 use duct_runtime::output_actor::{Drain, Enqueue, OutputActor};
 use tokio::sync::oneshot;
 
@@ -83,12 +84,19 @@ impl Output for Scripted {
     }
 }
 
-/// Transports rebuilt after a panic share this state.
+/// Transports rebuilt after a panic share this state (one test at a time
+/// uses it: they take `REBUILD_TESTS`).
 static REBUILT: Mutex<Option<Arc<Mutex<Shared>>>> = Mutex::new(None);
 static REBUILDS: AtomicUsize = AtomicUsize::new(0);
+/// While set, building the transport fails (a file it needs is missing).
+static BUILD_FAILS: AtomicBool = AtomicBool::new(false);
+static REBUILD_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn rebuild(_: &duct_core::OutputArgs<'_>) -> Result<Box<dyn Output>, duct_core::config::Diagnostic> {
+fn rebuild(args: &duct_core::OutputArgs<'_>) -> Result<Box<dyn Output>, duct_core::config::Diagnostic> {
     REBUILDS.fetch_add(1, Ordering::SeqCst);
+    if BUILD_FAILS.load(Ordering::SeqCst) {
+        return Err(args.invalid("cert", "the certificate file is missing"));
+    }
     let shared = REBUILT.lock().unwrap().clone().unwrap_or_default();
     Ok(Box::new(Scripted(shared)))
 }
@@ -109,6 +117,7 @@ fn settings(f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
         batch: 1000,
         pushback: 10_000,
         backoff_max: 0.2,
+        when_full: WhenFull::Block,
         metrics_only: false,
     };
     f(&mut s);
@@ -116,6 +125,14 @@ fn settings(f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
 }
 
 fn start(settings: OutputSettings, shared: Arc<Mutex<Shared>>) -> (Addr<OutputActor>, Arc<OutputStats>) {
+    let (addr, stats, _) = start_with_telemetry(settings, shared);
+    (addr, stats)
+}
+
+fn start_with_telemetry(
+    settings: OutputSettings,
+    shared: Arc<Mutex<Shared>>,
+) -> (Addr<OutputActor>, Arc<OutputStats>, Arc<Telemetry>) {
     let recipe = Arc::new(OutputRecipe {
         settings: Arc::new(settings),
         spec: OutputSpec::new::<NoOptions>("test.Scripted", "scripted", false, rebuild),
@@ -126,8 +143,10 @@ fn start(settings: OutputSettings, shared: Arc<Mutex<Shared>>) -> (Addr<OutputAc
         globals: Arc::new(Globals::default()),
     });
     let stats = OutputStats::new("scripted");
-    let addr = OutputActor::new(recipe, Box::new(Scripted(shared)), stats.clone()).start();
-    (addr, stats)
+    let telemetry = Telemetry::new();
+    let actor = OutputActor::new(recipe, Box::new(Scripted(shared)), stats.clone(), telemetry.clone());
+    let addr = Supervisor::start(move |_| actor);
+    (addr, stats, telemetry)
 }
 
 fn events(range: std::ops::Range<i64>) -> Arc<[Event]> {
@@ -321,6 +340,7 @@ async fn a_destination_failing_at_once_does_not_spin_past_the_deadline() {
 
 #[actix_rt::test]
 async fn a_panicking_transport_is_rebuilt_and_nothing_is_lost() {
+    let _one = REBUILD_TESTS.lock().await;
     let fresh = Arc::new(Mutex::new(Shared::default()));
     *REBUILT.lock().unwrap() = Some(fresh.clone());
     let shared = Arc::new(Mutex::new(Shared {
@@ -334,4 +354,66 @@ async fn a_panicking_transport_is_rebuilt_and_nothing_is_lost() {
     assert_eq!(fresh.lock().unwrap().delivered, vec![0, 1, 2, 3]);
     assert_eq!(REBUILDS.load(Ordering::SeqCst), before + 1);
     assert_eq!(stats.send_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), 1, "the actor was restarted");
+}
+
+#[actix_rt::test]
+async fn a_panicking_actor_is_restarted_with_its_queue_and_mailbox() {
+    let _one = REBUILD_TESTS.lock().await;
+    let fresh = Arc::new(Mutex::new(Shared::default()));
+    *REBUILT.lock().unwrap() = Some(fresh.clone());
+    // Down at first, so that events are queued when the actor panics.
+    let shared = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    let (addr, stats, telemetry) = start_with_telemetry(settings(|_| {}), shared);
+    addr.do_send(Enqueue(events(0..3)));
+    assert!(
+        wait_until(Duration::from_secs(5), || stats.send_failures.load(Ordering::Relaxed)
+            >= 1)
+        .await
+    );
+    addr.do_send(InjectPanic);
+    addr.do_send(Enqueue(events(3..6)));
+    assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 6).await);
+    assert_eq!(fresh.lock().unwrap().delivered, (0..6).collect::<Vec<_>>());
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(telemetry.restarts.load(Ordering::Relaxed), 1);
+    assert!(stats.started.load(Ordering::Relaxed));
+    // Still answering after the restart.
+    addr.send(duct_runtime::output_actor::Ping).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn an_output_that_cannot_be_rebuilt_retries_reports_unhealthy_and_not_started() {
+    let _one = REBUILD_TESTS.lock().await;
+    let fresh = Arc::new(Mutex::new(Shared::default()));
+    *REBUILT.lock().unwrap() = Some(fresh.clone());
+    BUILD_FAILS.store(true, Ordering::SeqCst);
+    let shared = Arc::new(Mutex::new(Shared {
+        script: vec![Script::Panic],
+        ..Default::default()
+    }));
+    let before = REBUILDS.load(Ordering::SeqCst);
+    let (addr, stats) = start(settings(|s| s.backoff_max = 0.1), shared);
+    addr.do_send(Enqueue(events(0..4)));
+    // Rebuilt again and again (with backoff), each time in vain.
+    let rebuilt = wait_until(Duration::from_secs(10), || {
+        REBUILDS.load(Ordering::SeqCst) >= before + 3
+    })
+    .await;
+    let (healthy, started) = (
+        stats.healthy.load(Ordering::Relaxed),
+        stats.started.load(Ordering::Relaxed),
+    );
+    BUILD_FAILS.store(false, Ordering::SeqCst);
+    assert!(rebuilt, "the rebuild is retried");
+    assert!(!healthy, "reported unhealthy while it cannot be rebuilt");
+    assert!(!started, "not ready while it cannot be rebuilt");
+    assert!(stats.last_error().unwrap().contains("certificate file is missing"));
+    assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 4).await);
+    assert_eq!(fresh.lock().unwrap().delivered, vec![0, 1, 2, 3]);
+    assert!(stats.healthy.load(Ordering::Relaxed));
+    assert!(stats.started.load(Ordering::Relaxed));
 }

@@ -16,11 +16,15 @@ pub fn spec() -> SourceSpec {
             "(service).sources: sources running",
             "(service).ticks skipped: ticks skipped because the previous one still ran (total)",
             "(service).tick errors: ticks that failed, timed out or panicked (total)",
+            "(service).restarts: router shards and outputs restarted by their supervisor after a panic (total)",
+            "(service).strings not utf-8: strings listeners received that were not UTF-8, kept with U+FFFD (total)",
+            "(service).messages refused: listener messages answered ok: false, none of their events taken (total)",
             "(service).tick lateness p50, p99, max: how late ticks start after they are due (ms, since start)",
             "(service).output.(name).queued: events waiting",
             "(service).output.(name).dropped: events dropped (total)",
             "(service).output.(name).sent: events delivered (total)",
             "(service).output.(name).send failures: failed deliveries (total)",
+            "(service).output.(name).restarts: restarts after a panic (total)",
             "(service).output.(name).healthy: 1 if the last delivery succeeded",
         ],
         build,
@@ -60,6 +64,19 @@ impl Source for AgentSource {
                 "ok",
                 "Tick errors",
                 t.tick_errors.load(Ordering::Relaxed),
+            ),
+            ctx.create_event_prefixed("restarts", "ok", "Actor restarts", t.restarts.load(Ordering::Relaxed)),
+            ctx.create_event_prefixed(
+                "strings not utf-8",
+                "ok",
+                "Strings not UTF-8 received by listeners",
+                t.strings_not_utf8.load(Ordering::Relaxed),
+            ),
+            ctx.create_event_prefixed(
+                "messages refused",
+                "ok",
+                "Listener messages refused",
+                t.messages_refused.load(Ordering::Relaxed),
             ),
         ];
         let lateness = &t.tick_lateness;
@@ -105,6 +122,12 @@ impl Source for AgentSource {
                 o.send_failures.load(Ordering::Relaxed),
             ));
             events.push(ctx.create_event_prefixed(
+                &p("restarts"),
+                "ok",
+                "Output restarts",
+                o.restarts.load(Ordering::Relaxed),
+            ));
+            events.push(ctx.create_event_prefixed(
                 &p("healthy"),
                 if healthy { "ok" } else { "critical" },
                 if healthy { "Delivering" } else { "Delivery failing" },
@@ -129,6 +152,8 @@ mod tests {
         let out = OutputStats::new("riemann");
         out.queued.store(42, Ordering::Relaxed);
         out.healthy.store(false, Ordering::Relaxed);
+        out.restarts.store(2, Ordering::Relaxed);
+        t.restarts.store(5, Ordering::Relaxed);
         t.register_output(out);
         let mut src = AgentSource { last: None };
         let first = src.get(&ctx).await.unwrap();
@@ -138,6 +163,7 @@ mod tests {
         );
         t.tick_lateness.record(std::time::Duration::from_millis(3));
         t.events_received.fetch_add(100, Ordering::Relaxed);
+        t.strings_not_utf8.fetch_add(2, Ordering::Relaxed);
         std::thread::sleep(std::time::Duration::from_millis(50));
         let events = src.get(&ctx).await.unwrap();
         let find = |s: &str| {
@@ -150,7 +176,11 @@ mod tests {
         assert!(rate > 100.0 && rate < 2100.0, "{rate}");
         assert_eq!(find("duct.sources").metric, Some(Metric::Int(3)));
         assert_eq!(find("duct.tick lateness max").metric, Some(Metric::Float(3.0)));
+        assert_eq!(find("duct.strings not utf-8").metric, Some(Metric::Int(2)));
+        assert_eq!(find("duct.messages refused").metric, Some(Metric::Int(0)));
         assert_eq!(find("duct.output.riemann.queued").metric, Some(Metric::Int(42)));
+        assert_eq!(find("duct.restarts").metric, Some(Metric::Int(5)));
+        assert_eq!(find("duct.output.riemann.restarts").metric, Some(Metric::Int(2)));
         let healthy = find("duct.output.riemann.healthy");
         assert_eq!(healthy.metric, Some(Metric::Int(0)));
         assert_eq!(healthy.state.as_deref(), Some("critical"));

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;
+pub mod services;
 
 use duct_core::Registry;
 
@@ -22,7 +23,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
     registry.add_source(riemann::spec());
+    registry.add_source(riemann::udp::spec());
     network::register(registry);
+    services::register(registry);
     logs::register(registry);
 }
 

@@ -11,14 +11,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::BytesMut;
 use duct_core::throttle::Throttle;
 use duct_core::{Event, SourceContext, SourceError};
 
-use crate::accept::{self, Accepted, Slot};
+use crate::accept::{self, AcceptLimits, Accepted, Silence, SilenceClock, Slot, FIRST_MESSAGE_TIMEOUT};
 use tokio_util::codec::{Decoder, FramedRead};
 
 /// One item of line input.
@@ -123,8 +123,26 @@ pub type LineParser = fn(&str, &SourceContext) -> Option<Event>;
 pub struct ListenerLimits {
     pub max_line_bytes: usize,
     pub max_connections: usize,
+    /// Connections open at once from one client address; `None`: a quarter
+    /// of `max_connections`.
+    pub max_connections_per_client: Option<usize>,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
+    /// A connection that has sent no whole line this long after it opened
+    /// is closed (at most `idle_timeout`).
+    pub first_message_timeout: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_line_bytes: 1024,
+            max_connections: 1024,
+            max_connections_per_client: None,
+            idle_timeout: Duration::from_secs(300),
+            first_message_timeout: FIRST_MESSAGE_TIMEOUT,
+        }
+    }
 }
 
 /// Binds `bind:port` now (so a taken port is an error of the source's
@@ -140,7 +158,11 @@ pub fn listen(
     let listener = accept::bind(bind, port)?;
     let local = listener.local_addr()?;
     let sctx = ctx.clone();
-    let max_connections = limits.max_connections;
+    let accept_limits = AcceptLimits::new(limits.max_connections, limits.max_connections_per_client);
+    let silence = Silence {
+        idle_timeout: Some(limits.idle_timeout),
+        first_message_timeout: Some(limits.first_message_timeout),
+    };
     let serve = move |accepted: Accepted| {
         let Accepted { tcp, peer, slot } = accepted;
         let stream = match tokio::net::TcpStream::from_std(tcp) {
@@ -159,15 +181,14 @@ pub fn listen(
                 peer,
                 pending: Vec::new(),
                 flush_armed: false,
-                last_input: Instant::now(),
-                idle_timeout: limits.idle_timeout,
+                silence: SilenceClock::new(silence),
                 max_line_bytes: limits.max_line_bytes,
                 too_long: Throttle::default(),
                 _slot: slot,
             }
         });
     };
-    ctx.spawn(accept::accept_loop(listener, max_connections, ctx.clone(), serve));
+    ctx.spawn(accept::accept_loop(listener, accept_limits, ctx.clone(), serve));
     Ok(local)
 }
 
@@ -184,8 +205,8 @@ pub struct LineConnection {
     /// Parsed events not yet handed to the router.
     pending: Vec<Event>,
     flush_armed: bool,
-    last_input: Instant,
-    idle_timeout: Duration,
+    /// For `idle_timeout` and `first_message_timeout`.
+    silence: SilenceClock,
     max_line_bytes: usize,
     too_long: Throttle,
     /// Gives the connection's place back to `max_connections` when it ends.
@@ -209,13 +230,14 @@ impl Actor for LineConnection {
         // The connection ends with its source.
         let token = self.ctx.cancellation();
         c.spawn(token.cancelled_owned().into_actor(self).map(|_, _, c| c.stop()));
-        let check = (self.idle_timeout / 4).max(Duration::from_millis(50));
-        c.run_interval(check, |act, c| {
-            if act.last_input.elapsed() >= act.idle_timeout {
-                tracing::debug!(service = %act.ctx.service(), peer = %act.peer, "closing idle connection");
-                c.stop();
-            }
-        });
+        if let Some(every) = self.silence.check_every() {
+            c.run_interval(every, |act, c| {
+                if let Some(limit) = act.silence.expired() {
+                    tracing::debug!(service = %act.ctx.service(), peer = %act.peer, "closing a silent connection ({limit})");
+                    c.stop();
+                }
+            });
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -226,9 +248,9 @@ impl Actor for LineConnection {
 
 impl StreamHandler<Result<Line, io::Error>> for LineConnection {
     fn handle(&mut self, item: Result<Line, io::Error>, c: &mut Self::Context) {
-        self.last_input = Instant::now();
         match item {
             Ok(Line::Text(bytes)) => {
+                self.silence.heard();
                 // Lines that are not UTF-8 are not numbers, nor JSON: ignored.
                 if let Some(ev) = std::str::from_utf8(&bytes)
                     .ok()

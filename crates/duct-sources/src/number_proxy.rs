@@ -18,8 +18,14 @@ struct Options {
     bind: String,
     max_line_bytes: usize,
     max_connections: usize,
+    /// Connections at once from one client address; by default a quarter
+    /// of `max_connections`.
+    max_connections_per_client: Option<usize>,
     /// Seconds of silence after which a client is disconnected.
     idle_timeout: f64,
+    /// Seconds from connecting to the first line before a client is
+    /// disconnected.
+    first_message_timeout: f64,
 }
 
 impl Default for Options {
@@ -29,7 +35,9 @@ impl Default for Options {
             bind: "0.0.0.0".into(),
             max_line_bytes: 1024,
             max_connections: 1024,
+            max_connections_per_client: None,
             idle_timeout: 300.0,
+            first_message_timeout: crate::accept::FIRST_MESSAGE_TIMEOUT.as_secs_f64(),
         }
     }
 }
@@ -50,6 +58,12 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Di
     }
     if o.max_connections == 0 {
         return Err(args.invalid("max_connections", "must be at least 1"));
+    }
+    if o.max_connections_per_client == Some(0) {
+        return Err(args.invalid("max_connections_per_client", "must be at least 1"));
+    }
+    if !(o.first_message_timeout > 0.0 && o.first_message_timeout.is_finite()) {
+        return Err(args.invalid("first_message_timeout", "must be a positive number of seconds"));
     }
     if !(o.idle_timeout > 0.0 && o.idle_timeout.is_finite()) {
         return Err(args.invalid("idle_timeout", "must be a positive number of seconds"));
@@ -77,7 +91,9 @@ impl Source for NumberProxy {
         let limits = ListenerLimits {
             max_line_bytes: o.max_line_bytes,
             max_connections: o.max_connections,
+            max_connections_per_client: o.max_connections_per_client,
             idle_timeout: Duration::from_secs_f64(o.idle_timeout),
+            first_message_timeout: Duration::from_secs_f64(o.first_message_timeout),
         };
         let addr = listen(&o.bind, o.port, limits, ctx, number_event)?;
         tracing::info!(service = %ctx.service(), %addr, "NumberProxy listening");

@@ -9,29 +9,61 @@
 //! arbiter and hands each connection to the next of the agent's worker
 //! threads (so that many clients use every core); there the connection is
 //! a [`RiemannConnection`] actor reading frames as a stream and decoding
-//! them straight into events ([`duct_proto::decode`]). Limits: `max_connections` open at once (more are closed at
-//! accept), `max_frame_bytes` per message (a larger one is answered
-//! `ok: false` and the connection closed), `idle_timeout` without a message.
+//! them straight into events ([`duct_proto::decode`]). Limits:
+//! `max_connections` open at once (more are closed at accept),
+//! `max_frame_bytes` per message (a larger one is answered `ok: false` and
+//! the connection closed), `max_events_per_message` and
+//! `max_message_memory` per decoded message (a costlier one is answered
+//! `ok: false`, none of its events taken, and the connection goes on),
+//! `max_connections_per_client` from one address, `idle_timeout` without a
+//! message and the shorter `first_message_timeout` before the first (see
+//! [`crate::accept`]).
 //! A bad frame, a stuck client or a panic in one connection ends that
 //! connection only.
+//!
+//! How a message is judged ([`Admission`]) and handed to the pipeline
+//! ([`ingest`]) is shared with `duct.sources.riemann.RiemannUDP` ([`udp`]).
+
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::accept::{self, Accepted, Slot};
+use crate::accept::{self, AcceptLimits, Accepted, Silence, SilenceClock, Slot, FIRST_MESSAGE_TIMEOUT};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use duct_core::config::Diagnostic;
 use duct_core::event::now;
+use duct_core::throttle::Throttle;
+use duct_core::Event;
 use duct_core::{Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use duct_proto::codec::put_msg_frame;
 use duct_proto::tls::{self, TlsAcceptor, TlsFiles};
-use duct_proto::{decode_msg, Fallback, FrameCodec, FrameError, Msg, DEFAULT_MAX_FRAME_BYTES, OK_FRAME};
+use duct_proto::{
+    decode_msg, DecodeError, Fallback, FrameCodec, FrameError, Limits, Malformed, Msg, DEFAULT_MAX_FRAME_BYTES,
+    OK_FRAME,
+};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
+
+/// The most events one message may carry unless configured otherwise: far
+/// above what clients batch (hundreds), far below the 8 million empty
+/// events that fit in a 16 MiB frame.
+pub(crate) const DEFAULT_MAX_EVENTS: usize = 100_000;
+/// The memory one message's decoded events may take, unless configured,
+/// as a multiple of `max_frame_bytes`: typical events (host, service,
+/// state, metric, a tag or two) take 3 to 5 times their encoded size.
+const DEFAULT_MEMORY_PER_FRAME_BYTE: usize = 4;
+/// A message's events go to the pipeline in slices of this many, each
+/// waiting for room, so that one large message is pushed back on like
+/// many small ones rather than landing in the output queues at once.
+const INGEST_SLICE: usize = 1000;
+/// Repeated reports (strings not UTF-8, refused messages) are logged at
+/// most this often per listener.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,10 +86,21 @@ struct Options {
     ca: Option<PathBuf>,
     /// Connections open at once; more are closed as they arrive.
     max_connections: usize,
+    /// Connections open at once from one client address; by default a
+    /// quarter of `max_connections`.
+    max_connections_per_client: Option<usize>,
     /// Largest message accepted, in bytes.
     max_frame_bytes: usize,
+    /// Most events in one message.
+    max_events_per_message: usize,
+    /// Most memory the decoded events of one message may take, in bytes;
+    /// by default four times `max_frame_bytes`.
+    max_message_memory: Option<usize>,
     /// Seconds without a message before a connection is closed; 0: never.
     idle_timeout: f64,
+    /// Seconds from connecting to the first whole message before a
+    /// connection is closed; 0: as `idle_timeout`.
+    first_message_timeout: f64,
 }
 
 impl Default for Options {
@@ -70,8 +113,12 @@ impl Default for Options {
             key: None,
             ca: None,
             max_connections: 1024,
+            max_connections_per_client: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_events_per_message: DEFAULT_MAX_EVENTS,
+            max_message_memory: None,
             idle_timeout: 600.0,
+            first_message_timeout: FIRST_MESSAGE_TIMEOUT.as_secs_f64(),
         }
     }
 }
@@ -93,6 +140,21 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     if opts.max_frame_bytes == 0 || opts.max_frame_bytes > u32::MAX as usize {
         return Err(args.invalid("max_frame_bytes", "must be between 1 and 4294967295"));
     }
+    if opts.max_connections_per_client == Some(0) {
+        return Err(args.invalid("max_connections_per_client", "must be at least 1"));
+    }
+    if !(opts.first_message_timeout >= 0.0 && opts.first_message_timeout.is_finite()) {
+        return Err(args.invalid(
+            "first_message_timeout",
+            "must be zero (as idle_timeout) or a positive number of seconds",
+        ));
+    }
+    if opts.max_events_per_message == 0 {
+        return Err(args.invalid("max_events_per_message", "must be at least 1"));
+    }
+    if opts.max_message_memory == Some(0) {
+        return Err(args.invalid("max_message_memory", "must be at least 1"));
+    }
     if !(opts.idle_timeout >= 0.0 && opts.idle_timeout.is_finite()) {
         return Err(args.invalid("idle_timeout", "must be zero (never) or a positive number of seconds"));
     }
@@ -112,9 +174,19 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
             bind: opts.bind,
             port: opts.port,
             tls,
-            max_connections: opts.max_connections,
+            accept: AcceptLimits::new(opts.max_connections, opts.max_connections_per_client),
             max_frame_bytes: opts.max_frame_bytes,
-            idle_timeout: (opts.idle_timeout > 0.0).then(|| Duration::from_secs_f64(opts.idle_timeout)),
+            admission: Admission::new(Limits {
+                max_events: opts.max_events_per_message,
+                max_memory: opts
+                    .max_message_memory
+                    .unwrap_or(opts.max_frame_bytes.saturating_mul(DEFAULT_MEMORY_PER_FRAME_BYTE)),
+            }),
+            silence: Silence {
+                idle_timeout: (opts.idle_timeout > 0.0).then(|| Duration::from_secs_f64(opts.idle_timeout)),
+                first_message_timeout: (opts.first_message_timeout > 0.0)
+                    .then(|| Duration::from_secs_f64(opts.first_message_timeout)),
+            },
         }),
     }))
 }
@@ -124,9 +196,98 @@ struct ListenerConfig {
     bind: String,
     port: u16,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    accept: AcceptLimits,
     max_frame_bytes: usize,
-    idle_timeout: Option<Duration>,
+    admission: Admission,
+    silence: Silence,
+}
+
+/// What becomes of one message.
+pub(crate) enum Verdict {
+    /// Its events, to be ingested, then the message acknowledged.
+    Take(Vec<Event>),
+    /// Well-formed but refused whole (a query, too costly): answered
+    /// `ok: false` with the reason; none of its events are taken.
+    Refuse(String),
+    /// Not a message: the stream cannot be trusted any more.
+    Broken(Malformed),
+}
+
+/// How a listener judges messages, shared by its connections (over TCP)
+/// or datagrams (over UDP).
+pub(crate) struct Admission {
+    limits: Limits,
+    /// Thins the reports of strings that are not UTF-8 and of refused
+    /// messages, which a misbehaving client repeats with every message.
+    not_utf8_log: std::sync::Mutex<Throttle>,
+    refused_log: std::sync::Mutex<Throttle>,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Admission {
+            limits,
+            not_utf8_log: Default::default(),
+            refused_log: Default::default(),
+        }
+    }
+
+    /// Decodes a message body from `peer` and decides what becomes of it,
+    /// counting what the agent's telemetry reports.
+    pub(crate) fn judge(&self, body: &[u8], sctx: &SourceContext, peer: SocketAddr) -> Verdict {
+        let fallback = Fallback {
+            time: now(),
+            ttl: sctx.settings().ttl,
+        };
+        let telemetry = sctx.telemetry();
+        let refusal = match decode_msg(body, &fallback, &self.limits) {
+            Ok(incoming) => {
+                if incoming.repaired > 0 {
+                    duct_core::Telemetry::count(&telemetry.strings_not_utf8, incoming.repaired as u64);
+                    if let Some(held) = allow(&self.not_utf8_log) {
+                        tracing::warn!(
+                            service = %sctx.service(),
+                            %peer,
+                            strings = incoming.repaired,
+                            held_back = held,
+                            "strings that are not UTF-8 were kept with U+FFFD in place of the bad bytes"
+                        );
+                    }
+                }
+                if !incoming.query {
+                    return Verdict::Take(incoming.events);
+                }
+                "queries are not supported".to_string()
+            }
+            Err(DecodeError::Malformed(e)) => return Verdict::Broken(e),
+            Err(e) => e.to_string(),
+        };
+        duct_core::Telemetry::count(&telemetry.messages_refused, 1);
+        if let Some(held) = allow(&self.refused_log) {
+            tracing::warn!(service = %sctx.service(), %peer, held_back = held, "refused a message: {refusal}");
+        }
+        Verdict::Refuse(refusal)
+    }
+}
+
+fn allow(log: &std::sync::Mutex<Throttle>) -> Option<u64> {
+    log.lock().unwrap_or_else(|p| p.into_inner()).allow(REPORT_EVERY)
+}
+
+/// Hands a message's events to the pipeline, slice by slice, waiting while
+/// it is saturated (that is how a flood pushes back on its sender).
+pub(crate) async fn ingest(sctx: &SourceContext, events: Vec<Event>) {
+    if events.len() <= INGEST_SLICE {
+        return sctx.queue_back_wait(events).await;
+    }
+    let mut events = events.into_iter();
+    loop {
+        let slice: Vec<Event> = events.by_ref().take(INGEST_SLICE).collect();
+        if slice.is_empty() {
+            return;
+        }
+        sctx.queue_back_wait(slice).await;
+    }
 }
 
 /// The source itself: binds in `start`, then everything happens in the
@@ -147,7 +308,7 @@ impl Source for RiemannListener {
         tracing::info!(service = %ctx.service(), %address, tls = c.tls.is_some(), "Riemann listener ready");
         let (config, sctx) = (self.config.clone(), ctx.clone());
         let serve = move |accepted: Accepted| serve(accepted, config.clone(), sctx.clone());
-        ctx.spawn(accept::accept_loop(listener, c.max_connections, ctx.clone(), serve));
+        ctx.spawn(accept::accept_loop(listener, c.accept, ctx.clone(), serve));
         Ok(())
     }
 
@@ -210,9 +371,10 @@ struct RiemannConnection {
     /// Where answers go; held by the future writing one while it runs
     /// (no frame is read meanwhile, so answers keep their order).
     writer: Option<Writer>,
-    idle_timeout: Option<Duration>,
-    /// When the last message arrived, for `idle_timeout`.
-    last_input: Instant,
+    config: Arc<ListenerConfig>,
+    /// How long the connection has been silent, for `idle_timeout` and
+    /// `first_message_timeout`.
+    silence: SilenceClock,
     /// Held for the connection's lifetime: counts it against
     /// `max_connections`.
     slot: Slot,
@@ -223,7 +385,7 @@ impl RiemannConnection {
         reader: Reader,
         writer: Writer,
         peer: SocketAddr,
-        config: &ListenerConfig,
+        config: &Arc<ListenerConfig>,
         sctx: &SourceContext,
         slot: Slot,
     ) {
@@ -232,8 +394,8 @@ impl RiemannConnection {
             sctx: sctx.clone(),
             peer,
             writer: Some(writer),
-            idle_timeout: config.idle_timeout,
-            last_input: Instant::now(),
+            config: config.clone(),
+            silence: SilenceClock::new(config.silence),
             slot,
         };
         RiemannConnection::create(move |ctx| {
@@ -242,22 +404,16 @@ impl RiemannConnection {
         });
     }
 
-    /// Hands the message's events to the pipeline (waiting while it is
-    /// saturated: that is how a flood pushes back on its sender), then
-    /// answers.
+    /// Hands the message's events to the pipeline (see [`ingest`]), then
+    /// answers; a refused message is answered `ok: false` and none of its
+    /// events are taken.
     fn accept(&mut self, body: BytesMut, ctx: &mut Context<Self>) {
-        let fallback = Fallback {
-            time: now(),
-            ttl: self.sctx.settings().ttl,
-        };
-        let incoming = match decode_msg(&body, &fallback) {
-            Ok(incoming) => incoming,
-            Err(e) => return self.refuse(e.into(), ctx),
-        };
-        let answer = if incoming.query {
-            frame(&Msg::refused("queries are not supported"))
-        } else {
-            Bytes::from_static(&OK_FRAME)
+        let verdict = self.config.admission.judge(&body, &self.sctx, self.peer);
+        drop(body);
+        let (events, answer) = match verdict {
+            Verdict::Take(events) => (events, Bytes::from_static(&OK_FRAME)),
+            Verdict::Refuse(why) => (Vec::new(), frame(&Msg::refused(why))),
+            Verdict::Broken(e) => return self.refuse(e.into(), ctx),
         };
         let Some(mut writer) = self.writer.take() else {
             ctx.stop();
@@ -265,12 +421,16 @@ impl RiemannConnection {
         };
         let sctx = self.sctx.clone();
         let work = async move {
-            sctx.queue_back_wait(incoming.events).await;
+            ingest(&sctx, events).await;
             let written = tokio::time::timeout(ANSWER_TIMEOUT, write_answer(&mut writer, &answer)).await;
             (writer, written)
         };
         ctx.wait(work.into_actor(self).map(|(writer, written), act, ctx| match written {
-            Ok(Ok(())) => act.writer = Some(writer),
+            Ok(Ok(())) => {
+                // The wait for room counts as activity, however long.
+                act.silence.heard();
+                act.writer = Some(writer);
+            }
             Ok(Err(e)) => {
                 tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "cannot answer: {e}");
                 ctx.stop();
@@ -331,10 +491,10 @@ impl Actor for RiemannConnection {
         // The source stopping (reload, shutdown) ends its connections.
         let cancelled = self.sctx.cancellation().cancelled_owned();
         ctx.spawn(cancelled.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        if let Some(idle) = self.idle_timeout {
-            ctx.run_interval(idle / 2, move |act, ctx| {
-                if act.last_input.elapsed() >= idle {
-                    tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "closing an idle connection");
+        if let Some(every) = self.silence.check_every() {
+            ctx.run_interval(every, move |act, ctx| {
+                if let Some(limit) = act.silence.expired() {
+                    tracing::debug!(service = %act.sctx.service(), peer = %act.peer, "closing a silent connection ({limit})");
                     ctx.stop();
                 }
             });
@@ -348,9 +508,11 @@ impl Actor for RiemannConnection {
 
 impl StreamHandler<Result<BytesMut, FrameError>> for RiemannConnection {
     fn handle(&mut self, item: Result<BytesMut, FrameError>, ctx: &mut Self::Context) {
-        self.last_input = Instant::now();
         match item {
-            Ok(body) => self.accept(body, ctx),
+            Ok(body) => {
+                self.silence.heard();
+                self.accept(body, ctx)
+            }
             Err(e) => self.refuse(e, ctx),
         }
     }
@@ -362,6 +524,7 @@ mod tests {
     use crate::testing::{context, Collect};
     use duct_core::{Event, Metric};
     use duct_proto::Message;
+    use std::time::Instant;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
@@ -373,14 +536,31 @@ mod tests {
     }
 
     fn listener(port: u16, max_connections: usize, max_frame_bytes: usize, idle: Option<Duration>) -> RiemannListener {
+        let silence = Silence {
+            idle_timeout: idle,
+            first_message_timeout: None,
+        };
+        listener_with(
+            port,
+            AcceptLimits::new(max_connections, Some(max_connections)),
+            silence,
+            max_frame_bytes,
+        )
+    }
+
+    fn listener_with(port: u16, accept: AcceptLimits, silence: Silence, max_frame_bytes: usize) -> RiemannListener {
         RiemannListener {
             config: Arc::new(ListenerConfig {
                 bind: "127.0.0.1".into(),
                 port,
                 tls: None,
-                max_connections,
+                accept,
                 max_frame_bytes,
-                idle_timeout: idle,
+                admission: Admission::new(Limits {
+                    max_events: 1000,
+                    max_memory: 4 * max_frame_bytes,
+                }),
+                silence,
             }),
         }
     }
@@ -493,6 +673,117 @@ mod tests {
         });
     }
 
+    async fn send_raw(s: &mut TcpStream, body: &[u8]) {
+        s.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+        s.write_all(body).await.unwrap();
+    }
+
+    #[test]
+    fn a_message_of_too_many_events_is_refused_whole_and_the_connection_goes_on() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, ctx, sink| async move {
+            let mut s = connect(port).await;
+            // 1001 empty events, one above the limit.
+            send_raw(&mut s, &[0x32, 0x00].repeat(1001)).await;
+            let refused = answer(&mut s).await.unwrap();
+            assert_eq!(refused.ok, Some(false));
+            assert!(refused.error.unwrap().contains("max_events_per_message"));
+            // One event of 100,000 empty attributes: 200 kB, 6 MB decoded.
+            let event = [0x4a, 0x00].repeat(100_000);
+            let mut body = vec![0x32, 0xc0, 0x9a, 0x0c];
+            body.extend_from_slice(&event);
+            send_raw(&mut s, &body).await;
+            let refused = answer(&mut s).await.unwrap();
+            assert_eq!(refused.ok, Some(false));
+            assert!(refused.error.unwrap().contains("max_message_memory"));
+            assert!(
+                sink.0.lock().unwrap().is_empty(),
+                "nothing of a refused message is taken"
+            );
+            send_events(&mut s, &[sample(1)]).await;
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            assert_eq!(sink.0.lock().unwrap().clone(), [sample(1)]);
+            let refused = ctx
+                .telemetry()
+                .messages_refused
+                .load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(refused, 2);
+        });
+    }
+
+    /// Records the size of every batch handed on.
+    #[derive(Default)]
+    struct Batches(std::sync::Mutex<Vec<usize>>);
+
+    impl duct_core::EventSink for Batches {
+        fn publish(&self, events: Vec<Event>) {
+            self.0.lock().unwrap().push(events.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_message_reaches_the_pipeline_in_slices() {
+        let batches = Arc::new(Batches::default());
+        let ctx = SourceContext::new(
+            Arc::new(duct_core::SourceSettings::for_service("riemann", "h")),
+            batches.clone(),
+            duct_core::Telemetry::new(),
+        );
+        ingest(&ctx, (0..2500).map(sample).collect()).await;
+        ingest(&ctx, (0..10).map(sample).collect()).await;
+        assert_eq!(*batches.0.lock().unwrap(), [1000, 1000, 500, 10]);
+    }
+
+    #[test]
+    fn events_beside_a_query_are_not_taken() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, _, sink| async move {
+            let mut s = connect(port).await;
+            let msg = Msg {
+                query: Some(duct_proto::Query {
+                    string: Some("true".into()),
+                }),
+                events: vec![duct_proto::Event::from_event(&sample(1))],
+                ..Msg::default()
+            };
+            let mut buf = BytesMut::new();
+            put_msg_frame(&mut buf, &msg);
+            s.write_all(&buf).await.unwrap();
+            let refused = answer(&mut s).await.unwrap();
+            assert_eq!(refused.ok, Some(false));
+            send_events(&mut s, &[sample(2)]).await;
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            assert_eq!(
+                sink.0.lock().unwrap().clone(),
+                [sample(2)],
+                "the refused message's event is not taken"
+            );
+        });
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_are_kept_and_counted() {
+        with_listener(listener(free_port(), 8, 1 << 20, None), |port, ctx, sink| async move {
+            let mut s = connect(port).await;
+            // Latin-1 host "Zürich" and service "d\xe9bit".
+            let event = [
+                &[0x22, 6, b'Z', 0xfc, b'r', b'i', b'c', b'h'][..],
+                &[0x1a, 5, b'd', 0xe9, b'b', b'i', b't'],
+            ]
+            .concat();
+            let body = [&[0x32, event.len() as u8][..], &event].concat();
+            send_raw(&mut s, &body).await;
+            assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+            let got = sink.0.lock().unwrap().clone();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].host, "Z\u{fffd}rich");
+            assert_eq!(got[0].service, "d\u{fffd}bit");
+            let counted = ctx
+                .telemetry()
+                .strings_not_utf8
+                .load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(counted, 2);
+        });
+    }
+
     #[test]
     fn garbage_and_oversized_frames_close_only_their_connection() {
         with_listener(listener(free_port(), 8, 1024, None), |port, _, sink| async move {
@@ -539,6 +830,69 @@ mod tests {
             }
             assert!(third.is_some(), "a new connection is served once the first left");
         });
+    }
+
+    #[test]
+    fn one_client_cannot_hold_every_connection() {
+        let accept = AcceptLimits::new(8, Some(2));
+        let silence = Silence {
+            idle_timeout: None,
+            first_message_timeout: None,
+        };
+        with_listener(
+            listener_with(free_port(), accept, silence, 1 << 20),
+            |port, _, _| async move {
+                let mut held = Vec::new();
+                for _ in 0..2 {
+                    let mut s = connect(port).await;
+                    send_events(&mut s, &[sample(1)]).await;
+                    assert_eq!(answer(&mut s).await, Some(Msg::accepted()));
+                    held.push(s);
+                }
+                let mut third = connect(port).await;
+                assert_eq!(
+                    answer(&mut third).await,
+                    None,
+                    "a third from the same address is closed"
+                );
+                // Another address (127.0.0.2 is loopback too) is still served.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                let mut other = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+                send_events(&mut other, &[sample(2)]).await;
+                assert_eq!(answer(&mut other).await, Some(Msg::accepted()));
+            },
+        );
+    }
+
+    #[test]
+    fn a_connection_that_never_sends_a_message_is_closed_sooner() {
+        let silence = Silence {
+            idle_timeout: Some(Duration::from_secs(600)),
+            first_message_timeout: Some(Duration::from_millis(200)),
+        };
+        let accept = AcceptLimits::new(8, None);
+        with_listener(
+            listener_with(free_port(), accept, silence, 1 << 20),
+            |port, _, _| async move {
+                let mut talker = connect(port).await;
+                send_events(&mut talker, &[sample(1)]).await;
+                assert_eq!(answer(&mut talker).await, Some(Msg::accepted()));
+                let mut silent = connect(port).await;
+                // Half a frame is not a message.
+                silent.write_all(&[0, 0, 0, 10, 0x32]).await.unwrap();
+                let started = Instant::now();
+                assert_eq!(answer(&mut silent).await, None, "closed");
+                assert!(started.elapsed() >= Duration::from_millis(150));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                send_events(&mut talker, &[sample(2)]).await;
+                assert_eq!(
+                    answer(&mut talker).await,
+                    Some(Msg::accepted()),
+                    "idle_timeout applies once heard"
+                );
+            },
+        );
     }
 
     #[test]

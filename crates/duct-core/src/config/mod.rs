@@ -6,12 +6,15 @@ pub mod de;
 pub mod diag;
 pub mod load;
 pub mod node;
+pub mod seconds;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+
+use seconds::Zero;
 
 pub use de::{field_names, from_node, from_node_quiet, Context, DeError};
 pub use diag::{did_you_mean, suggest, Diagnostic, Diagnostics, Severity};
@@ -104,8 +107,10 @@ pub struct Config {
     pub root: Node,
     pub sources: Vec<Block>,
     pub outputs: Vec<Block>,
-    /// Warnings found while loading (errors make loading fail).
-    pub warnings: Vec<Diagnostic>,
+    /// Problems found while loading: warnings, and errors too when loaded
+    /// with [`Config::read`] (planning then fails, having reported the
+    /// problems of every block as well).
+    pub problems: Vec<Diagnostic>,
 }
 
 /// Where environment variables come from; tests pass their own.
@@ -117,19 +122,39 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 impl Config {
-    /// Loads `path` with its includes and blueprints.
+    /// Loads `path` with its includes and blueprints; any error fails.
     pub fn load(path: &Path, env: Env<'_>) -> Result<Config, Diagnostics> {
+        Self::read(path, env)?.without_errors()
+    }
+
+    /// Loads configuration text held in memory (the embedded default).
+    pub fn load_embedded(text: &str, env: Env<'_>) -> Result<Config, Diagnostics> {
+        Self::read_embedded(text, env)?.without_errors()
+    }
+
+    /// Like [`Config::load`], but fails only when there is no tree to plan
+    /// (an unreadable file, invalid YAML); other errors are kept in
+    /// [`Config::problems`] so that `ductd check` can plan every block and
+    /// report all that is wrong at once.
+    pub fn read(path: &Path, env: Env<'_>) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
         let tree = load::load_file(path, env, &mut diags);
         Self::finish(tree, Some(path.to_path_buf()), diags)
     }
 
-    /// Loads configuration text held in memory (the embedded default).
-    pub fn load_embedded(text: &str, env: Env<'_>) -> Result<Config, Diagnostics> {
+    /// [`Config::read`] for text held in memory.
+    pub fn read_embedded(text: &str, env: Env<'_>) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
         let base = std::env::current_dir().unwrap_or_default();
         let tree = load::load_text(text, Arc::from(Path::new(EMBEDDED_NAME)), &base, env, &mut diags);
         Self::finish(tree, None, diags)
+    }
+
+    fn without_errors(self) -> Result<Config, Diagnostics> {
+        if self.problems.iter().any(Diagnostic::is_error) {
+            return Err(Diagnostics(self.problems));
+        }
+        Ok(self)
     }
 
     fn finish(tree: Option<load::Tree>, path: Option<PathBuf>, mut diags: Diagnostics) -> Result<Config, Diagnostics> {
@@ -144,7 +169,7 @@ impl Config {
             also_known: STRUCTURE_KEYS,
             warnings: &warnings,
         };
-        let globals = match from_node::<Globals>(&tree.root, &ctx) {
+        let mut globals = match from_node::<Globals>(&tree.root, &ctx) {
             Ok(g) => g,
             Err(e) => {
                 diags.push(e.into_diagnostic(""));
@@ -157,17 +182,14 @@ impl Config {
             w.message = w.message.replace("unknown option", "unknown global key");
             w
         }));
-        check_globals(&globals, &tree.root, &mut diags);
-        if diags.has_errors() {
-            return Err(diags);
-        }
+        check_globals(&mut globals, &tree.root, &mut diags);
         Ok(Config {
             path,
             globals,
             root: tree.root,
             sources: tree.sources,
             outputs: tree.outputs,
-            warnings: diags.0,
+            problems: diags.0,
         })
     }
 
@@ -177,26 +199,27 @@ impl Config {
     }
 }
 
-fn check_globals(g: &Globals, root: &Node, diags: &mut Diagnostics) {
+/// Checks the global settings' values, raising a too-short `interval` to
+/// the floor (see [`seconds`]).
+fn check_globals(g: &mut Globals, root: &Node, diags: &mut Diagnostics) {
     let at = |key: &str| root.get(key).map(|n| n.mark.clone());
-    if !(g.interval > 0.0 && g.interval.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("interval"),
-            "interval: must be a positive number of seconds",
-        ));
+    let seconds = |key: &str, value: f64, zero: Zero, diags: &mut Diagnostics| {
+        if let Err(m) = seconds::check_seconds(value, zero) {
+            diags.push(Diagnostic::error(at(key), format!("{key}: {m}")));
+        }
+    };
+    match seconds::check_interval(g.interval) {
+        Ok((used, warning)) => {
+            g.interval = used;
+            if let Some(w) = warning {
+                diags.push(Diagnostic::warning(at("interval"), format!("interval: {w}")));
+            }
+        }
+        Err(m) => diags.push(Diagnostic::error(at("interval"), format!("interval: {m}"))),
     }
-    if !(g.ttl >= 0.0 && g.ttl.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("ttl"),
-            "ttl: must be zero or a positive number of seconds",
-        ));
-    }
-    if !(g.stagger >= 0.0 && g.stagger.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("stagger"),
-            "stagger: must be zero or a positive number of seconds",
-        ));
-    }
+    seconds("ttl", g.ttl, Zero::Allowed, diags);
+    seconds("stagger", g.stagger, Zero::Allowed, diags);
+    seconds("shutdown_timeout", g.shutdown_timeout, Zero::Allowed, diags);
     if let Some(h) = &g.health {
         if h.listen.parse::<std::net::SocketAddr>().is_err() {
             let mark = root.get("health").and_then(|n| n.get("listen")).map(|n| n.mark.clone());
@@ -208,12 +231,6 @@ fn check_globals(g: &Globals, root: &Node, diags: &mut Diagnostics) {
                 ),
             ));
         }
-    }
-    if !(g.shutdown_timeout >= 0.0 && g.shutdown_timeout.is_finite()) {
-        diags.push(Diagnostic::error(
-            at("shutdown_timeout"),
-            "shutdown_timeout: must be zero or a positive number of seconds",
-        ));
     }
 }
 
@@ -252,8 +269,8 @@ mod tests {
     #[test]
     fn unknown_global_keys_warn() {
         let c = Config::load_embedded("intervall: 5\n", &no_env).unwrap();
-        assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0]
+        assert_eq!(c.problems.len(), 1);
+        assert!(c.problems[0]
             .message
             .contains("unknown global key `intervall` (did you mean `interval`?)"));
     }

@@ -16,15 +16,16 @@ mod sources;
 
 use std::sync::Arc;
 
-use crate::config::{did_you_mean, Block, Config, Diagnostic, Diagnostics, Globals, Node};
-use crate::registry::Registry;
+use crate::config::seconds::{check_interval, check_seconds, Zero};
+use crate::config::{did_you_mean, Block, Config, Diagnostic, Diagnostics, Globals, Mark, Node, Severity};
+use crate::registry::{invalid_at, Registry};
 
 use outputs::plan_output;
 use sources::plan_source;
 
 pub use outputs::{OutputRecipe, PlannedOutput};
 pub use settings::{
-    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList,
+    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList, WhenFull,
 };
 pub use sources::{PlannedSource, SourceRecipe};
 
@@ -65,7 +66,7 @@ pub struct Plan {
 /// is the machine's name for sources that set none.
 pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
-    diags.extend(config.warnings.iter().cloned());
+    diags.extend(config.problems.iter().cloned());
     let globals = Arc::new(config.globals.clone());
     let globals_identity = format!("{:?}", config.globals);
 
@@ -75,11 +76,17 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
             outputs.push(o);
         }
     }
-    let names: Vec<&str> = outputs
+    // Routes are checked against the names written, so that an output with
+    // a problem of its own still counts as present.
+    let names: Vec<&str> = config
+        .outputs
         .iter()
-        .filter_map(|o: &PlannedOutput| o.settings().name.as_deref())
+        .filter_map(|b| b.node.get("name").and_then(Node::as_str))
         .collect();
-    let outputs_complete = outputs.len() == config.outputs.len();
+    let outputs_complete = config
+        .outputs
+        .iter()
+        .all(|b| b.node.get("name").is_none_or(|n| n.as_str().is_some()));
 
     if let Some(default) = &globals.default_route {
         if outputs_complete && !names.contains(&default.as_str()) {
@@ -116,7 +123,7 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
         ));
     }
     if diags.has_errors() {
-        return Err(diags);
+        return Err(without_echoes(diags, &config.problems));
     }
     Ok(Plan {
         globals,
@@ -124,6 +131,32 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
         outputs,
         warnings: diags.0,
     })
+}
+
+/// Drops planning errors about a value loading already found wrong: a
+/// value left as `${PORT}` by a failed interpolation is not also "not a
+/// number". Loading points inside the value (at the `${`), planning at its
+/// start, so an echo is on the same line, at or before the load error.
+fn without_echoes(diags: Diagnostics, loaded: &[Diagnostic]) -> Diagnostics {
+    let load_errors: Vec<&Mark> = loaded
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.mark.as_ref())
+        .collect();
+    let echoes = |m: &Mark| {
+        load_errors
+            .iter()
+            .any(|l| l.file == m.file && l.line == m.line && m.col <= l.col)
+    };
+    let (from_load, planned) = diags.0.split_at(loaded.len());
+    let mut out = from_load.to_vec();
+    out.extend(
+        planned
+            .iter()
+            .filter(|d| !(d.is_error() && d.mark.as_ref().is_some_and(echoes)))
+            .cloned(),
+    );
+    Diagnostics(out)
 }
 
 struct PlanContext<'a> {
@@ -157,6 +190,57 @@ fn required_name<'a>(block: &'a Block, key: &str, diags: &mut Diagnostics) -> Op
                 format!("{}: missing required option `{key}`", block.context),
             ));
             None
+        }
+    }
+}
+
+/// The problems of one block's common options, each located at its key:
+/// the reading that sources and outputs share.
+struct OptionChecks<'a> {
+    block: &'a Block,
+    diags: &'a mut Diagnostics,
+    /// False once any error was found.
+    ok: bool,
+}
+
+impl<'a> OptionChecks<'a> {
+    fn new(block: &'a Block, diags: &'a mut Diagnostics) -> Self {
+        OptionChecks { block, diags, ok: true }
+    }
+
+    fn fail(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.diags.push(invalid_at(self.block, key, message));
+        self.ok = false;
+    }
+
+    fn warn(&mut self, key: &str, message: impl std::fmt::Display) {
+        let mut d = invalid_at(self.block, key, message);
+        d.severity = Severity::Warning;
+        self.diags.push(d);
+    }
+
+    /// A number of seconds checked by [`check_seconds`]; on error the value
+    /// is returned unchanged (the block will not be planned anyway).
+    fn seconds(&mut self, key: &str, value: f64, zero: Zero) -> f64 {
+        check_seconds(value, zero).unwrap_or_else(|m| {
+            self.fail(key, m);
+            value
+        })
+    }
+
+    /// An interval, raised to the floor with a warning if shorter.
+    fn interval(&mut self, key: &str, value: f64) -> f64 {
+        match check_interval(value) {
+            Ok((used, warning)) => {
+                if let Some(w) = warning {
+                    self.warn(key, w);
+                }
+                used
+            }
+            Err(m) => {
+                self.fail(key, m);
+                value
+            }
         }
     }
 }
@@ -195,5 +279,53 @@ mod tests {
         let c = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, level: 2}\n").unwrap();
         assert_eq!(a.sources[0].identity, b.sources[0].identity);
         assert_ne!(a.sources[0].identity, c.sources[0].identity);
+    }
+
+    #[test]
+    fn every_problem_is_reported_however_many_there_are() {
+        // A bad global, a bad expression and a route error in one source, a
+        // kind's own error in that source and in another, a bad common
+        // option hiding nothing: all are reported.
+        let text = "\
+ttl: soon
+outputs:
+  - {output: duct.outputs.test.Test, name: a, interval: often}
+sources:
+  - service: s
+    source: duct.sources.test.Test
+    level: -1
+    critical:
+      s: \"> 1 and\"
+    route: [a, nope]
+  - {service: t, source: duct.sources.test.Test, level: -2, interval: soon}
+  - {service: u, source: duct.sources.test.Test, timeout: -1, route: a}
+";
+        let err = plan_text(text).err().unwrap();
+        let messages: Vec<&str> = err.errors().map(|d| d.message.as_str()).collect();
+        for expected in [
+            "ttl: expected a number",
+            "outputs[0].interval: expected a number",
+            "sources[0].level: must not be negative",
+            "sources[0].critical.s: bad expression",
+            "sources[0].route: no output is named `nope`",
+            "sources[1].interval: expected a number",
+            "sources[1].level: must not be negative",
+            "sources[2].timeout: must be a positive number",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(expected)),
+                "{expected} missing from {messages:#?}"
+            );
+        }
+        assert_eq!(messages.len(), 8, "{messages:#?}");
+    }
+
+    #[test]
+    fn a_failed_interpolation_is_reported_once() {
+        let err = plan_text("outputs:\n  - {output: duct.outputs.test.Test, maxsize: \"${NOPE}\"}\n")
+            .err()
+            .unwrap();
+        assert_eq!(err.errors().count(), 1, "{err}");
+        assert!(err.to_string().contains("NOPE is not set"), "{err}");
     }
 }

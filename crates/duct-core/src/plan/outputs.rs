@@ -4,11 +4,12 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::settings::{common_output_options, CommonOutputOptions, OutputSettings};
-use super::{check_unknown_keys, required_name, Identity};
-use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals};
+use super::settings::{common_output_options, CommonOutputOptions, OutputSettings, WhenFull};
+use super::{check_unknown_keys, required_name, Identity, OptionChecks};
+use crate::config::seconds::Zero;
+use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
 use crate::output::Output;
-use crate::registry::{invalid_at, OutputArgs, OutputSpec, Registry};
+use crate::registry::{OutputArgs, OutputSpec, Registry};
 
 /// Everything needed to build an output's transport again (after a panic).
 pub struct OutputRecipe {
@@ -19,14 +20,19 @@ pub struct OutputRecipe {
 }
 
 impl OutputRecipe {
+    /// A fresh transport.
     pub fn build(&self) -> Result<Box<dyn Output>, Diagnostic> {
-        let warnings = RefCell::new(Vec::new());
+        self.build_reporting(&RefCell::new(Vec::new()))
+    }
+
+    /// A fresh transport; the kind's warnings go to `warnings`.
+    fn build_reporting(&self, warnings: &RefCell<Vec<Diagnostic>>) -> Result<Box<dyn Output>, Diagnostic> {
         (self.spec.build)(&OutputArgs {
             settings: &self.settings,
             globals: &self.globals,
             block: &self.block,
-            spec: &self.spec,
-            warnings: &warnings,
+            owner: self.spec.name,
+            warnings,
         })
     }
 }
@@ -73,14 +79,22 @@ pub(super) fn plan_output(
         .copied()
         .collect();
     check_unknown_keys(block, spec.name, &known, diags);
-    let common: CommonOutputOptions = match from_node_quiet(&block.node) {
-        Ok(c) => c,
+    // As for sources: a bad common option does not hide the kind's own.
+    let (common, common_ok) = match from_node_quiet::<CommonOutputOptions>(&block.node) {
+        Ok(c) => (c, true),
         Err(e) => {
             diags.push(e.into_diagnostic(&block.context));
-            return None;
+            let fallback = CommonOutputOptions {
+                output: name.to_string(),
+                name: block.node.get("name").and_then(Node::as_str).map(String::from),
+                ..CommonOutputOptions::default()
+            };
+            (fallback, false)
         }
     };
-    let interval = common.interval.unwrap_or(1.0);
+    let mut checks = OptionChecks::new(block, diags);
+    checks.ok = common_ok;
+    let interval = checks.interval("interval", common.interval.unwrap_or(1.0));
     let maxrate = common.maxrate.unwrap_or(0.0);
     // Big enough that a fast destination is not held up by waiting for
     // the last acknowledgement of each batch (profiled: at 1,000 events a
@@ -101,30 +115,24 @@ pub(super) fn plan_output(
             p
         }
     });
-    let backoff_max = common.backoff_max.unwrap_or(30.0);
-    let mut ok = true;
-    let mut bad = |key: &str, msg: &str| {
-        diags.push(invalid_at(block, key, msg));
-        ok = false;
-    };
-    if !(interval > 0.0 && interval.is_finite()) {
-        bad("interval", "must be a positive number of seconds");
-    }
+    let backoff_max = checks.seconds("backoff_max", common.backoff_max.unwrap_or(30.0), Zero::Refused);
     if !(maxrate >= 0.0 && maxrate.is_finite()) {
-        bad(
+        checks.fail(
             "maxrate",
             "must be zero (no limit) or a positive number of events per second",
         );
     }
     if batch == 0 {
-        bad("batch", "must be at least 1");
+        checks.fail("batch", "must be at least 1");
     }
-    if !(backoff_max > 0.0 && backoff_max.is_finite()) {
-        bad("backoff_max", "must be a positive number of seconds");
-    }
-    if !ok {
-        return None;
-    }
+    let when_full = match common.when_full.as_deref() {
+        None => WhenFull::default(),
+        Some(text) => WhenFull::parse(text).unwrap_or_else(|| {
+            checks.fail("when_full", "must be `block` or `drop_oldest`");
+            WhenFull::default()
+        }),
+    };
+    let ok = checks.ok;
     let short = spec.name.rsplit('.').next().unwrap_or(spec.name);
     let settings = Arc::new(OutputSettings {
         output: common.output,
@@ -141,25 +149,22 @@ pub(super) fn plan_output(
         batch,
         pushback,
         backoff_max,
+        when_full,
         metrics_only: spec.metrics_only,
     });
+    let recipe = OutputRecipe {
+        settings,
+        spec,
+        block: block.clone(),
+        globals: globals.clone(),
+    };
     let warnings = RefCell::new(Vec::new());
-    let built = (spec.build)(&OutputArgs {
-        settings: &settings,
-        globals,
-        block,
-        spec: &spec,
-        warnings: &warnings,
-    });
+    let built = recipe.build_reporting(&warnings);
     diags.extend(warnings.into_inner());
     match built {
+        Ok(_) if !ok => None,
         Ok(instance) => Some(PlannedOutput {
-            recipe: Arc::new(OutputRecipe {
-                settings,
-                spec,
-                block: block.clone(),
-                globals: globals.clone(),
-            }),
+            recipe: Arc::new(recipe),
             identity: Identity::of(&block.node, globals_identity),
             instance: Some(instance),
         }),
@@ -198,5 +203,37 @@ mod tests {
         assert_eq!(batch_pushback(", maxsize: 0"), (10_000, 20_000));
         assert_eq!(batch_pushback(", batch: 100"), (100, 200));
         assert_eq!(batch_pushback(", batch: 100, pushback: 0"), (100, 0));
+    }
+
+    #[test]
+    fn when_full_blocks_by_default_and_is_checked() {
+        use super::WhenFull;
+        let when_full = |opts: &str| {
+            plan_text(&format!("outputs:\n  - {{output: duct.outputs.test.Test{opts}}}\n"))
+                .map(|p| p.outputs[0].settings().when_full)
+        };
+        assert_eq!(when_full("").unwrap(), WhenFull::Block);
+        assert_eq!(when_full(", when_full: block").unwrap(), WhenFull::Block);
+        assert_eq!(when_full(", when_full: drop_oldest").unwrap(), WhenFull::DropOldest);
+        let err = when_full(", when_full: drop_newest").unwrap_err().to_string();
+        assert!(err.contains("when_full") && err.contains("drop_oldest"), "{err}");
+    }
+
+    #[test]
+    fn output_durations_are_range_checked() {
+        let err = plan_text("outputs:\n  - {output: duct.outputs.test.Test, backoff_max: 1e20}\n")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("outputs[0].backoff_max: "), "{err}");
+        let p = plan_text("outputs:\n  - {output: duct.outputs.test.Test, interval: 0}\n")
+            .err()
+            .unwrap();
+        assert!(
+            p.to_string().contains("outputs[0].interval: must be a positive number"),
+            "{p}"
+        );
+        let p = plan_text("outputs:\n  - {output: duct.outputs.test.Test, interval: 1e-5}\n").unwrap();
+        assert_eq!(p.outputs[0].settings().interval, 0.001);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     }
 }

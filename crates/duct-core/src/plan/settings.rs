@@ -108,13 +108,40 @@ pub struct OutputSettings {
     pub pushback: usize,
     /// Longest wait between retries of a failing destination (s).
     pub backoff_max: f64,
+    /// What listener sources do while the queue is past `pushback`.
+    pub when_full: WhenFull,
     /// Log events are not queued (Riemann and other metric stores).
     pub metrics_only: bool,
 }
 
+/// `when_full`: what an output past its `pushback` asks of the listener
+/// sources that feed it (docs/configuration.md, "Output blocks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Listeners wait, however long the destination is down: their
+    /// clients are slowed down and nothing they send is dropped.
+    #[default]
+    Block,
+    /// Duct's behaviour: listeners wait at most a second per message, and
+    /// not at all while the destination fails; the queue then absorbs up
+    /// to `maxsize` and drops the oldest.
+    DropOldest,
+}
+
+impl WhenFull {
+    /// The option's value as written.
+    pub fn parse(text: &str) -> Option<WhenFull> {
+        match text {
+            "block" => Some(WhenFull::Block),
+            "drop_oldest" => Some(WhenFull::DropOldest),
+            _ => None,
+        }
+    }
+}
+
 /// Common source options read with serde; `route`, `critical`, `warning`
 /// and `attributes` are read from their nodes to keep positions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct CommonSourceOptions {
     pub(super) service: String,
     pub(super) source: String,
@@ -146,7 +173,7 @@ const SSH_KEYS: &[&str] = &[
     "ssh_knownhosts_file",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct CommonOutputOptions {
     pub(super) output: String,
     pub(super) name: Option<String>,
@@ -159,6 +186,7 @@ pub(super) struct CommonOutputOptions {
     pub(super) batch: Option<usize>,
     pub(super) pushback: Option<usize>,
     pub(super) backoff_max: Option<f64>,
+    pub(super) when_full: Option<String>,
 }
 
 /// A comma-separated string or a list: `tags: "a, b"` or `tags: [a, b]`.

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use super::rules::{read_attributes, read_route, read_triggers};
 use super::settings::{common_source_options, CommonSourceOptions, SourceSettings};
-use super::{check_unknown_keys, required_name, Identity, PlanContext};
+use super::{check_unknown_keys, required_name, Identity, OptionChecks, PlanContext};
+use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
-use crate::pipeline::SourceRules;
-use crate::registry::{invalid_at, SourceArgs, SourceSpec};
+use crate::pipeline::{Route, SourceRules};
+use crate::registry::{SourceArgs, SourceSpec};
 use crate::source::Source;
 
 /// Everything needed to build a source again (after a panic, for the
@@ -25,13 +26,17 @@ pub struct SourceRecipe {
 impl SourceRecipe {
     /// A fresh instance.
     pub fn build(&self) -> Result<Box<dyn Source>, Diagnostic> {
-        let warnings = RefCell::new(Vec::new());
+        self.build_reporting(&RefCell::new(Vec::new()))
+    }
+
+    /// A fresh instance; the kind's warnings go to `warnings`.
+    fn build_reporting(&self, warnings: &RefCell<Vec<Diagnostic>>) -> Result<Box<dyn Source>, Diagnostic> {
         (self.spec.build)(&SourceArgs {
             settings: &self.settings,
             globals: &self.globals,
             block: &self.block,
-            spec: &self.spec,
-            warnings: &warnings,
+            owner: self.spec.name,
+            warnings,
         })
     }
 }
@@ -81,52 +86,47 @@ pub(super) fn plan_source(
     known.extend((spec.options)());
     check_unknown_keys(block, spec.name, &known, diags);
 
-    let common: CommonSourceOptions = match from_node_quiet(&block.node) {
-        Ok(c) => c,
+    // A common option of the wrong type is reported, and the kind is still
+    // built on the defaults so that its own problems are reported too.
+    let (common, common_ok) = match from_node_quiet::<CommonSourceOptions>(&block.node) {
+        Ok(c) => (c, true),
         Err(e) => {
             diags.push(e.into_diagnostic(&block.context));
-            return None;
+            let service = block.node.get("service").and_then(Node::as_str).unwrap_or_default();
+            let fallback = CommonSourceOptions {
+                service: service.to_string(),
+                source: name.to_string(),
+                ..CommonSourceOptions::default()
+            };
+            (fallback, false)
         }
     };
     let g = ctx.globals;
-    let interval = common.interval.unwrap_or(g.interval);
-    let mut ok = true;
-    let mut bad = |key: &str, msg: &str| {
-        diags.push(invalid_at(block, key, msg));
-        ok = false;
-    };
-    if !(interval > 0.0 && interval.is_finite()) {
-        bad("interval", "must be a positive number of seconds");
-    }
-    let ttl = common.ttl.unwrap_or(g.ttl);
-    if !(ttl >= 0.0 && ttl.is_finite()) {
-        bad("ttl", "must be zero or a positive number of seconds");
-    }
-    let timeout = common.timeout.unwrap_or(interval);
-    if !(timeout > 0.0 && timeout.is_finite()) {
-        bad("timeout", "must be a positive number of seconds");
-    }
-    if let Some(d) = common.start_delay {
-        if !(d >= 0.0 && d.is_finite()) {
-            bad("start_delay", "must be zero or a positive number of seconds");
-        }
-    }
+    let mut checks = OptionChecks::new(block, diags);
+    checks.ok = common_ok;
+    let interval = checks.interval("interval", common.interval.unwrap_or(g.interval));
+    let ttl = checks.seconds("ttl", common.ttl.unwrap_or(g.ttl), Zero::Allowed);
+    // Unset, it is the interval, already checked.
+    let timeout = common
+        .timeout
+        .map_or(interval, |t| checks.seconds("timeout", t, Zero::Refused));
+    let start_delay = common
+        .start_delay
+        .map(|d| checks.seconds("start_delay", d, Zero::Allowed));
     if common.use_ssh == Some(true) {
-        bad(
+        checks.fail(
             "use_ssh",
             "remote checks over SSH are not available in this version of ductd; run ductd on the host itself",
         );
     }
+    let ok = checks.ok;
     let attributes = read_attributes(block, diags);
     let warning = read_triggers(block, "warning", diags);
     let critical = read_triggers(block, "critical", diags);
     let route = read_route(block, ctx, diags);
-    let (Some(attributes), Some(warning), Some(critical), Some(route)) = (attributes, warning, critical, route) else {
-        return None;
-    };
-    if !ok {
-        return None;
-    }
+    // Rules that failed are left empty for now: the kind is built anyway
+    // so that `ductd check` reports its problems as well.
+    let rules_ok = attributes.is_some() && warning.is_some() && critical.is_some() && route.is_some();
 
     let settings = Arc::new(SourceSettings {
         service: common.service.clone(),
@@ -140,46 +140,38 @@ pub(super) fn plan_source(
             .or_else(|| g.hostname.clone())
             .unwrap_or_else(|| ctx.default_host.to_string()),
         tags: common.tags.map(|t| t.0).unwrap_or_default(),
-        attributes,
+        attributes: attributes.unwrap_or_default(),
         debug: common.debug.unwrap_or(g.debug),
         watchdog: common.watchdog.unwrap_or(false),
-        start_delay: common.start_delay,
+        start_delay,
         timeout,
         path: common.path.map(PathBuf::from),
         base_path: ctx.base_path.clone(),
     });
     let rules = Arc::new(SourceRules {
         service: common.service,
-        warning,
-        critical,
-        route,
+        warning: warning.unwrap_or_default(),
+        critical: critical.unwrap_or_default(),
+        route: route.unwrap_or(Route::All),
         debug: settings.debug,
     });
-    let mut planned = PlannedSource {
-        recipe: Arc::new(SourceRecipe {
-            settings,
-            spec,
-            block: block.clone(),
-            globals: ctx.globals.clone(),
-        }),
-        rules,
-        identity: Identity::of(&block.node, ctx.globals_identity),
-        instance: None,
+    let recipe = SourceRecipe {
+        settings,
+        spec,
+        block: block.clone(),
+        globals: ctx.globals.clone(),
     };
     let warnings = RefCell::new(Vec::new());
-    let built = (spec.build)(&SourceArgs {
-        settings: &planned.recipe.settings,
-        globals: ctx.globals,
-        block,
-        spec: &spec,
-        warnings: &warnings,
-    });
+    let built = recipe.build_reporting(&warnings);
     diags.extend(warnings.into_inner());
     match built {
-        Ok(instance) => {
-            planned.instance = Some(instance);
-            Some(planned)
-        }
+        Ok(_) if !(ok && rules_ok) => None,
+        Ok(instance) => Some(PlannedSource {
+            recipe: Arc::new(recipe),
+            rules,
+            identity: Identity::of(&block.node, ctx.globals_identity),
+            instance: Some(instance),
+        }),
         Err(d) => {
             diags.push(d);
             None
@@ -241,5 +233,53 @@ mod tests {
         let w = &p.warnings[0];
         assert!(w.message.contains("unknown option `levle`"), "{}", w.message);
         assert!(w.message.contains("did you mean `level`?"), "{}", w.message);
+    }
+
+    #[test]
+    fn durations_are_checked_for_range_at_their_key() {
+        let err = plan_text("sources:\n  - service: a\n    source: duct.sources.test.Test\n    interval: 1e20\n")
+            .err()
+            .unwrap();
+        let e = err.errors().next().unwrap();
+        assert!(
+            e.message.contains("sources[0].interval: 1e20 seconds is too long"),
+            "{}",
+            e.message
+        );
+        let m = e.mark.as_ref().unwrap();
+        assert_eq!((m.line, m.col), (4, 15));
+        for (key, value) in [("timeout", "1e12"), ("start_delay", "4e7"), ("ttl", "1e30")] {
+            let err = plan_text(&format!(
+                "sources:\n  - {{service: a, source: duct.sources.test.Test, {key}: {value}}}\n"
+            ))
+            .err()
+            .unwrap_or_else(|| panic!("{key}: {value} accepted"));
+            assert!(err.to_string().contains(&format!("sources[0].{key}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_interval_below_the_floor_is_raised_with_a_warning() {
+        let p = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, interval: 1e-9}\n").unwrap();
+        assert_eq!(p.sources[0].settings().interval, 0.001);
+        assert_eq!(
+            p.sources[0].settings().timeout,
+            0.001,
+            "timeout defaults to the interval used"
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.message.contains("sources[0].interval: 1e-9 seconds is shorter")),
+            "{:?}",
+            p.warnings
+        );
+        let p = plan_text("interval: 1e-6\nsources:\n  - {service: a, source: duct.sources.test.Test}\n").unwrap();
+        assert_eq!(p.sources[0].settings().interval, 0.001);
+        assert!(
+            p.warnings.iter().any(|w| w.message.starts_with("interval: ")),
+            "{:?}",
+            p.warnings
+        );
     }
 }

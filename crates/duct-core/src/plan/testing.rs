@@ -57,7 +57,7 @@ fn registry() -> Registry {
 }
 
 pub(super) fn plan_text(text: &str) -> Result<Plan, Diagnostics> {
-    let config = Config::load_embedded(text, &|_| None)?;
+    let config = Config::read_embedded(text, &|_| None)?;
     plan(&config, &registry(), "machine")
 }
 

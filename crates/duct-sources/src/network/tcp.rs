@@ -138,9 +138,20 @@ impl Tcp {
     async fn check(&self, ctx: &SourceContext) -> Vec<Event> {
         let started = Instant::now();
         let mut progress = Progress::new();
-        let result = match tokio::time::timeout(self.budget, probe(&self.probe, &mut progress)).await {
+        // Kept outside the deadline: a server that answered, but not what
+        // `expect` wants, is reported with what it said, not as a timeout.
+        let mut reply = Vec::new();
+        let result = match tokio::time::timeout(self.budget, probe(&self.probe, &mut progress, &mut reply)).await {
             Ok(r) => r,
-            Err(_) => Err(progress.timeout(self.budget)),
+            Err(_) => match (&self.probe.expect, reply.is_empty()) {
+                (Some(expect), false) => Err(CheckError::Failed(format!(
+                    "the reply {} does not match `{}` (nothing more came within {} s)",
+                    shown(&reply),
+                    expect.as_str(),
+                    self.budget.as_secs_f64()
+                ))),
+                _ => Err(progress.timeout(self.budget)),
+            },
         };
         let target = format!("{}:{}", self.probe.host, self.probe.port);
         match result {
@@ -177,7 +188,7 @@ impl Tcp {
     }
 }
 
-async fn probe(p: &Probe, progress: &mut Progress) -> Result<(), CheckError> {
+async fn probe(p: &Probe, progress: &mut Progress, reply: &mut Vec<u8>) -> Result<(), CheckError> {
     progress.enter(Phase::Resolving);
     let addr = resolve(&p.host, p.port).await?;
     progress.dns = progress.enter(Phase::Connecting);
@@ -185,23 +196,25 @@ async fn probe(p: &Probe, progress: &mut Progress) -> Result<(), CheckError> {
     match &p.tls {
         None => {
             progress.connect = progress.enter(Phase::Sending);
-            converse(tcp, p, progress).await
+            converse(tcp, p, progress, reply).await
         }
         Some(config) => {
             progress.connect = progress.enter(Phase::Handshaking);
             let (stream, expiry) = handshake(config.clone(), &p.host, tcp).await?;
             progress.tls = Some(progress.enter(Phase::Sending));
             progress.cert_expiry = expiry;
-            converse(stream, p, progress).await
+            converse(stream, p, progress, reply).await
         }
     }
 }
 
-/// Sends `send` and reads until the reply matches `expect`.
+/// Sends `send` and reads until the reply (gathered in `reply`) matches
+/// `expect`.
 async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     p: &Probe,
     progress: &mut Progress,
+    reply: &mut Vec<u8>,
 ) -> Result<(), CheckError> {
     if let Some(text) = &p.send {
         stream
@@ -217,7 +230,6 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     };
     progress.enter(Phase::Waiting);
-    let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let n = match stream.read(&mut chunk).await {
@@ -226,13 +238,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Err(CheckError::Failed(format!("reading the reply: {e}"))),
         };
         reply.extend_from_slice(&chunk[..n.min(MAX_REPLY_BYTES - reply.len().min(MAX_REPLY_BYTES))]);
-        if reply_matches(expect, &reply) {
+        if reply_matches(expect, reply) {
             return Ok(());
         }
         if n == 0 || reply.len() >= MAX_REPLY_BYTES {
             return Err(CheckError::Failed(format!(
                 "the reply {} does not match `{}`",
-                shown(&reply),
+                shown(reply),
                 expect.as_str()
             )));
         }
@@ -304,8 +316,24 @@ mod tests {
         assert_eq!(evs[0].state.as_deref(), Some("ok"), "{}", evs[0].description);
         assert_eq!(evs[0].service, "tcp.latency");
 
+        // The server answers and holds the connection open: the check
+        // says what came back, not that it timed out.
         let evs = run(probe(port, Some("PING\r\n"), Some("^OK")), Duration::from_millis(300)).await;
         assert_eq!(evs[0].state.as_deref(), Some("critical"));
+        let said = &evs[0].description;
+        assert!(said.contains(r#"the reply "+PONG\r\n" does not match `^OK`"#), "{said}");
+        assert!(!said.contains("timed out"), "{said}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_says_nothing_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let evs = run(probe(port, Some("PING\r\n"), Some("^OK")), Duration::from_millis(300)).await;
         assert!(evs[0].description.contains("timed out"), "{}", evs[0].description);
     }
 

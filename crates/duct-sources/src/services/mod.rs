@@ -1,0 +1,114 @@
+//! Service sources under Duct's names: Redis queues, memcached, munin-node,
+//! NUT's upsd, unbound and Postfix, each speaking its server's own protocol
+//! (or reading its spool) instead of shelling out to a client as Duct did.
+//!
+//! One file per source family; the servers that talk a request/reply
+//! protocol over TCP share one client, [`conn::Conn`], which bounds every
+//! conversation by the source's time budget and every reply by a size
+//! limit. Each source's parser is a pure function over what the server
+//! sent, unit-tested on replies captured from the real server
+//! (`tests/fixtures/<source>/`).
+//!
+//! Faults: a server that is down, hangs or answers garbage gives one
+//! critical event per tick naming the cause (on the service Duct reported
+//! failures on), and a warning in the log at most once per
+//! [`LOG_EVERY`] while the fault lasts ([`Faults`]); the agent carries on.
+
+mod conn;
+mod memcache;
+mod munin;
+mod nut;
+mod redis;
+mod unbound;
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use duct_core::config::Diagnostic;
+use duct_core::throttle::Throttle;
+use duct_core::{Registry, SourceArgs, SourceContext};
+
+pub(crate) use conn::{Conn, ServiceError};
+
+/// Adds the service sources to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.add_source(redis::spec());
+    registry.add_source(memcache::spec());
+    registry.add_source(munin::spec());
+    registry.add_source(nut::spec());
+    registry.add_source(unbound::spec());
+}
+
+/// A fault that repeats every tick is logged at most this often.
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(300);
+
+/// Default time a conversation with a server may take when the block sets
+/// no `timeout` (capped at 90 % of the interval, as for the network checks).
+pub(crate) const DEFAULT_TIMEOUT: f64 = 10.0;
+
+/// The most a server's reply may hold. The largest real replies here
+/// (munin-node's `config` of a plugin with hundreds of fields, unbound's
+/// histogram) are tens of kilobytes.
+pub(crate) const MAX_REPLY_BYTES: usize = 4 << 20;
+
+/// A source's time budget for one tick: `timeout` when the block sets it,
+/// else `duct_default` capped by the interval (see [`crate::network`]).
+pub(crate) fn budget(args: &SourceArgs<'_>, duct_default: f64) -> Duration {
+    crate::network::check_budget(args, duct_default)
+}
+
+/// A `port` option: 1 to 65535.
+pub(crate) fn port_option(args: &SourceArgs<'_>, value: i64) -> Result<u16, Diagnostic> {
+    crate::network::port_option(args, "port", value)
+}
+
+/// A `host` option that names something.
+pub(crate) fn host_option(args: &SourceArgs<'_>, host: String) -> Result<String, Diagnostic> {
+    let host = host.trim().trim_matches(['[', ']']).to_string();
+    if host.is_empty() {
+        return Err(args.invalid("host", "must name a host or an address"));
+    }
+    Ok(host)
+}
+
+/// The log side of a source's faults: the first failure is a warning, a
+/// repeat is logged again only after [`LOG_EVERY`] (with the count held
+/// back), and recovery is logged once.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    throttle: Throttle,
+    failing: bool,
+}
+
+impl Faults {
+    /// The tick failed with `cause`.
+    pub fn failed(&mut self, ctx: &SourceContext, cause: impl Display) {
+        self.failing = true;
+        if let Some(held_back) = self.throttle.allow(LOG_EVERY) {
+            if held_back > 0 {
+                tracing::warn!(service = %ctx.service(), repeats = held_back, "{cause}");
+            } else {
+                tracing::warn!(service = %ctx.service(), "{cause}");
+            }
+        }
+    }
+
+    /// The tick worked: a fault that was logged is reported as over.
+    pub fn worked(&mut self, ctx: &SourceContext) {
+        if self.failing {
+            self.failing = false;
+            self.throttle.reset();
+            tracing::info!(service = %ctx.service(), "the server answers again");
+        }
+    }
+}
+
+/// The path of a fixture in `tests/fixtures/<dir>`.
+#[cfg(test)]
+pub(crate) fn fixture(dir: &str, name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
