@@ -467,6 +467,13 @@ impl Tailer {
             if pos > 0 && !f.recent.is_empty() {
                 if let Some((path, meta)) = find_copy(&f.path, f.id(), pos, &f.recent) {
                     if let Ok(file) = File::open(&path) {
+                        if meta.len() > pos {
+                            report.rotations.push(format!(
+                                "reading the rest of {} from its copy {}",
+                                f.path.display(),
+                                path.display()
+                            ));
+                        }
                         copies.push(Followed {
                             path,
                             key: FileKey {
