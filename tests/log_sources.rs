@@ -305,3 +305,35 @@ fn nginx_logs_are_counted_exactly_across_rotations_and_a_kill() {
     let log = agent.stderr();
     assert!(log.contains("while stopped"), "{log}");
 }
+
+#[test]
+fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
+    let Some(nginx) = require_binary("nginx", "nginx-light") else {
+        return;
+    };
+    let server = start_nginx(&nginx);
+    let port = server.port;
+    let config = config(&server);
+    let config = config.to_str().unwrap();
+    let mut seen = Seen::default();
+
+    let mut agent = Running::start(&["-c", config]);
+    let flow = stream(port, 0..400);
+    // Stopped with SIGTERM twice while nginx keeps writing, and started
+    // again at once each time.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(700));
+        let (code, rest) = agent.terminate(Duration::from_secs(20));
+        assert_eq!(code, Some(0));
+        for ev in &rest {
+            seen.take(ev);
+        }
+        agent = Running::start(&["-c", config]);
+    }
+    flow.join().unwrap();
+    seen.wait(&agent, 400, Duration::from_secs(30));
+    for ev in agent.collect_for(Duration::from_secs(3)) {
+        seen.take(&ev);
+    }
+    seen.check(400);
+}

@@ -353,6 +353,12 @@ impl Engine {
                 }
             }
         }
+        if ctx.cancellation().is_cancelled() {
+            // The source was stopped while this tick read: the pipeline may
+            // already be draining for shutdown. Hand nothing on and save
+            // nothing, so that the next start reads these lines again.
+            return;
+        }
         ctx.queue_back(events);
         for (k, e) in ends {
             tailer.commit(k, e);
