@@ -317,14 +317,31 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
     if let Some(h) = &health {
         h.stopping();
     }
-    // A second signal during the drain means "now".
-    tokio::select! {
-        _ = agent.shutdown() => {}
-        _ = term.recv() => tracing::warn!("second signal: exiting without finishing the flush"),
-        _ = int.recv() => tracing::warn!("second signal: exiting without finishing the flush"),
+    // A second signal during the drain means "now" — unless it comes
+    // within a second of the first: GNU `timeout` and service managers
+    // signal the process and then its group, and that is one request.
+    let asked = std::time::Instant::now();
+    let shutdown = agent.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        let which = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if asked.elapsed() < SAME_STOP_REQUEST {
+            tracing::info!("{which} again within a second: the same stop request; the flush goes on");
+        } else {
+            tracing::warn!("{which} again: exiting without finishing the flush");
+            break;
+        }
     }
     Ok(())
 }
+
+/// A stop signal repeated within this long of the first is the same
+/// request (see the end of [`supervise`]).
+const SAME_STOP_REQUEST: Duration = Duration::from_secs(1);
 
 /// `ductd list`: every source and output with its options and metrics.
 pub fn list(registry: &Registry) -> String {

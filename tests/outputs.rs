@@ -492,3 +492,66 @@ sources:
     assert!(log.contains("answered 400") && log.contains("bad line"), "{log}");
     assert!(log.contains("answered 429"), "{log}");
 }
+
+#[test]
+fn opentsdb_and_bosun_put_points_and_count_the_refused_ones() {
+    // OpenTSDB: 503 (kept), then a batch with a refused point, then fine.
+    let tsdb = StandIn::start(&[
+        (503, "busy"),
+        (400, "{\"failed\":1,\"success\":1,\"errors\":[{\"error\":\"bad\"}]}"),
+        (204, ""),
+    ]);
+    let bosun = StandIn::start(&[(204, "")]);
+    let dir = TempDir::new("opentsdb-agent");
+    let config = format!(
+        "hostname: web1
+outputs:
+  - output: duct.outputs.opentsdb.OpenTSDB
+    name: tsdb
+    url: http://127.0.0.1:{tsdb}
+    user: ops
+    password: pw
+    interval: 0.2
+    backoff_max: 0.3
+  - output: duct.outputs.bosun.Bosun
+    name: bosun
+    url: http://127.0.0.1:{bosun}/
+    interval: 0.2
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.2
+",
+        tsdb = tsdb.port,
+        bosun = bosun.port
+    );
+    let agent = start_agent(dir.path(), &config);
+    let got = tsdb.wait_for(4, Duration::from_secs(20));
+    assert!(got.len() >= 4, "{got:?}\n{}", agent.stderr());
+    assert_eq!(got[0].line(), "POST /api/put?details HTTP/1.1");
+    // ops:pw
+    assert_eq!(got[0].header("authorization"), Some("Basic b3BzOnB3"));
+    let points: Vec<serde_json::Value> = serde_json::from_str(&got[0].body).expect("JSON array");
+    assert_eq!(points[0]["metric"], "answer");
+    assert_eq!(points[0]["tags"]["host"], "web1");
+    assert_eq!(points[0]["value"].as_f64(), Some(42.0));
+    assert!(points[0]["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    // The 503'd batch came again.
+    assert_eq!(got[1].body.split("},").next(), got[0].body.split("},").next());
+    let log = agent.stderr();
+    assert!(log.contains("refused 1"), "{log}");
+
+    let got = bosun.wait_for(3, Duration::from_secs(20));
+    assert_eq!(got[0].line(), "POST /api/metadata/put HTTP/1.1");
+    let meta: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(
+        meta,
+        serde_json::json!([{"Metric": "answer", "Name": "rate", "Value": "gauge"}])
+    );
+    // Metadata once per metric: the rest are points.
+    assert!(
+        got[1..].iter().all(|r| r.line() == "POST /api/put?details HTTP/1.1"),
+        "{got:?}"
+    );
+}

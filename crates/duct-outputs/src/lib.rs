@@ -8,6 +8,7 @@ pub mod influxdb;
 pub mod line_protocol;
 pub mod logger;
 pub mod null;
+pub mod opentsdb;
 pub mod opentsdb_json;
 pub mod prometheus;
 pub mod riemann;
@@ -21,6 +22,8 @@ pub fn register(registry: &mut Registry) {
     registry.add_output(influxdb::v3_spec());
     registry.add_output(logger::spec());
     registry.add_output(null::spec());
+    registry.add_output(opentsdb::spec());
+    registry.add_output(opentsdb::bosun_spec());
     registry.add_output(prometheus::spec());
     registry.add_output(riemann::tcp_spec());
     registry.add_output(riemann::udp_spec());
