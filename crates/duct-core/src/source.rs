@@ -721,6 +721,18 @@ impl Event {
     }
 }
 
+/// The text of a panic payload (a source, an output or a kind's
+/// constructor that panicked).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
