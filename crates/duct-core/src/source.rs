@@ -1,4 +1,5 @@
-//! The `Source` trait and the context a source works in (SPEC §5).
+//! The `Source` trait and the context a source works in
+//! (docs/writing-sources.md, *Rust sources*).
 //!
 //! A source is a struct holding whatever state it needs between ticks. The
 //! runtime calls [`Source::get`] every interval; listener sources instead
