@@ -1339,3 +1339,111 @@ sources: [{{service: pg, {pgsrc}, port: {p}, password: sekret}}]
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn redis_over_tls_is_verified_against_the_ca() {
+    let Some(redis) = require_binary("redis-server", "redis-server") else {
+        return;
+    };
+    let dir = TempDir::new("redis-tls");
+    let Some(certs) = common::make_certificates(dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let mut cmd = Command::new(redis);
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .arg("--tls-cert-file")
+    .arg(&certs.cert)
+    .arg("--tls-key-file")
+    .arg(&certs.key)
+    .arg("--tls-ca-cert-file")
+    .arg(&certs.ca)
+    .args(["--tls-auth-clients", "no", "--dir", dir.path().to_str().unwrap()]);
+    let _server = Server::spawn(cmd, port, TempDir::new("redis-tls-data"), "redis-server with TLS");
+    let (ca, wrong) = (certs.ca.display(), certs.wrong_ca.display());
+    let once_dir = TempDir::new("redis-tls-once");
+    let events = once(
+        &once_dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: verified, source: duct.sources.redis.Queues, port: {port}, tls: true, ca: {ca}, timeout: 5}}
+  - {{service: unverified, source: duct.sources.redis.Queues, port: {port}, tls: true, tls_verify: false, timeout: 5}}
+  - {{service: wrongca, source: duct.sources.redis.Queues, port: {port}, tls: true, ca: {wrong}, timeout: 5}}
+  - {{service: plain, source: duct.sources.redis.Queues, port: {port}, timeout: 2}}
+"
+        ),
+    );
+    for name in ["verified", "unverified"] {
+        let ev = event(&events, name);
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(0.0)), "{ev}");
+    }
+    critical(&events, "wrongca", "TLS handshake failed");
+    // Plain RESP to a TLS port: redis drops the connection.
+    critical(&events, "plain", &format!("127.0.0.1:{port} - "));
+}
+
+// ------------------------------------------------------------ configuration
+
+#[test]
+fn duct_configurations_of_the_service_sources_check_strictly() {
+    let dir = TempDir::new("services-check");
+    // Duct 2.2.1's options and defaults, as old configurations have them
+    // (numbers as strings too: Duct converted them), and Tensor's names.
+    let path = dir.write(
+        "duct.yml",
+        "outputs: [{output: duct.outputs.null.Null}]
+sources:
+  - {service: q, source: duct.sources.redis.Queues, queue: jobs, db: '2', clipath: /usr/bin/redis-cli}
+  - {service: m, source: duct.sources.database.memcache.Memcache, host: 127.0.0.1, port: 11211}
+  - {service: pg, source: duct.sources.database.postgresql.PostgreSQL, host: 127.0.0.1, port: 5432, user: postgres, password: ''}
+  - {service: munin, source: duct.sources.munin.MuninNode, host: localhost, port: '4949'}
+  - {service: dns, source: duct.sources.unbound.Stats, executable: /usr/sbin/unbound-control}
+  - {service: mail, source: duct.sources.postfix.Postfix, spool: /var/spool/postfix}
+  - {service: ups, source: duct.sources.power.nut.UPS, ups: ups, host: localhost, port: 3493, timeout: 10}
+  - {service: t, source: tensor.sources.redis.Queues}
+",
+    );
+    let (code, stdout, stderr) = ductd_output(&["check", "--strict", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let bad = dir.write(
+        "bad.yml",
+        "outputs: [{output: duct.outputs.null.Null}]
+sources:
+  - {service: x, source: duct.sources.redis.Queues, port: 99999}
+  - {service: y, source: duct.sources.database.postgresql.PostgreSQL, sslmode: bogus}
+  - {service: z, source: duct.sources.power.nut.UPS, ups: 'a b'}
+",
+    );
+    let (code, stdout, stderr) = ductd_output(&["check", "-c", bad.to_str().unwrap()]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("bad.yml:3:59: sources[0].port: 99999 is not a port"),
+        "{all}"
+    );
+    assert!(all.contains("sources[1].sslmode: `bogus` is not one of"), "{all}");
+    assert!(all.contains("sources[2].ups: must be a UPS name"), "{all}");
+    let (_, list, _) = ductd_output(&["list"]);
+    for name in [
+        "duct.sources.redis.Queues",
+        "duct.sources.database.memcache.Memcache",
+        "duct.sources.database.postgresql.PostgreSQL",
+        "duct.sources.munin.MuninNode",
+        "duct.sources.power.nut.UPS",
+        "duct.sources.unbound.Stats",
+        "duct.sources.postfix.Postfix",
+    ] {
+        assert!(list.contains(name), "ductd list lacks {name}");
+    }
+}
