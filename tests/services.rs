@@ -1447,3 +1447,61 @@ sources:
         assert!(list.contains(name), "ductd list lacks {name}");
     }
 }
+
+// ------------------------------------------------------------------ faults
+
+#[test]
+fn a_server_that_is_down_is_critical_every_tick_logged_once_and_picked_up_when_it_starts() {
+    let Some(memcached) = require_binary("memcached", "memcached") else {
+        return;
+    };
+    let port = free_port();
+    let dir = TempDir::new("services-fault");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 0.5
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: mc, source: duct.sources.database.memcache.Memcache, port: {port}}}
+  - {{service: load, source: duct.sources.linux.basic.LoadAverage}}
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let down = std::cell::Cell::new(0);
+    let seen = agent.wait_for(Duration::from_secs(20), |ev| {
+        if service(ev) == "mc.state" && state(ev) == "critical" {
+            down.set(down.get() + 1);
+        }
+        down.get() >= 4
+    });
+    assert!(
+        seen.iter().any(|ev| service(ev) == "load"),
+        "the other source carries on"
+    );
+    let refused = format!("127.0.0.1:{port} - connection refused");
+    assert_eq!(
+        agent.stderr().matches(&refused).count(),
+        1,
+        "logged once:\n{}",
+        agent.stderr()
+    );
+    let mut cmd = Command::new(memcached);
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
+    }
+    let _server = Server::spawn(cmd, port, TempDir::new("memcached-late"), "memcached");
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "mc.state" && state(ev) == "ok"
+    });
+    assert!(
+        agent.wait_for_log("the server answers again", Duration::from_secs(5)),
+        "{}",
+        agent.stderr()
+    );
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
