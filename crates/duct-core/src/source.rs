@@ -780,6 +780,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_exit_is_noticed_without_reaping_with_or_without_a_pidfd() {
+        for with_pidfd in [true, false] {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .args(["-c", "exit 4"])
+                .spawn()
+                .unwrap();
+            let mut watch = ExitWatch::of(&child);
+            if !with_pidfd {
+                watch.pidfd = None;
+            }
+            tokio::time::timeout(Duration::from_secs(10), watch.wait())
+                .await
+                .expect("noticed")
+                .unwrap();
+            // Still a zombie: its status is there to be taken.
+            assert_eq!(child.wait().await.unwrap().code(), Some(4));
+        }
+    }
+
+    #[tokio::test]
     async fn children_that_left_the_group_are_reported() {
         let secs = format!("320.{}", std::process::id());
         let args = vec!["-c".to_string(), format!("setsid sleep {secs} & echo 7")];
