@@ -941,7 +941,8 @@ fn relay_to_a_hung_destination(when_full: &str, period: Duration) -> (usize, Dur
     let listen = free_port();
     let dir = TempDir::new("riemann-when-full");
     let config = format!(
-        "outputs:
+        "shutdown_timeout: 1
+outputs:
   - output: duct.outputs.riemann.RiemannTCP
     name: relay
     server: 127.0.0.1
@@ -1007,6 +1008,8 @@ sources:
     });
     let (acked, longest) = client.join().expect("client");
     let events = agent.collect_for(Duration::from_millis(600));
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_for_log("agent stopped", Duration::from_secs(10)));
     let stderr = agent.stderr();
     drop(agent);
     stop.store(true, Ordering::Relaxed);
@@ -1035,10 +1038,34 @@ fn when_full_block_pushes_back_on_clients_for_as_long_as_the_destination_hangs()
 
 #[test]
 fn when_full_drop_oldest_keeps_answering_and_drops_as_duct_did() {
-    let (acked, _, dropped, _) = relay_to_a_hung_destination("    when_full: drop_oldest", Duration::from_secs(6));
+    let (acked, _, dropped, stderr) = relay_to_a_hung_destination("    when_full: drop_oldest", Duration::from_secs(6));
     eprintln!("drop_oldest: {acked} messages acknowledged, dropped {dropped:?}");
     assert!(acked > 1000, "the client was answered past maxsize: {acked}");
     assert!(dropped.iter().any(|&d| d > 0.0), "the full queue drops: {dropped:?}");
+    // The drop warnings are thinned, but together they say every drop, and
+    // the shutdown line gives the total.
+    let field = |line: &str, key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    };
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("dropped events:")).collect();
+    let logged: u64 = lines.iter().filter_map(|l| field(l, "dropped=")).sum();
+    let total = stderr
+        .lines()
+        .find(|l| l.contains("agent stopped"))
+        .and_then(|l| field(l, "dropped="))
+        .expect("the shutdown line says what was dropped");
+    eprintln!("{}", lines.join("\n"));
+    assert!(lines.len() < 10, "thinned: {} lines", lines.len());
+    assert_eq!(logged, total, "{stderr}");
+    // Everything the client was answered for is queued (maxsize), in
+    // flight (a batch) or dropped.
+    let total = total as usize;
+    assert!(
+        total + 1000 <= acked && acked <= total + 1000 + 200,
+        "{acked} acked, {total} dropped"
+    );
 }
 
 #[test]

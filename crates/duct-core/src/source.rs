@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{now, Event, EventKind, Metric};
 use crate::plan::SourceSettings;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{SourceStatus, Telemetry};
 
 /// A boxed future that may borrow from the source and need not be `Send`:
 /// it runs on the arbiter thread that owns the source.
@@ -118,6 +118,11 @@ struct ContextInner {
     /// the watchdog.
     last_event: AtomicU64,
     telemetry: Arc<Telemetry>,
+    /// Whether the source works, for the health endpoint: the source actor
+    /// writes it after each tick, a source's own tasks (a stream plugin
+    /// that keeps exiting) through [`SourceContext::report_problem`]. One
+    /// per source, kept across rebuilds.
+    status: Arc<SourceStatus>,
     /// Where [`SourceContext::spawn_on_worker`] sends jobs; `None` outside
     /// the agent (tests, `ductd once`): jobs then run on the caller's thread.
     workers: Option<Arc<dyn Workers>>,
@@ -125,6 +130,7 @@ struct ContextInner {
 
 impl SourceContext {
     pub fn new(settings: Arc<SourceSettings>, sink: Arc<dyn EventSink>, telemetry: Arc<Telemetry>) -> Self {
+        let status = SourceStatus::new(settings.service.clone());
         SourceContext {
             inner: Arc::new(ContextInner {
                 settings,
@@ -132,6 +138,7 @@ impl SourceContext {
                 cancel: CancellationToken::new(),
                 last_event: AtomicU64::new(now().to_bits()),
                 telemetry,
+                status,
                 workers: None,
             }),
         }
@@ -147,6 +154,7 @@ impl SourceContext {
                 cancel: inner.cancel.clone(),
                 last_event: AtomicU64::new(inner.last_event.load(Ordering::Relaxed)),
                 telemetry: inner.telemetry.clone(),
+                status: inner.status.clone(),
                 workers: Some(workers),
             }),
         }
@@ -157,12 +165,34 @@ impl SourceContext {
     pub fn renewed(&self) -> SourceContext {
         self.cancel();
         let inner = &self.inner;
-        let mut ctx = SourceContext::new(inner.settings.clone(), inner.sink.clone(), inner.telemetry.clone());
-        if let Some(w) = &inner.workers {
-            ctx = ctx.with_workers(w.clone());
+        SourceContext {
+            inner: Arc::new(ContextInner {
+                settings: inner.settings.clone(),
+                sink: inner.sink.clone(),
+                cancel: CancellationToken::new(),
+                last_event: AtomicU64::new(now().to_bits()),
+                telemetry: inner.telemetry.clone(),
+                status: inner.status.clone(),
+                workers: inner.workers.clone(),
+            }),
         }
-        ctx.mark_alive();
-        ctx
+    }
+
+    /// What the health endpoint reports about this source.
+    pub fn status(&self) -> &Arc<SourceStatus> {
+        &self.inner.status
+    }
+
+    /// Says that the source is in trouble outside a tick (a listener's or
+    /// a stream plugin's task): the health endpoint lists it as failing
+    /// until [`report_working`](Self::report_working) or a good tick.
+    pub fn report_problem(&self, why: &str) {
+        self.inner.status.failing(why);
+    }
+
+    /// The trouble reported with [`report_problem`](Self::report_problem) is over.
+    pub fn report_working(&self) {
+        self.inner.status.working();
     }
 
     pub fn settings(&self) -> &SourceSettings {

@@ -260,9 +260,20 @@ impl StreamPlugin {
         let mut problems = Throttle::default();
         loop {
             let started = Instant::now();
-            let outcome = self.run_once(&ctx, &mut problems).await;
+            let run = self.run_once(&ctx, &mut problems);
+            tokio::pin!(run);
+            // A plugin that has run for a while is working again, for /health.
+            let outcome = tokio::select! {
+                outcome = &mut run => outcome,
+                () = tokio::time::sleep(RESTART_CAP) => {
+                    ctx.report_working();
+                    run.await
+                }
+            };
             if started.elapsed() >= RESTART_CAP {
                 wait = RESTART_BASE;
+            } else {
+                ctx.report_problem(&format!("stream plugin keeps exiting: {outcome}"));
             }
             if let Some(held) = exits.allow(Duration::from_secs(60)) {
                 tracing::warn!(
