@@ -26,6 +26,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(riemann::udp::spec());
     network::register(registry);
     services::register(registry);
+    logs::register(registry);
 }
 
 #[cfg(test)]

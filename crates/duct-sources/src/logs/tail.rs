@@ -126,6 +126,12 @@ struct Followed {
     size: u64,
     /// The consumer has handed on everything before this offset.
     committed: u64,
+    /// End of the last line handed to the consumer.
+    handed: u64,
+    /// End of the last line skipped as overlong (or as the unfinished line
+    /// reading started in): once everything handed has been committed, the
+    /// position may move past it.
+    skipped_to: u64,
     /// `(committed, hex)` of the bytes before the last saved position.
     saved: Option<(u64, String)>,
     /// Inside an overlong line: bytes are dropped up to the next newline.
@@ -152,6 +158,8 @@ impl Followed {
             recent: Vec::new(),
             size: meta.len(),
             committed: start,
+            handed: start,
+            skipped_to: start,
             saved: None,
             skipping: false,
             rotated: None,
@@ -193,15 +201,26 @@ impl Followed {
 
     /// Closed once rotated, quiet, drained and committed.
     fn done(&self, idle: Duration) -> bool {
-        self.quiet(idle) && self.pending.is_empty() && self.committed >= self.start
+        self.quiet(idle) && self.pending.is_empty() && self.settled() >= self.start
+    }
+
+    /// The position to save: what was committed, moved past lines skipped
+    /// after the last handed one.
+    fn settled(&self) -> u64 {
+        if self.committed >= self.handed {
+            self.committed.max(self.skipped_to)
+        } else {
+            self.committed
+        }
     }
 
     fn position(&mut self) -> Position {
+        let offset = self.settled();
         let before = match &self.saved {
-            Some((at, before)) if *at == self.committed => before.clone(),
+            Some((at, before)) if *at == offset => before.clone(),
             _ => {
-                let before = hex(&self.bytes_before(self.committed));
-                self.saved = Some((self.committed, before.clone()));
+                let before = hex(&self.bytes_before(offset));
+                self.saved = Some((offset, before.clone()));
                 before
             }
         };
@@ -209,7 +228,7 @@ impl Followed {
             path: self.path.clone(),
             dev: self.key.dev,
             ino: self.key.ino,
-            offset: self.committed,
+            offset,
             before,
         }
     }
@@ -228,9 +247,12 @@ impl Followed {
             let end = self.start + (consumed + i + 1) as u64;
             if self.skipping {
                 self.skipping = false;
+                self.skipped_to = end;
             } else if i > max_line {
                 report.overlong += 1;
+                self.skipped_to = end;
             } else {
+                self.handed = end;
                 out(Line {
                     key: self.key,
                     path: &self.path,
@@ -467,6 +489,13 @@ impl Tailer {
             if pos > 0 && !f.recent.is_empty() {
                 if let Some((path, meta)) = find_copy(&f.path, f.id(), pos, &f.recent) {
                     if let Ok(file) = File::open(&path) {
+                        if meta.len() > pos {
+                            report.rotations.push(format!(
+                                "reading the rest of {} from its copy {}",
+                                f.path.display(),
+                                path.display()
+                            ));
+                        }
                         copies.push(Followed {
                             path,
                             key: FileKey {
@@ -481,6 +510,8 @@ impl Tailer {
                             recent: std::mem::take(&mut f.recent),
                             size: meta.len(),
                             committed: f.committed,
+                            handed: f.handed,
+                            skipped_to: f.skipped_to,
                             saved: None,
                             skipping: f.skipping,
                             rotated: Some(Instant::now()),
@@ -494,6 +525,8 @@ impl Tailer {
             f.recent.clear();
             f.skipping = false;
             f.committed = 0;
+            f.handed = 0;
+            f.skipped_to = 0;
             f.saved = None;
             generation = generation.wrapping_add(1);
             f.key.generation = generation;
@@ -541,15 +574,18 @@ impl Tailer {
             }
         }
         // A rotated file that has gone quiet will not get its last newline.
-        if f.quiet(self.opts.rotated_idle) && !f.pending.is_empty() {
-            if !f.skipping {
-                let end = f.pos();
+        if f.quiet(self.opts.rotated_idle) && (f.skipping || !f.pending.is_empty()) {
+            let end = f.pos();
+            if f.skipping {
+                f.skipped_to = end;
+            } else {
                 out(Line {
                     key: f.key,
                     path: &f.path,
                     text: &f.pending,
                     end,
                 });
+                f.handed = end;
                 report.lines += 1;
             }
             f.start = f.pos();
@@ -782,6 +818,31 @@ mod tests {
         assert_eq!(poll(&mut t), ["no newline"]);
         poll(&mut t);
         assert!(t.followed().is_empty(), "closed once drained and committed");
+    }
+
+    #[test]
+    fn skipped_lines_do_not_hold_a_file_open_or_its_position_back() {
+        let d = Dir::new("skipped");
+        let log = d.join("access.log");
+        append(&log, "");
+        let mut o = opts(false);
+        o.rotated_idle = Duration::ZERO;
+        o.max_line_bytes = 10;
+        let mut t = started(d.pattern("access.log"), o.clone(), Some(&d));
+        append(&log, &format!("ok\n{}\n", "x".repeat(50)));
+        let (lines, report) = poll_report(&mut t);
+        assert_eq!((lines, report.overlong), (vec!["ok".to_string()], 1));
+        t.save().unwrap();
+        drop(t);
+        append(&log, "next\n");
+        let mut again = tailer(d.pattern("access.log"), o, Some(&d));
+        assert_eq!(poll(&mut again), ["next"], "resumed after the skipped line");
+        append(&log, &"y".repeat(50));
+        poll(&mut again);
+        std::fs::remove_file(&log).unwrap();
+        poll(&mut again);
+        poll(&mut again);
+        assert!(again.followed().is_empty(), "closed although its last line was skipped");
     }
 
     #[test]
