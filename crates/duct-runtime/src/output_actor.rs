@@ -1,6 +1,6 @@
 //! The output actor: one per configured output. It owns the output's queue
-//! and everything about delivery that is not the transport itself (SPEC §3
-//! step 5):
+//! and everything about delivery that is not the transport itself (the
+//! output options of docs/configuration.md):
 //!
 //! - events are queued as they arrive, filtered for what the output accepts;
 //! - every `interval` the queue is flushed in batches of `batch`, at most
