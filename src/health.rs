@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duct_core::Telemetry;
+use duct_http::client;
 use duct_http::server::{header, Limits, Method, Request, Response, Routes, ServerHandle, StatusCode};
 use duct_runtime::Probe;
 use serde_json::json;
@@ -208,7 +209,6 @@ fn json_response(code: u16, body: serde_json::Value) -> Response {
 /// `ductd health`: asks the endpoint of a running agent and prints its
 /// answer; exit 0 on 200, 1 otherwise (or when no endpoint is configured).
 pub fn check(config: Option<&std::path::Path>, address: Option<String>) -> std::process::ExitCode {
-    use std::io::{Read, Write};
     use std::process::ExitCode;
     let address = match address {
         Some(a) => a,
@@ -232,22 +232,23 @@ pub fn check(config: Option<&std::path::Path>, address: Option<String>) -> std::
             }
         }
     };
-    let ask = || -> std::io::Result<String> {
-        let addr: SocketAddr = address
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{address}: {e}")))?;
-        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-        let mut response = String::new();
-        conn.read_to_string(&mut response)?;
-        Ok(response)
+    let addr: SocketAddr = match address.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cannot reach the health endpoint at {address}: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match ask() {
+    let ask = async {
+        let request = client::Request::get(&format!("http://{addr}/health"))
+            .map_err(|e| e.to_string())?
+            .timeout(Duration::from_secs(5));
+        client::send(&request).await.map_err(|e| e.to_string())
+    };
+    match actix_rt::System::new().block_on(ask) {
         Ok(response) => {
-            let ok = response.starts_with("HTTP/1.1 200");
-            println!("{}", response.split("\r\n\r\n").nth(1).unwrap_or_default());
-            if ok {
+            println!("{}", String::from_utf8_lossy(&response.body));
+            if response.status == StatusCode::OK {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -146,9 +146,15 @@ fn print_problems(diags: &Diagnostics) {
     }
 }
 
-fn log_warnings(warnings: &[config::Diagnostic]) {
-    for w in warnings {
-        tracing::warn!("{}", w.to_string().replacen("warning: ", "", 1));
+/// Logs configuration problems each at its own level: a warning found
+/// while a reload is refused for an error is still a warning.
+fn log_problems(problems: &[config::Diagnostic]) {
+    for d in problems {
+        if d.is_error() {
+            tracing::error!("{d}");
+        } else {
+            tracing::warn!("{}", d.to_string().replacen("warning: ", "", 1));
+        }
     }
 }
 
@@ -190,7 +196,7 @@ fn once(path: Option<&Path>, registry: &Registry, rate_wait: f64) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    log_warnings(&plan.warnings);
+    log_problems(&plan.warnings);
     let wait = Duration::from_secs_f64(rate_wait.clamp(0.0, 3600.0));
     let results = actix_rt::System::new().block_on(run_once(plan, wait));
     let mut failed = false;
@@ -226,7 +232,7 @@ fn run_agent(path: Option<&Path>, registry: &Registry) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    log_warnings(&plan.warnings);
+    log_problems(&plan.warnings);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config_name(path),
@@ -281,7 +287,7 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
                 tracing::info!("SIGHUP: reloading the configuration");
                 match load(path, registry, host) {
                     Ok(plan) => {
-                        log_warnings(&plan.warnings);
+                        log_problems(&plan.warnings);
                         if plan.globals.health.as_ref().map(|h| &h.listen) != health_listen.as_ref() {
                             tracing::warn!("the health endpoint's address changes only with a restart");
                         }
@@ -301,9 +307,7 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
                         );
                     }
                     Err(diags) => {
-                        for d in &diags.0 {
-                            tracing::error!("{d}");
-                        }
+                        log_problems(&diags.0);
                         tracing::error!("reload refused: the configuration has errors; the previous one keeps running");
                     }
                 }
@@ -313,14 +317,31 @@ async fn supervise(plan: Plan, path: Option<&Path>, registry: &Registry, host: &
     if let Some(h) = &health {
         h.stopping();
     }
-    // A second signal during the drain means "now".
-    tokio::select! {
-        _ = agent.shutdown() => {}
-        _ = term.recv() => tracing::warn!("second signal: exiting without finishing the flush"),
-        _ = int.recv() => tracing::warn!("second signal: exiting without finishing the flush"),
+    // A second signal during the drain means "now" — unless it comes
+    // within a second of the first: GNU `timeout` and service managers
+    // signal the process and then its group, and that is one request.
+    let asked = std::time::Instant::now();
+    let shutdown = agent.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        let which = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if asked.elapsed() < SAME_STOP_REQUEST {
+            tracing::info!("{which} again within a second: the same stop request; the flush goes on");
+        } else {
+            tracing::warn!("{which} again: exiting without finishing the flush");
+            break;
+        }
     }
     Ok(())
 }
+
+/// A stop signal repeated within this long of the first is the same
+/// request (see the end of [`supervise`]).
+const SAME_STOP_REQUEST: Duration = Duration::from_secs(1);
 
 /// `ductd list`: every source and output with its options and metrics.
 pub fn list(registry: &Registry) -> String {

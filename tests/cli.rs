@@ -178,6 +178,41 @@ fn once_prints_events_as_json_lines_with_states() {
     assert!(ev["host"].as_str().is_some_and(|h| !h.is_empty()));
 }
 
+/// Duct's Function source is Python: `abs(-5)` is an `int`, and so is `x`
+/// with an integer `dx`; `x / 2` and the default float `dx` give floats.
+#[test]
+fn function_results_keep_pythons_integer_type() {
+    let dir = TempDir::new("once-int");
+    let block = |service: &str, function: &str, dx: &str| {
+        format!("  - service: {service}\n    source: duct.sources.generator.Function\n    function: {function}\n{dx}")
+    };
+    let config = [
+        "sources:\n".to_string(),
+        block("abs", "abs(-5)", ""),
+        block("counter", "x * 2", "    dx: 1\n"),
+        block("half", "x / 2", "    dx: 1\n"),
+        block("float step", "x * 2", "    dx: 1.0\n"),
+        block("floored", "floor(x * 10)", ""),
+    ]
+    .concat();
+    let path = dir.write("duct.yml", &config);
+    let (code, out, err) = ductd_output(&["once", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let metric = |service: &str| -> String {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!(r#""service":"{service}""#)))
+            .unwrap_or_else(|| panic!("no {service} in {out}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["metric"].to_string()
+    };
+    assert_eq!(metric("abs"), "5");
+    assert_eq!(metric("counter"), "2");
+    assert_eq!(metric("half"), "0.5");
+    assert_eq!(metric("float step"), "2.0");
+    assert_eq!(metric("floored"), "1");
+}
+
 #[test]
 fn once_exits_3_when_a_source_fails() {
     let dir = TempDir::new("once-fail");

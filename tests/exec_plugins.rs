@@ -155,6 +155,57 @@ fn a_world_writable_plugin_is_a_warning() {
     assert_eq!(code, 1);
 }
 
+/// A plugin that leaves a background child holding its stdout used to fail
+/// every tick as "took longer … and was killed", its `7` lost.
+#[test]
+fn a_plugin_that_leaves_a_child_behind_reports_and_its_child_is_killed() {
+    let dir = TempDir::new("exec-background");
+    let secs = format!("330.{}", std::process::id());
+    plugin(
+        &dir.path().join("plugins"),
+        "bg",
+        &format!("sleep {secs} &\necho 7"),
+        0o755,
+    );
+    let path = config(&dir, "  - service: bg\n    source: bg\n    timeout: 10\n");
+    let started = std::time::Instant::now();
+    let (code, events, err) = once(&path);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(events.len(), 1, "{events:?} {err}");
+    assert_eq!(metric(&events[0]), Some(7.0));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the tick ended when the plugin exited"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {secs}")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the background child was killed with the group");
+
+    // One that escapes the group with setsid is reported.
+    let secs = format!("340.{}", std::process::id());
+    plugin(
+        &dir.path().join("plugins"),
+        "escape",
+        &format!("setsid sleep {secs} &\necho 8"),
+        0o755,
+    );
+    let path = config(&dir, "  - service: escape\n    source: escape\n    timeout: 10\n");
+    let (code, events, err) = once(&path);
+    let escaped = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {secs}")])
+        .output()
+        .unwrap();
+    for pid in String::from_utf8_lossy(&escaped.stdout).split_whitespace() {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(metric(&events[0]), Some(8.0));
+    assert!(err.contains("outside its process group"), "{err}");
+}
+
 #[test]
 fn garbage_output_fails_the_tick_with_a_reason() {
     let dir = TempDir::new("exec-garbage");

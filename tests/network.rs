@@ -557,12 +557,29 @@ fn start_nginx() -> Option<Nginx> {
     let nginx = require_binary("nginx", "nginx-light")?;
     let dir = TempDir::new("nginx");
     let certs = make_certificates(dir.path())?;
-    let (http, https) = (free_port(), free_port());
+    let (http, https, other) = (free_port(), free_port(), free_port());
     let d = dir.path().display();
-    let pages = "location = / { default_type text/plain; return 200 \"hello from duct test\\n\"; }
-    location = /404 { return 404; }
-    location = /500 { return 500; }
-    location = /redirect { return 302 /; }";
+    // The redirects of the redirect tests: a relative Location whose query
+    // holds a URL, same-origin pages behind Basic auth (user `user`,
+    // password `p@ss:w0rd` or `pw`), and hops to another origin: the
+    // server on `other`, which answers 403 to a request carrying
+    // credentials or the test's secret header, "clean" otherwise.
+    let pages = format!(
+        "location = / {{ default_type text/plain; return 200 \"hello from duct test\\n\"; }}
+    location = /404 {{ return 404; }}
+    location = /500 {{ return 500; }}
+    location = /redirect {{ return 302 /; }}
+    location = /next {{ absolute_redirect off; return 302 \"/login?next=https://x.example/\"; }}
+    location = /login {{ default_type text/plain; return 200 \"login page\\n\"; }}
+    location = /private-redirect {{ absolute_redirect off; return 302 /private; }}
+    location = /private-absolute {{ return 302 /private; }}
+    location = /private {{
+      if ($http_authorization !~ \"^Basic (dXNlcjpwQHNzOncwcmQ=|dXNlcjpwdw==)$\") {{ return 401; }}
+      default_type text/plain; return 200 \"private page\\n\";
+    }}
+    location = /elsewhere {{ return 302 http://127.0.0.1:{other}/; }}
+    location = /to-https {{ return 302 https://127.0.0.1:{https}/; }}"
+    );
     let conf = dir.write(
         "nginx.conf",
         &format!(
@@ -588,6 +605,15 @@ http {{
     ssl_certificate_key {key};
     {pages}
   }}
+  server {{
+    listen 127.0.0.1:{other};
+    location / {{
+      default_type text/plain;
+      if ($http_authorization) {{ return 403; }}
+      if ($http_x_token) {{ return 403; }}
+      return 200 \"clean\\n\";
+    }}
+  }}
 }}
 ",
             cert = certs.cert.display(),
@@ -598,6 +624,7 @@ http {{
     cmd.args(["-c", conf.to_str().unwrap(), "-p", dir.path().to_str().unwrap()]);
     let server = Server::spawn(cmd, http, dir, "nginx");
     assert!(common::wait_for_port(https, Duration::from_secs(10)), "nginx https");
+    assert!(common::wait_for_port(other, Duration::from_secs(10)), "nginx other");
     Some(Nginx {
         http,
         https,
@@ -775,7 +802,7 @@ fn cases(nginx: &Nginx, redis: u16, closed: u16) -> Vec<Case> {
             format!("TCP, host: 127.0.0.1, port: {redis}, send: \"PING\\r\\n\", expect: '^\\+PANG', timeout: 1"),
             Some(("redis_pang", format!("127.0.0.1:{redis}"))),
             false,
-            "timed out after 1 s while waiting for the answer",
+            "the reply \"+PONG\\r\\n\" does not match",
         ),
     ]
 }
@@ -847,6 +874,94 @@ fn http_and_tcp_checks_against_nginx_and_redis() {
             "{name}: {expiry} days, openssl says {days}"
         );
     }
+}
+
+/// Redirects done right, each case a fault of the first, hand-written
+/// client: a relative Location whose query holds `://`; URL credentials
+/// (percent-decoded) kept on a same-origin hop, relative or absolute; the
+/// `Authorization` header and the user's headers dropped on a hop to
+/// another origin and after https→http; `.cert_expiry` only when the hop
+/// that answered was https.
+#[test]
+fn http_redirects_resolve_relative_locations_and_keep_secrets_at_home() {
+    let Some(nginx) = start_nginx() else {
+        return;
+    };
+    let (h, s) = (nginx.http, nginx.https);
+    let ca = nginx.certs.ca.display();
+    let secret = "headers: {Authorization: 'Bearer s3cret', X-Token: s3cret}";
+    let creds = "user:p%40ss%3Aw0rd";
+    let dir = TempDir::new("http-redirects");
+    let mut config = String::from("outputs: [{output: duct.outputs.logger.Logger}]\nsources:\n");
+    for (name, options) in [
+        (
+            "relative_query",
+            format!("url: 'http://127.0.0.1:{h}/next', match: login page"),
+        ),
+        (
+            "encoded_creds",
+            format!("url: 'http://{creds}@127.0.0.1:{h}/private', match: private page"),
+        ),
+        (
+            "same_origin",
+            format!("url: 'http://user:pw@127.0.0.1:{h}/private-redirect', match: private page"),
+        ),
+        (
+            "same_origin_absolute",
+            format!("url: 'http://user:pw@127.0.0.1:{h}/private-absolute', match: private page"),
+        ),
+        (
+            "other_origin_headers",
+            format!("url: 'http://127.0.0.1:{h}/elsewhere', {secret}, match: clean"),
+        ),
+        (
+            "other_origin_creds",
+            format!("url: 'http://{creds}@127.0.0.1:{h}/elsewhere', match: clean"),
+        ),
+        (
+            "downgrade",
+            format!("url: 'https://{creds}@127.0.0.1:{s}/elsewhere', ca: '{ca}', {secret}, match: clean"),
+        ),
+        (
+            "upgrade",
+            format!("url: 'http://127.0.0.1:{h}/to-https', ca: '{ca}', match: hello"),
+        ),
+    ] {
+        config.push_str(&format!(
+            "  - {{service: {name}, timeout: 5, source: duct.sources.network.HTTP, {options}}}\n"
+        ));
+    }
+    let events = once(&dir, &config);
+    let mut faults = Vec::new();
+    for name in [
+        "relative_query",
+        "encoded_creds",
+        "same_origin",
+        "same_origin_absolute",
+        "other_origin_headers",
+        "other_origin_creds",
+        "downgrade",
+        "upgrade",
+    ] {
+        let ev = event(&events, &format!("{name}.latency"));
+        if state(ev) != "ok" {
+            faults.push(format!("{name}: {}", description(ev)));
+        }
+        if description(ev).contains("w0rd") || description(ev).contains(":pw@") {
+            faults.push(format!("{name}: the password is shown: {}", description(ev)));
+        }
+    }
+    if events.contains_key("downgrade.cert_expiry") {
+        faults.push("downgrade: a .cert_expiry, but the answer came over http".into());
+    }
+    if !events
+        .get("upgrade.cert_expiry")
+        .and_then(metric)
+        .is_some_and(|d| d > 40.0)
+    {
+        faults.push("upgrade: no .cert_expiry of the https hop that answered".into());
+    }
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
 /// Asks the blackbox exporter to probe `target` with `module`; the

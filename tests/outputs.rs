@@ -179,3 +179,379 @@ sources:
     let log = agent.stderr();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// An influxd (1.x) on free loopback ports, keeping its data in `dir`.
+struct Influx {
+    binary: PathBuf,
+    config: PathBuf,
+    port: u16,
+}
+
+impl Influx {
+    fn new(binary: PathBuf, dir: &TempDir) -> Influx {
+        let base = dir.path().display();
+        let port = free_port();
+        let config = format!(
+            "reporting-disabled = true
+bind-address = \"127.0.0.1:{rpc}\"
+[meta]
+  dir = \"{base}/meta\"
+[data]
+  dir = \"{base}/data\"
+  wal-dir = \"{base}/wal\"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = \"127.0.0.1:{port}\"
+  log-enabled = false
+",
+            rpc = free_port(),
+        );
+        Influx {
+            binary,
+            config: dir.write("influxdb.conf", &config),
+            port,
+        }
+    }
+
+    fn start(&self) -> Server {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("-config").arg(&self.config);
+        Server::spawn(cmd, self.port, TempDir::new("influx-run"), "influxd")
+    }
+
+    /// Runs an InfluxQL statement; the JSON answer.
+    fn query(&self, db: &str, q: &str) -> serde_json::Value {
+        let body = format!("db={db}&q={}", url_encode(q));
+        let answer = http_post(self.port, "/query", &body, "application/x-www-form-urlencoded");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    }
+
+    /// The number of points of `measurement`.
+    fn count(&self, db: &str, measurement: &str) -> u64 {
+        let v = self.query(db, &format!("SELECT COUNT(value) FROM \"{measurement}\""));
+        v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0)
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A minimal HTTP/1.0 POST; the answer's body.
+fn http_post(port: u16, path: &str, body: &str, content_type: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn influxdb_v1_keeps_points_until_the_database_exists_and_across_a_restart() {
+    let Some(binary) = require_binary("influxd", "influxdb") else {
+        return;
+    };
+    let data = TempDir::new("influx");
+    let influx = Influx::new(binary, &data);
+    let mut server = Some(influx.start());
+    let dir = TempDir::new("influx-agent");
+    // The same events go to the Logger on standard output, which is how
+    // the test knows how many were made.
+    let config = format!(
+        "hostname: web1
+outputs:
+  - output: duct.outputs.influxdb.InfluxDB
+    name: influx
+    url: http://127.0.0.1:{port}
+    database: duct
+    interval: 0.2
+    backoff_max: 0.5
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.1
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.1
+    route: [influx, log]
+    attributes:
+      role: web server
+",
+        port = influx.port
+    );
+    let agent = start_agent(dir.path(), &config);
+    // The database does not exist yet: InfluxDB answers 404, and the
+    // output keeps the points until it does.
+    assert!(
+        agent.wait_for_log("database not found", Duration::from_secs(20)),
+        "{}",
+        agent.stderr()
+    );
+    influx.query("", "CREATE DATABASE duct");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while influx.count("duct", "answer") < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(influx.count("duct", "answer") >= 10, "{}", agent.stderr());
+    // Restarted mid-stream (killed, not stopped): the output retries.
+    drop(server.take());
+    std::thread::sleep(Duration::from_secs(1));
+    server = Some(influx.start());
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, made, log) = stop_counting(agent, "answer");
+    assert_eq!(code, Some(0), "{log}");
+    let stored = influx.count("duct", "answer");
+    assert_eq!(stored, made, "events made {made}, points stored {stored}\n{log}");
+    // Duct's shape: tags host and attributes, field value.
+    let v = influx.query("duct", "SHOW TAG VALUES FROM \"answer\" WITH KEY = \"role\"");
+    assert_eq!(v["results"][0]["series"][0]["values"][0][1], "web server", "{v}");
+    drop(server);
+}
+
+/// Stops the agent: its exit code, how many events of `service` its
+/// Logger wrote in all, and its log.
+fn stop_counting(agent: Running, service: &str) -> (Option<i32>, u64, String) {
+    let mut made = 0;
+    while let Some(ev) = agent.next_event(Duration::from_millis(100)) {
+        made += u64::from(common::service(&ev) == service);
+    }
+    let log = agent.stderr();
+    let (code, rest) = agent.terminate(Duration::from_secs(20));
+    made += rest.iter().filter(|e| common::service(e) == service).count() as u64;
+    (code, made, log)
+}
+
+/// A request as an HTTP stand-in received it.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: String,
+}
+
+impl Received {
+    /// The request line, e.g. `POST /api/v3/write_lp?db=duct HTTP/1.1`.
+    fn line(&self) -> &str {
+        self.head.lines().next().unwrap_or("")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A stand-in for a receiver with no Debian package: answers each request
+/// with the next of `statuses` (the last one repeated), recording what it
+/// got. One request per connection (it answers `Connection: close`).
+struct StandIn {
+    port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl StandIn {
+    fn start(statuses: &'static [(u16, &'static str)]) -> StandIn {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = received.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let (status, answer) = statuses[n.min(statuses.len() - 1)];
+                log.lock().unwrap().push(Received {
+                    head,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        StandIn { port, received }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        while self.received().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.received()
+    }
+}
+
+#[test]
+fn influxdb3_and_v2_write_where_and_as_their_apis_say() {
+    // InfluxDB 3: 429 first (kept, sent again), then accepted.
+    let v3 = StandIn::start(&[(429, "slow down"), (204, "")]);
+    // InfluxDB 2: a 400 (refused for good: dropped), then accepted.
+    let v2 = StandIn::start(&[(400, "{\"code\":\"invalid\",\"message\":\"bad line\"}"), (204, "")]);
+    let dir = TempDir::new("influx3-agent");
+    let config = format!(
+        "hostname: web1
+outputs:
+  - output: duct.outputs.influxdb3.InfluxDB3
+    name: v3
+    url: http://127.0.0.1:{v3}
+    database: metrics
+    token: s3cret
+    precision: second
+    interval: 0.2
+    backoff_max: 0.3
+  - output: duct.outputs.influxdb.InfluxDB
+    name: v2
+    url: http://127.0.0.1:{v2}/
+    bucket: b1
+    org: acme
+    token: t2
+    precision: ms
+    interval: 0.2
+    backoff_max: 0.3
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.2
+",
+        v3 = v3.port,
+        v2 = v2.port
+    );
+    let agent = start_agent(dir.path(), &config);
+    let got = v3.wait_for(3, Duration::from_secs(20));
+    assert!(got.len() >= 3, "{got:?}\n{}", agent.stderr());
+    assert_eq!(
+        got[0].line(),
+        "POST /api/v3/write_lp?db=metrics&precision=second HTTP/1.1"
+    );
+    assert_eq!(got[0].header("authorization"), Some("Bearer s3cret"));
+    assert!(got[0].header("content-type").unwrap_or("").starts_with("text/plain"));
+    assert!(
+        got[0].body.starts_with("answer,host=web1,state=ok value=42,"),
+        "{:?}",
+        got[0]
+    );
+    // The batch refused with 429 came again, first in the next request.
+    let first_line = |r: &Received| r.body.lines().next().unwrap_or("").to_string();
+    assert_eq!(first_line(&got[1]), first_line(&got[0]), "{got:?}");
+
+    let got = v2.wait_for(3, Duration::from_secs(20));
+    assert!(got.len() >= 3, "{got:?}");
+    assert_eq!(
+        got[0].line(),
+        "POST /api/v2/write?bucket=b1&precision=ms&org=acme HTTP/1.1"
+    );
+    assert_eq!(got[0].header("authorization"), Some("Token t2"));
+    // The batch refused with 400 was dropped, not sent again.
+    assert_ne!(first_line(&got[1]), first_line(&got[0]), "{got:?}");
+    let log = agent.stderr();
+    assert!(log.contains("answered 400") && log.contains("bad line"), "{log}");
+    assert!(log.contains("answered 429"), "{log}");
+}
+
+#[test]
+fn opentsdb_and_bosun_put_points_and_count_the_refused_ones() {
+    // OpenTSDB: 503 (kept), then a batch with a refused point, then fine.
+    let tsdb = StandIn::start(&[
+        (503, "busy"),
+        (400, "{\"failed\":1,\"success\":1,\"errors\":[{\"error\":\"bad\"}]}"),
+        (204, ""),
+    ]);
+    let bosun = StandIn::start(&[(204, "")]);
+    let dir = TempDir::new("opentsdb-agent");
+    let config = format!(
+        "hostname: web1
+outputs:
+  - output: duct.outputs.opentsdb.OpenTSDB
+    name: tsdb
+    url: http://127.0.0.1:{tsdb}
+    user: ops
+    password: pw
+    interval: 0.2
+    backoff_max: 0.3
+  - output: duct.outputs.bosun.Bosun
+    name: bosun
+    url: http://127.0.0.1:{bosun}/
+    interval: 0.2
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.2
+",
+        tsdb = tsdb.port,
+        bosun = bosun.port
+    );
+    let agent = start_agent(dir.path(), &config);
+    let got = tsdb.wait_for(4, Duration::from_secs(20));
+    assert!(got.len() >= 4, "{got:?}\n{}", agent.stderr());
+    assert_eq!(got[0].line(), "POST /api/put?details HTTP/1.1");
+    // ops:pw
+    assert_eq!(got[0].header("authorization"), Some("Basic b3BzOnB3"));
+    let points: Vec<serde_json::Value> = serde_json::from_str(&got[0].body).expect("JSON array");
+    assert_eq!(points[0]["metric"], "answer");
+    assert_eq!(points[0]["tags"]["host"], "web1");
+    assert_eq!(points[0]["value"].as_f64(), Some(42.0));
+    assert!(points[0]["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    // The 503'd batch came again.
+    assert_eq!(got[1].body.split("},").next(), got[0].body.split("},").next());
+    let log = agent.stderr();
+    assert!(log.contains("refused 1"), "{log}");
+
+    let got = bosun.wait_for(3, Duration::from_secs(20));
+    assert_eq!(got[0].line(), "POST /api/metadata/put HTTP/1.1");
+    let meta: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(
+        meta,
+        serde_json::json!([{"Metric": "answer", "Name": "rate", "Value": "gauge"}])
+    );
+    // Metadata once per metric: the rest are points.
+    assert!(
+        got[1..].iter().all(|r| r.line() == "POST /api/put?details HTTP/1.1"),
+        "{got:?}"
+    );
+}

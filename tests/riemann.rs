@@ -315,6 +315,68 @@ LoadPlugin write_riemann
     assert!(!more.is_empty());
 }
 
+/// collectd's write_riemann with `Batch true` sends strings that are not
+/// UTF-8 (its batching reuses freed memory: states and services come out
+/// as garbage). Those messages used to be refused whole and the
+/// connection closed; now every event arrives, bad bytes replaced.
+#[test]
+fn collectd_batches_with_bad_strings_are_kept() {
+    let Some(collectd) = require_binary("collectd", "collectd") else {
+        return;
+    };
+    let dir = TempDir::new("collectd-batch");
+    let port = free_port();
+    let receiver = start_receiver(&dir, "receiver.yml", port, "");
+    let base = dir.path().display();
+    let config = format!(
+        "Hostname \"collectd-batch\"
+FQDNLookup false
+BaseDir \"{base}\"
+PIDFile \"{base}/collectd.pid\"
+Interval 1
+TypesDB \"/usr/share/collectd/types.db\"
+LoadPlugin load
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin interface
+LoadPlugin write_riemann
+<Plugin write_riemann>
+  <Node \"ductd\">
+    Host \"127.0.0.1\"
+    Port \"{port}\"
+    Protocol TCP
+    Batch true
+    BatchMaxSize 8192
+  </Node>
+</Plugin>
+"
+    );
+    let conf = dir.write("collectd.conf", &config);
+    let _collectd = KillOnDrop(
+        Command::new(collectd)
+            .args(["-f", "-C", conf.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start collectd"),
+    );
+    let events = receiver.collect_for(Duration::from_secs(8));
+    let from_collectd: Vec<&Value> = events.iter().filter(|e| e["host"] == "collectd-batch").collect();
+    assert!(from_collectd.len() > 50, "{} events", from_collectd.len());
+    let stderr = receiver.stderr();
+    assert!(!stderr.contains("closing a connection"), "{stderr}");
+    assert!(!stderr.contains("a string is not UTF-8"), "{stderr}");
+    // Which strings come out garbled varies from run to run; when some
+    // do, they are kept with U+FFFD and said so.
+    if stderr.contains("strings that are not UTF-8 were kept") {
+        assert!(
+            from_collectd.iter().any(|e| e.to_string().contains('\u{fffd}')),
+            "replaced strings arrive"
+        );
+    }
+}
+
 /// A CA, a server certificate for 127.0.0.1/localhost and a client
 /// certificate, made with the openssl CLI; returns false if openssl is
 /// missing (the test is then skipped).
@@ -879,7 +941,8 @@ fn relay_to_a_hung_destination(when_full: &str, period: Duration) -> (usize, Dur
     let listen = free_port();
     let dir = TempDir::new("riemann-when-full");
     let config = format!(
-        "outputs:
+        "shutdown_timeout: 1
+outputs:
   - output: duct.outputs.riemann.RiemannTCP
     name: relay
     server: 127.0.0.1
@@ -945,6 +1008,8 @@ sources:
     });
     let (acked, longest) = client.join().expect("client");
     let events = agent.collect_for(Duration::from_millis(600));
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_for_log("agent stopped", Duration::from_secs(10)));
     let stderr = agent.stderr();
     drop(agent);
     stop.store(true, Ordering::Relaxed);
@@ -973,10 +1038,34 @@ fn when_full_block_pushes_back_on_clients_for_as_long_as_the_destination_hangs()
 
 #[test]
 fn when_full_drop_oldest_keeps_answering_and_drops_as_duct_did() {
-    let (acked, _, dropped, _) = relay_to_a_hung_destination("    when_full: drop_oldest", Duration::from_secs(6));
+    let (acked, _, dropped, stderr) = relay_to_a_hung_destination("    when_full: drop_oldest", Duration::from_secs(6));
     eprintln!("drop_oldest: {acked} messages acknowledged, dropped {dropped:?}");
     assert!(acked > 1000, "the client was answered past maxsize: {acked}");
     assert!(dropped.iter().any(|&d| d > 0.0), "the full queue drops: {dropped:?}");
+    // The drop warnings are thinned, but together they say every drop, and
+    // the shutdown line gives the total.
+    let field = |line: &str, key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    };
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("dropped events:")).collect();
+    let logged: u64 = lines.iter().filter_map(|l| field(l, "dropped=")).sum();
+    let total = stderr
+        .lines()
+        .find(|l| l.contains("agent stopped"))
+        .and_then(|l| field(l, "dropped="))
+        .expect("the shutdown line says what was dropped");
+    eprintln!("{}", lines.join("\n"));
+    assert!(lines.len() < 10, "thinned: {} lines", lines.len());
+    assert_eq!(logged, total, "{stderr}");
+    // Everything the client was answered for is queued (maxsize), in
+    // flight (a batch) or dropped.
+    let total = total as usize;
+    assert!(
+        total + 1000 <= acked && acked <= total + 1000 + 200,
+        "{acked} acked, {total} dropped"
+    );
 }
 
 #[test]

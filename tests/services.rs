@@ -843,3 +843,244 @@ sources: [{{service: dns, source: duct.sources.unbound.Stats, config: {conf}}}]
     critical(&events, "dns", "error: connect: ");
     assert_eq!(events.len(), 1);
 }
+
+// --------------------------------------------------------------- Postfix
+
+/// A spool laid out as Postfix 3.7 lays it out (queue files named by
+/// queue ID, `deferred` and `defer` hashed one level deep), with `counts`
+/// messages in each of Duct's queues.
+fn postfix_spool(dir: &TempDir, counts: &[(&str, usize)]) -> std::path::PathBuf {
+    let spool = dir.path().join("spool");
+    for d in [
+        "active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "maildrop", "pid", "private",
+        "public", "saved", "trace",
+    ] {
+        std::fs::create_dir_all(spool.join(d)).unwrap();
+    }
+    for (queue, n) in counts {
+        for i in 0..*n {
+            let id = format!("4Ymn{i:04}Qz9sK{}", &queue[..1]);
+            let rel = if *queue == "deferred" {
+                format!("{queue}/{}/{id}", &id[..1])
+            } else {
+                format!("{queue}/{id}")
+            };
+            dir.write(&format!("spool/{rel}"), "queue file");
+        }
+    }
+    dir.write("spool/pid/master.pid", "1234");
+    spool
+}
+
+/// `find DIR -type f | wc -l`, what Duct meant to run.
+fn find_count(dir: &std::path::Path) -> f64 {
+    let out = output("sh", &["-c", &format!("find '{}' -type f | wc -l", dir.display())]);
+    out.trim().parse().unwrap()
+}
+
+#[test]
+fn postfix_queues_agree_with_find_and_a_missing_spool_is_critical() {
+    let dir = TempDir::new("postfix");
+    let spool = postfix_spool(
+        &dir,
+        &[
+            ("active", 3),
+            ("deferred", 12),
+            ("incoming", 1),
+            ("hold", 2),
+            ("maildrop", 5),
+        ],
+    );
+    std::fs::remove_dir(spool.join("corrupt")).unwrap();
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: mail, source: duct.sources.postfix.Postfix, spool: {}}}
+  - {{service: nospool, source: duct.sources.postfix.Postfix, spool: /nonexistent/postfix}}
+",
+            spool.display()
+        ),
+    );
+    for queue in ["active", "deferred", "maildrop", "incoming", "hold", "bounce"] {
+        let ev = event(&events, &format!("mail.{queue}.value"));
+        assert_eq!(metric(ev), Some(find_count(&spool.join(queue))), "{queue}: {ev}");
+        assert_eq!(metric(event(&events, &format!("mail.{queue}.rate"))), Some(0.0));
+    }
+    assert_eq!(metric(event(&events, "mail.deferred.value")), Some(12.0));
+    critical(&events, "mail.corrupt.value", "corrupt: No such file or directory");
+    assert!(!events.contains_key("mail.corrupt.rate"));
+    critical(
+        &events,
+        "nospool",
+        "cannot read /nonexistent/postfix: No such file or directory",
+    );
+    assert_eq!(events.keys().filter(|k| k.starts_with("nospool")).count(), 1);
+}
+
+#[test]
+fn a_filling_postfix_queue_has_a_positive_rate_in_the_agent() {
+    let dir = TempDir::new("postfix-agent");
+    let spool = postfix_spool(&dir, &[]);
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources: [{{service: mail, source: duct.sources.postfix.Postfix, spool: {}}}]
+",
+            spool.display()
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    agent.wait_for(Duration::from_secs(10), |ev| service(ev) == "mail.deferred.value");
+    for i in 0..40 {
+        dir.write(&format!("spool/deferred/{}/{i}ABCDEF", i % 3), "queue file");
+    }
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "mail.deferred.rate" && metric(ev).is_some_and(|r| r > 0.0)
+    });
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "mail.deferred.value" && metric(ev) == Some(40.0)
+    });
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+/// A real Postfix with its configuration and spool in a temporary
+/// directory, relaying everything to a closed loopback port so that mail
+/// stays deferred; aborted when dropped. Needs root (Postfix's master
+/// runs as root and drops to `postfix`).
+struct Postfix {
+    dir: TempDir,
+}
+
+impl Postfix {
+    fn start() -> Option<Postfix> {
+        require_binary("postfix", "postfix")?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(!common::services_required(), "a real Postfix needs root");
+            eprintln!("SKIPPED: a real Postfix needs root");
+            return None;
+        }
+        let dir = TempDir::new("postfix-real");
+        let d = dir.path().display().to_string();
+        let master = std::fs::read_to_string("/etc/postfix/master.cf").expect("Debian's master.cf");
+        dir.write("conf/master.cf", &master);
+        let refused = closed_port();
+        dir.write(
+            "conf/main.cf",
+            &format!(
+                "compatibility_level = 3.6
+queue_directory = {d}/spool
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = duct.test
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+master_service_disable = inet
+relayhost = [127.0.0.1]:{refused}
+maillog_file_prefixes = {d}
+maillog_file = {d}/maillog
+"
+            ),
+        );
+        std::fs::create_dir_all(dir.path().join("spool")).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        output("chown", &["postfix", &format!("{d}/data")]);
+        let postfix = Postfix { dir };
+        output("postfix", &["-c", &postfix.conf(), "start"]);
+        Some(postfix)
+    }
+
+    fn conf(&self) -> String {
+        format!("{}/conf", self.dir.path().display())
+    }
+
+    fn spool(&self) -> std::path::PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    fn send(&self, to: &str) {
+        let mut child = Command::new("sendmail")
+            .args(["-C", &self.conf(), "-f", "ductd@duct.test", to])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sendmail");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: test\n\nhello\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "sendmail to {to}");
+    }
+
+    /// The queue of every message, by `postqueue -j`.
+    fn queues(&self) -> Vec<(String, String)> {
+        output("postqueue", &["-c", &self.conf(), "-j"])
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["queue_name"].as_str().unwrap().to_string(),
+                    v["queue_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix").args(["-c", &self.conf(), "abort"]).output();
+    }
+}
+
+#[test]
+fn a_real_postfix_queue_agrees_with_postqueue() {
+    let Some(postfix) = Postfix::start() else {
+        return;
+    };
+    for to in ["a@example.invalid", "b@example.invalid", "c@example.invalid"] {
+        postfix.send(to);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while postfix.queues().iter().filter(|(q, _)| q == "deferred").count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mail not deferred: {:?}",
+            postfix.queues()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let held = postfix.queues()[0].1.clone();
+    output("postsuper", &["-c", &postfix.conf(), "-h", &held]);
+    let queues = postfix.queues();
+    let dir = TempDir::new("postfix-real-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources: [{{service: mail, source: duct.sources.postfix.Postfix, spool: {}}}]
+",
+            postfix.spool().display()
+        ),
+    );
+    for queue in [
+        "active", "deferred", "maildrop", "incoming", "corrupt", "hold", "bounce",
+    ] {
+        let listed = queues.iter().filter(|(q, _)| q == queue).count() as f64;
+        let ev = event(&events, &format!("mail.{queue}.value"));
+        assert_eq!(metric(ev), Some(listed), "{queue}: {ev}; postqueue: {queues:?}");
+    }
+    assert_eq!(metric(event(&events, "mail.deferred.value")), Some(2.0));
+    assert_eq!(metric(event(&events, "mail.hold.value")), Some(1.0));
+}

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::event::Event;
@@ -104,6 +105,11 @@ impl Chunk {
 pub struct Batch {
     chunks: Vec<Chunk>,
     len: usize,
+    /// Events at the front that the destination has acknowledged so far
+    /// while the send runs; shared with the clone the output actor keeps,
+    /// so that its figures (`.queued`, the shutdown's `undelivered`) leave
+    /// them out before the send returns.
+    acknowledged: Arc<AtomicUsize>,
 }
 
 impl Batch {
@@ -117,11 +123,28 @@ impl Batch {
                 end: len,
             }],
             len,
+            acknowledged: Arc::default(),
         }
     }
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// A transport that delivers a batch in parts says how many events at
+    /// the front are done with so far (it may only grow).
+    pub fn acknowledge(&self, events: usize) {
+        self.acknowledged.fetch_max(events.min(self.len), Ordering::Relaxed);
+    }
+
+    /// Events at the front acknowledged so far (see [`Batch::acknowledge`]).
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Events of the batch not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.len - self.acknowledged().min(self.len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,8 +155,9 @@ impl Batch {
         self.chunks.iter().flat_map(|c| c.events().iter())
     }
 
-    /// The batch without its first `n` events.
+    /// The batch without its first `n` events (acknowledged by no one yet).
     pub fn skip(mut self, mut n: usize) -> Batch {
+        self.acknowledged = Arc::default();
         n = n.min(self.len);
         self.len -= n;
         let mut drop = 0;

@@ -63,6 +63,9 @@ pub struct OutputSpec {
     pub options: fn() -> &'static [&'static str],
     /// Log events are not sent to metric-only outputs (Riemann).
     pub metrics_only: bool,
+    /// `maxrate` when the block sets none (Duct's per-output defaults,
+    /// e.g. 100 for OpenTSDB); 0 is no limit.
+    pub default_maxrate: f64,
     pub build: OutputBuild,
 }
 
@@ -78,8 +81,15 @@ impl OutputSpec {
             summary,
             options: field_names::<T>,
             metrics_only,
+            default_maxrate: 0.0,
             build,
         }
+    }
+
+    /// Sets the `maxrate` used when a block sets none.
+    pub fn with_default_maxrate(mut self, maxrate: f64) -> Self {
+        self.default_maxrate = maxrate;
+        self
     }
 }
 

@@ -7,6 +7,7 @@
 //! Duct's helpers: `create_event`, `create_log`, `queue_back` and `fork`.
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{now, Event, EventKind, Metric};
 use crate::plan::SourceSettings;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{SourceStatus, Telemetry};
 
 /// A boxed future that may borrow from the source and need not be `Send`:
 /// it runs on the arbiter thread that owns the source.
@@ -117,6 +118,11 @@ struct ContextInner {
     /// the watchdog.
     last_event: AtomicU64,
     telemetry: Arc<Telemetry>,
+    /// Whether the source works, for the health endpoint: the source actor
+    /// writes it after each tick, a source's own tasks (a stream plugin
+    /// that keeps exiting) through [`SourceContext::report_problem`]. One
+    /// per source, kept across rebuilds.
+    status: Arc<SourceStatus>,
     /// Where [`SourceContext::spawn_on_worker`] sends jobs; `None` outside
     /// the agent (tests, `ductd once`): jobs then run on the caller's thread.
     workers: Option<Arc<dyn Workers>>,
@@ -124,6 +130,7 @@ struct ContextInner {
 
 impl SourceContext {
     pub fn new(settings: Arc<SourceSettings>, sink: Arc<dyn EventSink>, telemetry: Arc<Telemetry>) -> Self {
+        let status = SourceStatus::new(settings.service.clone());
         SourceContext {
             inner: Arc::new(ContextInner {
                 settings,
@@ -131,6 +138,7 @@ impl SourceContext {
                 cancel: CancellationToken::new(),
                 last_event: AtomicU64::new(now().to_bits()),
                 telemetry,
+                status,
                 workers: None,
             }),
         }
@@ -146,6 +154,7 @@ impl SourceContext {
                 cancel: inner.cancel.clone(),
                 last_event: AtomicU64::new(inner.last_event.load(Ordering::Relaxed)),
                 telemetry: inner.telemetry.clone(),
+                status: inner.status.clone(),
                 workers: Some(workers),
             }),
         }
@@ -156,12 +165,34 @@ impl SourceContext {
     pub fn renewed(&self) -> SourceContext {
         self.cancel();
         let inner = &self.inner;
-        let mut ctx = SourceContext::new(inner.settings.clone(), inner.sink.clone(), inner.telemetry.clone());
-        if let Some(w) = &inner.workers {
-            ctx = ctx.with_workers(w.clone());
+        SourceContext {
+            inner: Arc::new(ContextInner {
+                settings: inner.settings.clone(),
+                sink: inner.sink.clone(),
+                cancel: CancellationToken::new(),
+                last_event: AtomicU64::new(now().to_bits()),
+                telemetry: inner.telemetry.clone(),
+                status: inner.status.clone(),
+                workers: inner.workers.clone(),
+            }),
         }
-        ctx.mark_alive();
-        ctx
+    }
+
+    /// What the health endpoint reports about this source.
+    pub fn status(&self) -> &Arc<SourceStatus> {
+        &self.inner.status
+    }
+
+    /// Says that the source is in trouble outside a tick (a listener's or
+    /// a stream plugin's task): the health endpoint lists it as failing
+    /// until [`report_working`](Self::report_working) or a good tick.
+    pub fn report_problem(&self, why: &str) {
+        self.inner.status.failing(why);
+    }
+
+    /// The trouble reported with [`report_problem`](Self::report_problem) is over.
+    pub fn report_working(&self) {
+        self.inner.status.working();
     }
 
     pub fn settings(&self) -> &SourceSettings {
@@ -313,6 +344,9 @@ pub struct ForkOutput {
     pub code: Option<i32>,
     /// Output beyond the limit was discarded.
     pub truncated: bool,
+    /// Processes still holding the output pipes after the process exited
+    /// and its group was killed: children that left the group (`setsid`).
+    pub survivors: Vec<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -364,8 +398,19 @@ pub async fn fork(executable: &Path, args: &[&str], timeout: Duration) -> Result
     .await
 }
 
-/// Runs a process with piped stdout/stderr and a deadline; the child is
-/// killed (and reaped) when the deadline passes or the caller gives up.
+/// How long the pipes are still read once the process has exited: what it
+/// wrote is already in them, and a background child it left holding them
+/// must not hold the run up.
+const PIPE_GRACE: Duration = Duration::from_millis(100);
+
+/// Runs a process with piped stdout/stderr and a deadline, in a process
+/// group of its own. The run ends when the process exits, whether or not
+/// its pipes are closed: a plugin that leaves a background child holding
+/// its stdout (`sleep 300 & echo 7`) still reports its `7`. The group is
+/// then killed, taking such children along; processes that escaped it
+/// (`setsid`) and still hold the pipes are listed in
+/// [`ForkOutput::survivors`]. Past the deadline, or when the caller gives
+/// up, the whole group is killed (and the child reaped).
 pub async fn run(req: &ForkRequest<'_>) -> Result<ForkOutput, ForkError> {
     let path = req.program.display().to_string();
     let mut child = tokio::process::Command::new(req.program)
@@ -382,26 +427,53 @@ pub async fn run(req: &ForkRequest<'_>) -> Result<ForkOutput, ForkError> {
             source,
         })?;
     let mut group = ProcessGroup::of(&child);
+    let exit = ExitWatch::of(&child);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let limit = req.output_limit;
+    let mut out = Captured::new(req.output_limit);
+    let mut err = Captured::new(req.output_limit);
     let run = async {
-        let (out, err) = tokio::join!(read_capped(stdout.as_mut(), limit), read_capped(stderr.as_mut(), limit));
-        let (out, out_cut) = out?;
-        let (err, err_cut) = err?;
+        // Both pipes closed (the usual end), or the process exited first.
+        {
+            let reading = async {
+                let (a, b) = tokio::join!(out.read(stdout.as_mut()), err.read(stderr.as_mut()));
+                a.and(b)
+            };
+            tokio::select! {
+                read = reading => {
+                    read?;
+                    exit.wait().await?;
+                }
+                exited = exit.wait() => exited?,
+            }
+        }
+        drain(&mut out, &mut err, stdout.as_mut(), stderr.as_mut(), PIPE_GRACE).await?;
+        // The process is a zombie, not yet reaped: its pid is still the
+        // group's id, so this reaches exactly its group.
+        group.kill();
+        let mut survivors = Vec::new();
+        if !(out.closed && err.closed) {
+            drain(&mut out, &mut err, stdout.as_mut(), stderr.as_mut(), PIPE_GRACE).await?;
+            if !(out.closed && err.closed) {
+                let pipes = [
+                    stdout.as_ref().map(AsRawFd::as_raw_fd),
+                    stderr.as_ref().map(AsRawFd::as_raw_fd),
+                ];
+                survivors = pipe_holders(&pipes.into_iter().flatten().collect::<Vec<_>>());
+            }
+        }
         let status = child.wait().await?;
-        Ok::<_, std::io::Error>((out, err, out_cut || err_cut, status))
+        group.reaped();
+        Ok::<_, std::io::Error>((status, survivors))
     };
     let result = tokio::time::timeout(req.timeout, run).await;
-    if matches!(result, Ok(Ok(_))) {
-        group.reaped();
-    }
     match result {
-        Ok(Ok((out, err, truncated, status))) => Ok(ForkOutput {
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stderr: String::from_utf8_lossy(&err).into_owned(),
+        Ok(Ok((status, survivors))) => Ok(ForkOutput {
+            stdout: String::from_utf8_lossy(&out.kept).into_owned(),
+            stderr: String::from_utf8_lossy(&err.kept).into_owned(),
             code: status.code(),
-            truncated,
+            truncated: out.truncated || err.truncated,
+            survivors,
         }),
         Ok(Err(source)) => Err(ForkError::Io { path, source }),
         Err(_) => Err(ForkError::Timeout {
@@ -409,6 +481,26 @@ pub async fn run(req: &ForkRequest<'_>) -> Result<ForkOutput, ForkError> {
             seconds: req.timeout.as_secs_f64(),
         }),
     }
+}
+
+/// Reads both pipes until they close or `within` passes, keeping what was
+/// read either way.
+async fn drain<O, E>(
+    out: &mut Captured,
+    err: &mut Captured,
+    o: Option<&mut O>,
+    e: Option<&mut E>,
+    within: Duration,
+) -> std::io::Result<()>
+where
+    O: tokio::io::AsyncRead + Unpin,
+    E: tokio::io::AsyncRead + Unpin,
+{
+    let both = async {
+        let (a, b) = tokio::join!(out.read(o), err.read(e));
+        a.and(b)
+    };
+    tokio::time::timeout(within, both).await.unwrap_or(Ok(()))
 }
 
 /// Kills a child's whole process group when dropped before the child was
@@ -426,10 +518,10 @@ impl ProcessGroup {
     pub fn reaped(&mut self) {
         self.0 = None;
     }
-}
 
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
+    /// Kills every process of the group now. Call it only while the child
+    /// is running or a zombie (not yet reaped).
+    pub fn kill(&self) {
         if let Some(pgid) = self.0 {
             // SAFETY: kill(2) with a negative pid signals the group this
             // child leads; the child has not been reaped, so its pid (and
@@ -441,27 +533,140 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Reads a pipe to its end, keeping at most `limit` bytes.
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
-    reader: Option<&mut R>,
-    limit: usize,
-) -> std::io::Result<(Vec<u8>, bool)> {
-    use tokio::io::AsyncReadExt;
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let Some(reader) = reader else {
-        return Ok((kept, truncated));
-    };
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            return Ok((kept, truncated));
-        }
-        let room = limit.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-        truncated |= n > room;
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
     }
+}
+
+/// Notices that a child exited without reaping it (a pidfd becomes
+/// readable; where the kernel has none, `waitid` with `WNOWAIT` is asked
+/// every few milliseconds), so that its group can still be killed safely.
+struct ExitWatch {
+    pid: libc::pid_t,
+    pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+impl ExitWatch {
+    fn of(child: &tokio::process::Child) -> Self {
+        let pid = child.id().and_then(|id| libc::pid_t::try_from(id).ok()).unwrap_or(0);
+        // SAFETY: pidfd_open takes a pid and flags and returns a new file
+        // descriptor, or -1; nothing else is touched.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = i32::try_from(fd).ok().filter(|&fd| fd >= 0).and_then(|fd| {
+            // SAFETY: `fd` was just returned by pidfd_open and is owned by
+            // nothing else.
+            let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: the AsyncFd owns the descriptor, which stays open and
+            // the same until it is dropped.
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }.ok()
+        });
+        ExitWatch { pid, pidfd }
+    }
+
+    /// Resolves once the child has exited (it stays a zombie until waited).
+    async fn wait(&self) -> std::io::Result<()> {
+        if let Some(fd) = &self.pidfd {
+            let _ready = fd.readable().await?;
+            return Ok(());
+        }
+        while !self.exited() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    fn exited(&self) -> bool {
+        // SAFETY: waitid fills `info` (zeroed, a plain C struct) and, with
+        // WNOWAIT, leaves the child waitable.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            // An error (no such child) also means there is nothing to wait for.
+            r != 0 || info.si_pid() != 0
+        }
+    }
+}
+
+/// One pipe's output, kept up to a limit; what was read survives the read
+/// being abandoned.
+struct Captured {
+    kept: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+    /// The other end is closed: everything has been read.
+    closed: bool,
+}
+
+impl Captured {
+    fn new(limit: usize) -> Self {
+        Captured {
+            kept: Vec::new(),
+            limit,
+            truncated: false,
+            closed: false,
+        }
+    }
+
+    /// Reads `reader` to its end (or until dropped), keeping at most the
+    /// limit and discarding the rest so the writer never blocks.
+    async fn read<R: tokio::io::AsyncRead + Unpin>(&mut self, reader: Option<&mut R>) -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let Some(reader) = reader else {
+            self.closed = true;
+            return Ok(());
+        };
+        let mut buf = [0u8; 16 << 10];
+        while !self.closed {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                self.closed = true;
+                break;
+            }
+            let room = self.limit.saturating_sub(self.kept.len());
+            self.kept.extend_from_slice(&buf[..n.min(room)]);
+            self.truncated |= n > room;
+        }
+        Ok(())
+    }
+}
+
+/// The processes, other than this one, holding the far ends of `pipes` (our
+/// read ends) open: children that left their process group.
+fn pipe_holders(pipes: &[std::os::fd::RawFd]) -> Vec<u32> {
+    let inodes: Vec<std::path::PathBuf> = pipes
+        .iter()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+        .collect();
+    let me = std::process::id();
+    let mut holders = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return holders;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| inodes.contains(&target)))
+        {
+            holders.push(pid);
+        }
+    }
+    holders.sort_unstable();
+    holders
 }
 
 /// Values a source can give as a metric: numbers, or `None` for none.
@@ -576,6 +781,61 @@ mod tests {
         .unwrap();
         assert!(out.stdout.starts_with("set-"), "{}", out.stdout);
         assert!(out.stdout.trim().len() > 4, "the agent's own environment is kept");
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_stdout_does_not_hold_the_run() {
+        let secs = format!("310.{}", std::process::id());
+        let args = vec!["-c".to_string(), format!("sleep {secs} & echo 7")];
+        let started = std::time::Instant::now();
+        let out = run(&ForkRequest {
+            program: Path::new("/bin/sh"),
+            args: &args,
+            env: &[],
+            timeout: Duration::from_secs(20),
+            output_limit: 1000,
+        })
+        .await
+        .expect("the run ends when the plugin exits");
+        assert_eq!(out.stdout, "7\n");
+        assert_eq!(out.code, Some(0));
+        assert!(out.survivors.is_empty(), "{:?}", out.survivors);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {secs}")])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "the group was killed with the plugin's exit");
+    }
+
+    #[tokio::test]
+    async fn children_that_left_the_group_are_reported() {
+        let secs = format!("320.{}", std::process::id());
+        let args = vec!["-c".to_string(), format!("setsid sleep {secs} & echo 7")];
+        let out = run(&ForkRequest {
+            program: Path::new("/bin/sh"),
+            args: &args,
+            env: &[],
+            timeout: Duration::from_secs(20),
+            output_limit: 1000,
+        })
+        .await
+        .unwrap();
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {secs}")])
+            .output()
+            .unwrap();
+        let pids: Vec<u32> = String::from_utf8_lossy(&left.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        for pid in &pids {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+        assert_eq!(out.stdout, "7\n");
+        assert_eq!(out.survivors, pids, "the escaped child is named");
+        assert_eq!(pids.len(), 1);
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ use url::Position;
 pub use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub use hyper::{Method, StatusCode};
 pub use rustls::pki_types::CertificateDer;
-pub use url::Url;
+pub use url::{ParseError, Url};
 
 use conn::{io, lock, Io, Trace, Watch};
 
@@ -53,6 +53,8 @@ use conn::{io, lock, Io, Trace, Watch};
 pub const MAX_REDIRECTS: u32 = 10;
 /// The largest body read by default.
 pub const MAX_BODY_BYTES: u64 = 10 << 20;
+/// The largest response head read.
+const MAX_HEAD_BYTES: usize = 64 << 10;
 /// A request's whole time by default.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -184,6 +186,9 @@ pub struct Request {
     pub timeout: Duration,
     /// The most body read; a longer body is an error.
     pub max_body_bytes: u64,
+    /// Keep the body for the response; without it the body is still read
+    /// (and bounded) but not held, for callers that only time a request.
+    pub keep_body: bool,
     /// Redirects followed; 0 returns a redirect as the response.
     pub max_redirects: u32,
     /// The TLS configuration for https hops; `None` verifies against the
@@ -234,6 +239,7 @@ impl Request {
             auth,
             timeout: TIMEOUT,
             max_body_bytes: MAX_BODY_BYTES,
+            keep_body: true,
             max_redirects: MAX_REDIRECTS,
             tls: None,
             connect_to: None,
@@ -559,7 +565,7 @@ async fn fresh(request: &Request, hop: &Hop, trace: &Mutex<Trace>) -> Result<Ans
     let watch = Arc::new(Watch::default());
     let (mut sender, connection) = handshake(io(connected.stream, watch.clone())).await?;
     lock(trace).exchange(watch.clone());
-    let work = roundtrip(&mut sender, message, request.max_body_bytes, &watch);
+    let work = roundtrip(&mut sender, message, request, &watch);
     tokio::pin!(work, connection);
     let result = tokio::select! {
         biased;
@@ -581,6 +587,10 @@ async fn handshake(io: Io) -> Result<(SendRequest<Full<Bytes>>, http1::Connectio
     http1::Builder::new()
         // Some embedded servers match header names case-sensitively.
         .title_case_headers(true)
+        // hyper's read buffer holds the response head: bounded well
+        // below its 400 KiB default, as the answers of a monitored
+        // server are small.
+        .max_buf_size(MAX_HEAD_BYTES)
         .handshake(io)
         .await
         .map_err(|e| Error::Failed(describe(&e)))
@@ -590,14 +600,17 @@ async fn handshake(io: Io) -> Result<(SendRequest<Full<Bytes>>, http1::Connectio
 async fn roundtrip(
     sender: &mut SendRequest<Full<Bytes>>,
     message: hyper::Request<Full<Bytes>>,
-    max_body_bytes: u64,
+    request: &Request,
     watch: &Watch,
 ) -> Result<(Parts, Bytes), Error> {
     let response = sender.send_request(message).await.map_err(|e| head_error(&e, watch))?;
-    read(response, max_body_bytes).await
+    read(response, request).await
 }
 
-async fn read(response: hyper::Response<Incoming>, max_body_bytes: u64) -> Result<(Parts, Bytes), Error> {
+/// Reads the body of `response`, bounded by the request's
+/// `max_body_bytes`.
+async fn read(response: hyper::Response<Incoming>, request: &Request) -> Result<(Parts, Bytes), Error> {
+    let max_body_bytes = request.max_body_bytes;
     let (parts, mut body) = response.into_parts();
     let length = parts
         .headers
@@ -612,6 +625,7 @@ async fn read(response: hyper::Response<Incoming>, max_body_bytes: u64) -> Resul
         .get(TRANSFER_ENCODING)
         .is_some_and(|te| te.as_bytes().to_ascii_lowercase().ends_with(b"chunked"));
     let mut data = Vec::with_capacity(length.unwrap_or(0).min(64 << 10) as usize);
+    let mut total = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match (length, chunked) {
             (Some(n), _) if ended_early(&e) => {
@@ -621,10 +635,13 @@ async fn read(response: hyper::Response<Incoming>, max_body_bytes: u64) -> Resul
             _ => Error::Failed(format!("reading the body: {}", describe(&e))),
         })?;
         if let Ok(chunk) = frame.into_data() {
-            if (data.len() + chunk.len()) as u64 > max_body_bytes {
+            total += chunk.len() as u64;
+            if total > max_body_bytes {
                 return Err(Error::BodyTooLarge(max_body_bytes));
             }
-            data.extend_from_slice(&chunk);
+            if request.keep_body {
+                data.extend_from_slice(&chunk);
+            }
         }
     }
     Ok((parts, Bytes::from(data)))
@@ -736,8 +753,10 @@ impl Pool {
                     }
                     // The server closed the idle connection as the
                     // request went out: sent again on a fresh one.
-                    Err(Sent::Not) => {}
-                    Err(Sent::Unanswered(_)) if is_idempotent(&hop.method) => {}
+                    Err(Sent::Not) => tracing::debug!(url = %hop.url, "kept connection closed; reconnecting"),
+                    Err(Sent::Unanswered(e)) if is_idempotent(&hop.method) => {
+                        tracing::debug!(url = %hop.url, error = %e, "kept connection failed; sending again")
+                    }
                     Err(Sent::Unanswered(e) | Sent::Failed(e)) => return Err(e),
                 }
             }
@@ -790,7 +809,7 @@ impl Pool {
         lock(trace).exchange(conn.watch.clone());
         let result = conn.sender.try_send_request(message).await;
         let result = match result {
-            Ok(response) => read(response, request.max_body_bytes).await.map_err(Sent::Failed),
+            Ok(response) => read(response, request).await.map_err(Sent::Failed),
             Err(e) if e.message().is_some() => Err(Sent::Not),
             Err(e) => {
                 let error = head_error(e.error(), &conn.watch);

@@ -3,9 +3,12 @@
 //! retry are the runtime's output actor's.
 
 pub mod graphite;
+mod http_push;
+pub mod influxdb;
 pub mod line_protocol;
 pub mod logger;
 pub mod null;
+pub mod opentsdb;
 pub mod opentsdb_json;
 pub mod prometheus;
 pub mod riemann;
@@ -15,8 +18,12 @@ use duct_core::Registry;
 /// Adds every built-in output to `registry`.
 pub fn register(registry: &mut Registry) {
     registry.add_output(graphite::spec());
+    registry.add_output(influxdb::spec());
+    registry.add_output(influxdb::v3_spec());
     registry.add_output(logger::spec());
     registry.add_output(null::spec());
+    registry.add_output(opentsdb::spec());
+    registry.add_output(opentsdb::bosun_spec());
     registry.add_output(prometheus::spec());
     registry.add_output(riemann::tcp_spec());
     registry.add_output(riemann::udp_spec());

@@ -405,6 +405,7 @@ impl Pipeline {
                 ));
             }
             acked += n;
+            batch.acknowledge(acked);
         }
     }
 }

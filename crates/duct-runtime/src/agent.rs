@@ -160,9 +160,8 @@ impl Agent {
         }
         agent.publish_routes();
         for s in sources {
-            if let Some(running) = agent.start_source(s) {
-                agent.sources.push(running);
-            }
+            let running = agent.start_source(s);
+            agent.sources.push(running);
         }
         tracing::info!(
             sources = agent.sources.len(),
@@ -214,17 +213,16 @@ impl Agent {
         }
     }
 
-    fn start_source(&mut self, mut planned: PlannedSource) -> Option<RunningSource> {
+    fn start_source(&mut self, mut planned: PlannedSource) -> RunningSource {
         let settings = planned.settings().clone();
+        // A source that cannot be built now still gets its actor: it shows
+        // as failing in /health and is built again with backoff.
         let source = match planned.instance.take() {
-            Some(s) => s,
-            None => match planned.recipe.build() {
-                Ok(s) => s,
-                Err(d) => {
-                    tracing::error!(service = %settings.service, "cannot build the source: {d}");
-                    return None;
-                }
-            },
+            Some(s) => Ok(s),
+            None => planned.recipe.build().map_err(|d| {
+                tracing::error!(service = %settings.service, "cannot build the source: {d}; retrying");
+                d.to_string()
+            }),
         };
         let i = self.next_worker % self.workers.len();
         self.next_worker += 1;
@@ -237,13 +235,14 @@ impl Agent {
         let worker = &self.workers[i];
         let recipe = planned.recipe.clone();
         let stagger = self.stagger;
-        let addr = SourceActor::start_in_arbiter(&worker.handle(), move |_| {
-            SourceActor::new(recipe, source, ctx, stagger)
+        let addr = SourceActor::start_in_arbiter(&worker.handle(), move |_| match source {
+            Ok(source) => SourceActor::new(recipe, source, ctx, stagger),
+            Err(why) => SourceActor::unbuilt(recipe, ctx, stagger, &why),
         });
-        Some(RunningSource {
+        RunningSource {
             identity: planned.identity,
             addr,
-        })
+        }
     }
 
     fn publish_routes(&self) {
@@ -321,17 +320,19 @@ impl Agent {
         }
 
         for p in to_start {
-            if let Some(running) = self.start_source(p) {
-                self.sources.push(running);
-                summary.sources_started += 1;
-            }
+            let running = self.start_source(p);
+            self.sources.push(running);
+            summary.sources_started += 1;
         }
         summary
     }
 
     /// Stops the sources, lets the router pass on what it holds, then
     /// drains every output until its queue is empty or `shutdown_timeout`
-    /// passes. Returns the number of events left undelivered.
+    /// passes. Returns the number of events left undelivered (events the
+    /// destination acknowledged are delivered, even in a batch whose send
+    /// was still running); the log line also gives what was dropped since
+    /// the agent started.
     pub async fn shutdown(self) -> usize {
         let started = Instant::now();
         stop_sources(self.sources).await;
@@ -347,8 +348,20 @@ impl Agent {
         for w in &self.workers {
             w.stop();
         }
+        let dropped: u64 = self
+            .outputs
+            .iter()
+            .map(|o| o.stats.dropped.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        let sent: u64 = self
+            .outputs
+            .iter()
+            .map(|o| o.stats.sent.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
         tracing::info!(
             undelivered,
+            dropped,
+            sent,
             took_ms = started.elapsed().as_millis() as u64,
             "agent stopped"
         );

@@ -74,6 +74,9 @@ const RETRY_BASE: Duration = Duration::from_millis(500);
 /// that starves its thread (and the timer that ends the drain).
 const MIN_RETRY: Duration = Duration::from_millis(50);
 
+/// Drop warnings are written at most this often (with the true counts).
+const DROPS_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Chunks waiting in an output's mailbox at most (each is one source's
 /// batch, usually one listener message of up to a few hundred events).
 const MAILBOX_CAPACITY: usize = 64;
@@ -101,6 +104,8 @@ pub struct OutputActor {
     /// Events this flush period may still send (`maxrate`).
     quota: usize,
     drain: Option<(Instant, oneshot::Sender<usize>)>,
+    /// Events dropped since the last log line about it, by reason.
+    drops_unreported: Vec<(&'static str, u64)>,
     /// The flush timer, cancelled once drained.
     flush_timer: Option<SpawnHandle>,
     /// Drained at shutdown or retired by a reload: takes nothing more.
@@ -132,6 +137,7 @@ impl OutputActor {
             failures: 0,
             retry_at: None,
             drain: None,
+            drops_unreported: Vec::new(),
             flush_timer: None,
             retired: false,
             drops_log: Throttle::default(),
@@ -146,22 +152,43 @@ impl OutputActor {
         (!self.settings.metrics_only || ev.is_metric()) && (self.settings.allow_nan || ev.metric.is_some())
     }
 
-    fn publish_queue_size(&self) {
-        let in_flight = self.in_flight.as_ref().map_or(0, Batch::len);
-        self.stats.set_queued(self.queue.len() + in_flight);
+    /// Events not delivered yet: the queue, and the part of the batch in
+    /// flight that the destination has not acknowledged.
+    fn undelivered(&self) -> usize {
+        self.queue.len() + self.in_flight.as_ref().map_or(0, Batch::unacknowledged)
     }
 
-    fn count_drops(&mut self, n: usize, why: &str) {
+    fn publish_queue_size(&self) {
+        self.stats.set_queued(self.undelivered());
+    }
+
+    fn count_drops(&mut self, n: usize, why: &'static str) {
         if n == 0 {
             return;
         }
         self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-        if let Some(held) = self.drops_log.allow(Duration::from_secs(10)) {
+        match self.drops_unreported.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, count)) => *count += n as u64,
+            None => self.drops_unreported.push((why, n as u64)),
+        }
+        self.report_drops(false);
+    }
+
+    /// Writes the drops not written yet, at most once per [`DROPS_LOG_EVERY`]
+    /// (or now, with `now`), each line with the true count since the last.
+    fn report_drops(&mut self, now: bool) {
+        if self.drops_unreported.is_empty() {
+            return;
+        }
+        if !now && self.drops_log.allow(DROPS_LOG_EVERY).is_none() {
+            return;
+        }
+        let total = self.stats.dropped.load(Ordering::Relaxed);
+        for (why, dropped) in self.drops_unreported.drain(..) {
             tracing::warn!(
                 output = %self.settings.label,
-                dropped = n,
-                earlier_reports_held_back = held,
-                total_dropped = self.stats.dropped.load(Ordering::Relaxed),
+                dropped,
+                total_dropped = total,
                 "dropped events: {why}"
             );
         }
@@ -191,6 +218,8 @@ impl OutputActor {
             return;
         }
         if self.busy {
+            // What the destination acknowledged meanwhile leaves `.queued`.
+            self.publish_queue_size();
             return;
         }
         if self.settings.expire {
@@ -276,7 +305,7 @@ impl OutputActor {
                 let done = e.delivered.min(batch.len());
                 let rejected = e.rejected.min(done);
                 self.stats.sent.fetch_add((done - rejected) as u64, Ordering::Relaxed);
-                self.stats.dropped.fetch_add(rejected as u64, Ordering::Relaxed);
+                self.count_drops(rejected, "the destination refused them");
                 self.queue.push_front(batch.skip(done));
                 self.failed(&e.message);
             }
@@ -396,9 +425,14 @@ impl OutputActor {
         if let Some(timer) = self.flush_timer.take() {
             ctx.cancel_future(timer);
         }
-        let left = self.queue.len() + self.in_flight.as_ref().map_or(0, Batch::len);
+        self.report_drops(true);
+        let left = self.undelivered();
         if left > 0 {
             tracing::warn!(output = %self.label(), events = left, "events not delivered before the shutdown deadline");
+        }
+        let dropped = self.stats.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(output = %self.label(), total_dropped = dropped, "events dropped since the start");
         }
         match self.transport.take() {
             Some(mut transport) => {
@@ -434,6 +468,7 @@ impl Actor for OutputActor {
         let timer = ctx.run_interval(Duration::from_secs_f64(self.settings.interval), |act, ctx| {
             act.contained(ctx, |act, ctx| {
                 act.quota = quota_per_flush(&act.settings);
+                act.report_drops(false);
                 act.pump(ctx);
             });
         });

@@ -72,17 +72,20 @@ pub struct SourceActor {
     crashes: u32,
     /// The source was lost (panic) or failed to start; rebuild it then.
     restart_at: Option<Instant>,
+    /// A listener (its tasks run by themselves; the timer only brings it
+    /// back after a failure), or a source not built yet, which waits the
+    /// same way.
     listener: bool,
+    /// The one pending [`Tick`]: arming another cancels it, so that there
+    /// is never more than one timer.
+    timer: Option<SpawnHandle>,
     errors_log: Throttle,
     skips_log: Throttle,
-    /// What the health endpoint reports about this source.
-    status: Arc<SourceStatus>,
 }
 
 impl SourceActor {
     pub fn new(recipe: Arc<SourceRecipe>, source: Box<dyn Source>, ctx: SourceContext, stagger: f64) -> Self {
         let listener = source.schedule() == Schedule::Listener;
-        let recipe_service = recipe.settings.service.clone();
         SourceActor {
             recipe,
             source: Some(source),
@@ -94,40 +97,100 @@ impl SourceActor {
             crashes: 0,
             restart_at: None,
             listener,
+            timer: None,
             errors_log: Throttle::default(),
             skips_log: Throttle::default(),
-            status: SourceStatus::new(recipe_service),
         }
+    }
+
+    /// A source whose build failed (`why`): it is reported failing and
+    /// built again with backoff until that succeeds, then runs as usual.
+    pub fn unbuilt(recipe: Arc<SourceRecipe>, ctx: SourceContext, stagger: f64, why: &str) -> Self {
+        ctx.report_problem(&format!("cannot build the source: {why}"));
+        let mut actor = SourceActor {
+            recipe,
+            source: None,
+            ctx,
+            stagger,
+            next_tick: None,
+            busy: false,
+            tick_timeout: Duration::ZERO,
+            crashes: 1,
+            restart_at: None,
+            listener: true,
+            timer: None,
+            errors_log: Throttle::default(),
+            skips_log: Throttle::default(),
+        };
+        actor.restart_at = Some(Instant::now() + backoff(1, RESTART_BASE, RESTART_CAP));
+        actor
     }
 
     fn service(&self) -> &str {
         &self.recipe.settings.service
     }
 
-    fn interval(&self) -> Duration {
-        Duration::from_secs_f64(self.recipe.settings.interval)
+    fn status(&self) -> &Arc<SourceStatus> {
+        self.ctx.status()
     }
 
     fn telemetry(&self) -> &Telemetry {
         self.ctx.telemetry()
     }
 
+    /// Sends the actor its next [`Tick`] after `wait`, replacing any pending.
+    fn arm(&mut self, ctx: &mut Context<Self>, wait: Duration) {
+        if let Some(pending) = self.timer.take() {
+            ctx.cancel_future(pending);
+        }
+        self.timer = Some(ctx.notify_later(Tick, wait));
+    }
+
     /// Arms the timer for the next tick on the grid, skipping grid points
     /// already in the past.
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let interval = self.interval();
-        let mut next = match self.next_tick {
-            Some(t) => t + interval,
-            None => now + Duration::from_secs_f64(self.recipe.settings.first_tick_delay(self.stagger)),
-        };
-        if next < now {
-            let behind = now.duration_since(next).as_secs_f64();
-            let missed = (behind / interval.as_secs_f64()).ceil();
-            next += interval.mul_f64(missed);
+        match self.next_on_grid() {
+            Some(next) => {
+                self.next_tick = Some(next);
+                self.arm(ctx, next.saturating_duration_since(Instant::now()));
+            }
+            None => {
+                // Planning checks the range; this is the last line of defence
+                // against a value that no clock can hold.
+                let s = &self.recipe.settings;
+                let message = format!(
+                    "cannot schedule the source: interval {} s or start delay {} s is out of range; it does not run",
+                    s.interval,
+                    s.first_tick_delay(self.stagger)
+                );
+                tracing::error!(service = %self.service(), "{message}");
+                self.status().failing(&message);
+                self.next_tick = None;
+            }
         }
-        self.next_tick = Some(next);
-        ctx.notify_later(Tick, next.saturating_duration_since(now));
+    }
+
+    /// The next grid point not in the past; `None` if the interval or the
+    /// first delay is not a duration the clock can hold.
+    fn next_on_grid(&self) -> Option<Instant> {
+        let s = &self.recipe.settings;
+        let interval = Duration::try_from_secs_f64(s.interval).ok().filter(|d| !d.is_zero())?;
+        let now = Instant::now();
+        let next = match self.next_tick {
+            Some(t) => t.checked_add(interval)?,
+            None => now.checked_add(Duration::try_from_secs_f64(s.first_tick_delay(self.stagger)).ok()?)?,
+        };
+        if next >= now {
+            return Some(next);
+        }
+        // Behind: the first grid point from now on.
+        let behind = now.duration_since(next).as_secs_f64();
+        let into = behind % interval.as_secs_f64();
+        if into == 0.0 {
+            Some(now)
+        } else {
+            now.checked_add(Duration::try_from_secs_f64(interval.as_secs_f64() - into).ok()?)
+        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -156,7 +219,7 @@ impl SourceActor {
             }
             return;
         }
-        if self.recipe.settings.watchdog {
+        if self.recipe.settings.watchdog && self.source.is_some() {
             let silent = duct_core::event::now() - self.ctx.last_event_time();
             if silent > 10.0 * self.recipe.settings.interval {
                 tracing::warn!(service = %self.service(), silent_s = silent as u64, "watchdog: no events for 10 intervals, recreating the source");
@@ -170,7 +233,9 @@ impl SourceActor {
         };
         self.busy = true;
         let sctx = self.ctx.clone();
-        let timeout = source.tick_timeout(Duration::from_secs_f64(self.recipe.settings.timeout));
+        // An out-of-range timeout means none (tokio's timer takes the far future).
+        let configured = Duration::try_from_secs_f64(self.recipe.settings.timeout).unwrap_or(Duration::MAX);
+        let timeout = source.tick_timeout(configured);
         self.tick_timeout = timeout;
         let run = async move {
             let result = tokio::time::timeout(timeout, source.get(&sctx)).await;
@@ -179,8 +244,21 @@ impl SourceActor {
         ctx.spawn(
             CatchUnwind(Box::pin(run))
                 .into_actor(self)
-                .map(|outcome, act, _| act.finish_tick(outcome)),
+                .map(|outcome, act, ctx| act.contained(ctx, |act, _| act.finish_tick(outcome))),
         );
+    }
+
+    /// Runs a step of the actor; a panic in it (a bug, or a value no clock
+    /// can hold) loses the source, which is rebuilt after a backoff, rather
+    /// than the actor, which would leave the source silently dead.
+    fn contained(&mut self, ctx: &mut Context<Self>, step: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if let Err(panic) = crate::guard::contain(|| step(self, ctx)) {
+            self.busy = false;
+            self.crashed(&format!("the source actor panicked: {panic}"));
+            if let Some(at) = self.restart_at {
+                self.arm(ctx, at.saturating_duration_since(Instant::now()));
+            }
+        }
     }
 
     fn finish_tick(&mut self, outcome: TickOutcome) {
@@ -190,7 +268,7 @@ impl SourceActor {
                 self.source = Some(source);
                 self.crashes = 0;
                 self.errors_log.reset();
-                self.status.working();
+                self.status().working();
                 if !events.is_empty() {
                     if self.recipe.settings.debug {
                         tracing::info!(service = %self.service(), events = events.len(), "tick");
@@ -215,7 +293,7 @@ impl SourceActor {
 
     fn tick_failed(&mut self, message: &str) {
         Telemetry::count(&self.telemetry().tick_errors, 1);
-        self.status.failing(message);
+        self.status().failing(message);
         if let Some(held) = self.errors_log.allow(LOG_EVERY) {
             tracing::error!(service = %self.service(), failures_held_back = held, "{message}");
         }
@@ -224,7 +302,7 @@ impl SourceActor {
     /// The source is gone or unusable: rebuild it after a backoff.
     fn crashed(&mut self, message: &str) {
         Telemetry::count(&self.telemetry().tick_errors, 1);
-        self.status.failing(message);
+        self.status().failing(message);
         self.crashes += 1;
         let wait = backoff(self.crashes, RESTART_BASE, RESTART_CAP);
         self.source = None;
@@ -241,9 +319,16 @@ impl SourceActor {
     fn rebuild(&mut self, ctx: &mut Context<Self>) -> bool {
         match self.recipe.build() {
             Ok(source) => {
+                // A source built for the first time may turn out to poll.
+                let waited_unbuilt = self.listener;
+                self.listener = source.schedule() == Schedule::Listener;
                 self.source = Some(source);
                 self.ctx = self.ctx.renewed();
-                self.start_source(ctx)
+                let started = self.start_source(ctx);
+                if waited_unbuilt && !self.listener && (started || self.restart_at.is_some()) {
+                    self.schedule_next(ctx);
+                }
+                started
             }
             Err(d) => {
                 self.crashed(&format!("cannot recreate the source: {d}"));
@@ -289,7 +374,7 @@ impl SourceActor {
         let Some(at) = self.restart_at else {
             return;
         };
-        ctx.notify_later(Tick, at.saturating_duration_since(Instant::now()));
+        self.arm(ctx, at.saturating_duration_since(Instant::now()));
     }
 
     /// A listener's only tick: the restart it was waiting for.
@@ -305,17 +390,25 @@ impl Actor for SourceActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.telemetry().sources.fetch_add(1, Ordering::Relaxed);
-        self.telemetry().register_source(self.status.clone());
-        let started = self.start_source(ctx);
-        if !self.listener && (started || self.restart_at.is_some()) {
-            self.schedule_next(ctx);
+        self.telemetry().register_source(self.status().clone());
+        if self.source.is_none() {
+            // Not built yet (see `unbuilt`): wait for the first attempt.
+            self.retry_listener(ctx);
+            return;
         }
+        self.contained(ctx, |act, ctx| {
+            let started = act.start_source(ctx);
+            if !act.listener && (started || act.restart_at.is_some()) {
+                act.schedule_next(ctx);
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.ctx.cancel();
         self.telemetry().sources.fetch_sub(1, Ordering::Relaxed);
-        self.telemetry().unregister_source(&self.status);
+        let status = self.status().clone();
+        self.telemetry().unregister_source(&status);
     }
 }
 
@@ -323,11 +416,14 @@ impl Handler<Tick> for SourceActor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
-        if self.listener {
-            self.restart_listener(ctx);
-        } else {
-            self.tick(ctx);
-        }
+        self.timer = None;
+        self.contained(ctx, |act, ctx| {
+            if act.listener {
+                act.restart_listener(ctx);
+            } else {
+                act.tick(ctx);
+            }
+        });
     }
 }
 

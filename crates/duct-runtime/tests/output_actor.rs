@@ -29,6 +29,8 @@ enum Script {
     Fail(usize),
     /// Deliver this many, then have the next this-many refused for good.
     Refuse(usize, usize),
+    /// Have this many acknowledged, then never answer.
+    Hang(usize),
     Panic,
 }
 
@@ -74,6 +76,11 @@ impl Output for Scripted {
                 s.delivered.extend(&metrics[..ok]);
                 let done = (ok + refused).min(metrics.len());
                 Err(OutputError::new("scripted refusal").after(done).rejecting(done - ok))
+            }
+            Script::Hang(n) => {
+                s.delivered.extend(&metrics[..n.min(metrics.len())]);
+                batch.acknowledge(n);
+                return Box::pin(std::future::pending());
             }
             Script::Panic => {
                 drop(s);
@@ -416,4 +423,26 @@ async fn an_output_that_cannot_be_rebuilt_retries_reports_unhealthy_and_not_star
     assert_eq!(fresh.lock().unwrap().delivered, vec![0, 1, 2, 3]);
     assert!(stats.healthy.load(Ordering::Relaxed));
     assert!(stats.started.load(Ordering::Relaxed));
+}
+
+#[actix_rt::test]
+async fn what_the_destination_acknowledged_of_a_batch_in_flight_is_not_counted_undelivered() {
+    let shared = Arc::new(Mutex::new(Shared {
+        script: vec![Script::Hang(6)],
+        ..Default::default()
+    }));
+    let (addr, stats) = start(settings(|s| s.batch = 10), shared.clone());
+    addr.do_send(Enqueue(events(0..10)));
+    assert!(wait_until(Duration::from_secs(5), || shared.lock().unwrap().delivered.len() == 6).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || stats.queued.load(Ordering::Relaxed) == 4).await,
+        "queued: {}",
+        stats.queued.load(Ordering::Relaxed)
+    );
+    addr.do_send(Enqueue(events(10..12)));
+    assert_eq!(
+        drain(&addr, Duration::from_millis(300)).await,
+        6,
+        "4 in flight, 2 queued"
+    );
 }

@@ -239,3 +239,63 @@ async fn ticks_follow_the_interval_after_the_start_delay() {
     assert!((5..=13).contains(&n), "{n} ticks in ~1 s at 0.1 s");
     f.addr.send(StopSource).await.unwrap();
 }
+
+static HUGE: Behaviour = Behaviour::new();
+
+#[actix_rt::test]
+async fn an_interval_no_clock_can_hold_is_reported_not_a_dead_actor() {
+    let f = start(&HUGE, |_| Action::Emit, slow_build, |s| s.interval = 1e20);
+    assert!(
+        wait_until(Duration::from_secs(5), || !f.telemetry.failing_sources().is_empty()).await,
+        "the source shows as failing"
+    );
+    let (service, why, _) = f.telemetry.failing_sources().remove(0);
+    assert_eq!(service, "scripted");
+    assert!(why.contains("out of range"), "{why}");
+    f.addr.send(StopSource).await.expect("the actor still runs");
+}
+
+static UNBUILT: Behaviour = Behaviour::new();
+
+fn unbuilt_build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Diagnostic> {
+    // The first attempt (at start) and the next fail; the third works.
+    if UNBUILT.builds.fetch_add(1, Ordering::SeqCst) < 2 {
+        return Err(args.invalid("path", "no such file"));
+    }
+    Ok(Box::new(Scripted {
+        behaviour: &UNBUILT,
+        act: |_| Action::Emit,
+    }))
+}
+
+#[actix_rt::test]
+async fn a_source_that_cannot_be_built_is_reported_and_built_again() {
+    let mut s = SourceSettings::for_service("unbuilt", "h");
+    s.interval = 0.05;
+    s.start_delay = Some(0.0);
+    let settings = Arc::new(s);
+    let recipe = Arc::new(SourceRecipe {
+        settings: settings.clone(),
+        spec: SourceSpec::new::<NoOptions>("test.Scripted", "scripted", &[], unbuilt_build),
+        block: Block {
+            node: Node::null(Mark::new(Arc::from(Path::new("t.yml")), 1, 1)),
+            context: "sources[0]".into(),
+        },
+        globals: Arc::new(Globals::default()),
+    });
+    let sink = Arc::new(Collect::default());
+    let telemetry = Telemetry::new();
+    let ctx = SourceContext::new(settings, sink.clone(), telemetry.clone());
+    let why = recipe.build().err().expect("the first build fails").to_string();
+    let addr = SourceActor::unbuilt(recipe, ctx, 0.0, &why).start();
+    assert!(wait_until(Duration::from_secs(2), || !telemetry.failing_sources().is_empty()).await);
+    assert!(telemetry.failing_sources()[0].1.contains("no such file"));
+    // Retried at 1 s, then about 2 s later.
+    assert!(wait_until(Duration::from_secs(8), || !sink.0.lock().unwrap().is_empty()).await);
+    assert_eq!(UNBUILT.builds.load(Ordering::SeqCst), 3);
+    assert!(
+        wait_until(Duration::from_secs(2), || telemetry.failing_sources().is_empty()).await,
+        "working once built"
+    );
+    addr.send(StopSource).await.unwrap();
+}

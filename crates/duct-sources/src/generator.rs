@@ -1,9 +1,15 @@
 //! `duct.sources.generator.Function`: a synthetic signal, `f(x)` with `x`
 //! advancing by `dx` every tick. Useful to test triggers, routes and
 //! outputs without touching the host.
+//!
+//! As in Duct (Python), a result is an integer when Python would make it
+//! an `int`: `x` starts at the integer 0, so with an integer `dx` (`dx: 1`)
+//! `x` stays one, and `x * 2` or `abs(-5)` are integer metrics, while
+//! `sin(x)`, `x / 2` and anything of the default `dx: 0.1` are floats (see
+//! [`MathExpr::integral`]).
 
 use duct_core::expr::MathExpr;
-use duct_core::{Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Metric, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -12,14 +18,54 @@ struct Options {
     /// An expression in `x` (Duct's functions and constants).
     function: String,
     /// How far `x` moves each tick.
-    dx: f64,
+    dx: Step,
+}
+
+/// `dx` as written: an integer keeps `x` an integer, as in Python.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Int(i64),
+    Float(f64),
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Step, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Step;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Step, E> {
+                Ok(Step::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Step, E> {
+                i64::try_from(v)
+                    .map(Step::Int)
+                    .map_err(|_| E::custom("an integer step that large is out of range"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Step, E> {
+                Ok(Step::Float(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Step {
+    fn value(self) -> f64 {
+        match self {
+            Step::Int(v) => v as f64,
+            Step::Float(v) => v,
+        }
+    }
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             function: MathExpr::DEFAULT_SOURCE.into(),
-            dx: 0.1,
+            dx: Step::Float(0.1),
         }
     }
 }
@@ -51,13 +97,15 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Di
             ),
         )
     })?;
-    if !opts.dx.is_finite() {
+    if !opts.dx.value().is_finite() {
         return Err(args.invalid("dx", "must be a finite number"));
     }
+    let integral = function.integral(matches!(opts.dx, Step::Int(_)));
     Ok(Box::new(Function {
         function,
-        dx: opts.dx,
+        dx: opts.dx.value(),
         x: 0.0,
+        integral,
     }))
 }
 
@@ -66,6 +114,21 @@ pub struct Function {
     dx: f64,
     /// Advanced before each evaluation, as Duct did (the first tick is f(dx)).
     x: f64,
+    /// Whether Python would give an `int`: the metric is then an integer.
+    integral: bool,
+}
+
+/// The most an `f64` holds every integer up to, exactly.
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+impl Function {
+    fn metric(&self, v: f64) -> Metric {
+        if self.integral && v.fract() == 0.0 && v.abs() <= EXACT_INTEGERS {
+            Metric::Int(v as i64)
+        } else {
+            Metric::Float(v)
+        }
+    }
 }
 
 impl Source for Function {
@@ -74,7 +137,7 @@ impl Source for Function {
         let result = self
             .function
             .eval(self.x)
-            .map(|v| vec![ctx.create_event("ok", "Sine wave", v)])
+            .map(|v| vec![ctx.create_event("ok", "Sine wave", self.metric(v))])
             .map_err(|e| format!("{} at x = {}: {e}", self.function.source(), self.x).into());
         Box::pin(std::future::ready(result))
     }
@@ -93,6 +156,7 @@ mod tests {
             function: MathExpr::parse("x * 2").unwrap(),
             dx: 0.5,
             x: 0.0,
+            integral: false,
         };
         let first = f.get(&ctx).await.unwrap();
         let second = f.get(&ctx).await.unwrap();
@@ -110,6 +174,7 @@ mod tests {
             function: MathExpr::parse("1 / (x - 1)").unwrap(),
             dx: 1.0,
             x: 0.0,
+            integral: false,
         };
         let err = f.get(&ctx).await.unwrap_err();
         assert!(err.to_string().contains("x = 1"), "{err}");

@@ -8,6 +8,11 @@ use std::sync::Arc;
 use super::diag::{did_you_mean, Diagnostic, Diagnostics};
 use super::node::{self, Mark, Node, Style, Value};
 
+/// The default `max_sources`: far more than one agent polls in practice
+/// (a few thousand network checks), and few enough that planning them
+/// takes seconds and well under a gigabyte.
+pub const DEFAULT_MAX_SOURCES: usize = 100_000;
+
 /// One `sources:` or `outputs:` entry after merging and expansion.
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -69,7 +74,25 @@ pub fn load_text(
     }
     merge_includes(&mut root, base, env, diags);
     let mut sources = take_blocks(&mut root, "sources", diags);
-    sources.extend(expand_blueprints(&mut root, diags));
+    // A `max_sources` of the wrong type is reported when the globals are
+    // typed; the default applies meanwhile.
+    let max_sources = root
+        .get("max_sources")
+        .and_then(Node::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_MAX_SOURCES);
+    if sources.len() > max_sources {
+        let at = sources[max_sources].node.mark.clone();
+        diags.push(Diagnostic::error(
+            at,
+            format!(
+                "sources: {} sources, more than max_sources ({max_sources}); raise max_sources if this is meant",
+                sources.len()
+            ),
+        ));
+    }
+    let room = max_sources.saturating_sub(sources.len());
+    sources.extend(expand_blueprints(&mut root, max_sources, room, diags));
     let mut outputs = take_blocks(&mut root, "outputs", diags);
     if outputs.is_empty() {
         outputs.extend(legacy_output(&root, diags));
@@ -113,9 +136,25 @@ fn interpolate(node: &mut Node, env: &dyn Fn(&str) -> Option<String>, diags: &mu
     }
 }
 
+/// How deeply `${A:-${B:-…}}` defaults may nest.
+pub const MAX_DEFAULT_NESTING: usize = 8;
+
 /// The text with variables replaced, or the byte offset and reason of the
-/// first bad reference.
+/// first bad reference. A default may itself hold references
+/// (`${X:-${Y:-z}}`), expanded only when the default is used, as a shell
+/// does.
 pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, (usize, String)> {
+    substitute_within(text, 0, 0, env)
+}
+
+/// [`substitute`] on a part of a value that starts at byte `base` of it,
+/// `depth` defaults deep.
+fn substitute_within(
+    text: &str,
+    base: usize,
+    depth: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut offset = 0;
@@ -135,25 +174,38 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             continue;
         }
         let start = offset + at;
-        let Some(close) = tail.find('}') else {
-            return Err((start, "unterminated `${` (write `$${` for a literal `${`)".into()));
+        let Some(close) = closing_brace(tail) else {
+            return Err((
+                base + start,
+                "unterminated `${` (write `$${` for a literal `${`)".into(),
+            ));
         };
         let inner = &tail[2..close];
         let (name, default) = match inner.find(":-") {
-            Some(i) => (&inner[..i], Some(&inner[i + 2..])),
+            Some(i) => (&inner[..i], Some((&inner[i + 2..], base + start + 2 + i + 2))),
             None => (inner, None),
         };
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err((start, format!("`${{{inner}}}` is not a valid variable reference")));
+            return Err((
+                base + start,
+                format!("`${{{inner}}}` is not a valid variable reference"),
+            ));
         }
         match (env(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
-            (None, Some(d)) => out.push_str(d),
+            (None, Some((d, _))) if !d.contains('$') => out.push_str(d),
+            (None, Some(_)) if depth + 1 >= MAX_DEFAULT_NESTING => {
+                return Err((
+                    base + start,
+                    format!("defaults are nested more than {MAX_DEFAULT_NESTING} deep"),
+                ))
+            }
+            (None, Some((d, at))) => out.push_str(&substitute_within(d, at, depth + 1, env)?),
             (None, None) => {
                 return Err((
-                    start,
+                    base + start,
                     format!("environment variable {name} is not set (write ${{{name}:-default}} to give a default)"),
                 ))
             }
@@ -163,6 +215,33 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The byte index of the `}` that closes the `${` at the start of `text`,
+/// counting the `${` … `}` of nested defaults (`$${` is a literal).
+fn closing_brace(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"$${") {
+            i += 3;
+            continue;
+        }
+        if bytes[i..].starts_with(b"${") {
+            depth += 1;
+            i += 2;
+            continue;
+        }
+        if bytes[i] == b'}' {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A string or a list of strings, as `include: dir` or `include: [a, b]`.
@@ -215,7 +294,15 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
         };
         let files = if found.is_dir() {
             match yaml_files(found) {
-                Ok(files) => files,
+                Ok(IncludeDir { files, unreadable }) => {
+                    for (file, e) in unreadable {
+                        diags.push(Diagnostic::warning(
+                            mark.clone(),
+                            format!("cannot follow {} ({e}); nothing included from it", file.display()),
+                        ));
+                    }
+                    files
+                }
                 Err(e) => {
                     diags.push(Diagnostic::error(
                         mark,
@@ -247,13 +334,39 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
     }
 }
 
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
-        .collect();
+/// What an include directory holds.
+struct IncludeDir {
+    /// Its `*.yml`/`*.yaml` files, in name order.
+    files: Vec<PathBuf>,
+    /// The entries that could not be followed (a dangling symlink, a
+    /// symlink loop, an entry that vanished while listed) and why.
+    unreadable: Vec<(PathBuf, std::io::Error)>,
+}
+
+fn yaml_files(dir: &Path) -> std::io::Result<IncludeDir> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = match entry {
+            Ok(e) => e.path(),
+            Err(e) => {
+                unreadable.push((dir.to_path_buf(), e));
+                continue;
+            }
+        };
+        if !matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
+            continue;
+        }
+        // `metadata` follows symlinks, so a dangling one or a loop fails here.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(_) => {}
+            Err(e) => unreadable.push((path, e)),
+        }
+    }
     files.sort();
-    Ok(files)
+    unreadable.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(IncludeDir { files, unreadable })
 }
 
 fn merge_into(root: &mut Node, doc: Node, diags: &mut Diagnostics) {
@@ -332,7 +445,10 @@ fn take_blocks(root: &mut Node, key: &str, diags: &mut Diagnostics) -> Vec<Block
 /// slowest) and each source of each named toolbox, one source whose options
 /// are, in increasing precedence, the toolbox source's own, the toolbox
 /// defaults, the blueprint defaults and the combination's values.
-fn expand_blueprints(root: &mut Node, diags: &mut Diagnostics) -> Vec<Block> {
+///
+/// At most `room` sources (of `max_sources`) are made: a blueprint that
+/// would make more is an error, found by counting before expanding.
+fn expand_blueprints(root: &mut Node, max_sources: usize, mut room: usize, diags: &mut Diagnostics) -> Vec<Block> {
     let toolboxes = root.remove("toolbox");
     let Some(blueprints) = root.remove("blueprint") else {
         return Vec::new();
@@ -389,9 +505,46 @@ fn expand_blueprints(root: &mut Node, diags: &mut Diagnostics) -> Vec<Block> {
                 )),
             }
         }
-        let Some(combos) = combinations(blueprint.get("sets"), &here, diags) else {
+        let Some(sets) = sets_of(blueprint.get("sets"), &here, diags) else {
             continue;
         };
+        let per_combination: usize = boxes
+            .iter()
+            .map(|(_, tb)| tb.get("sources").and_then(Node::as_seq).map_or(0, <[Node]>::len))
+            .sum();
+        let count = sets
+            .iter()
+            .try_fold(per_combination, |n, (_, values)| n.checked_mul(values.len()));
+        match count {
+            Some(n) if n <= room => room -= n,
+            _ => {
+                let factors: Vec<String> = sets
+                    .iter()
+                    .map(|(k, v)| format!("{} `{}`", v.len(), k.as_str().unwrap_or_default()))
+                    .chain([format!("{per_combination} toolbox source(s)")])
+                    .collect();
+                let total = count.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
+                let at = blueprint
+                    .entry("sets")
+                    .map_or(&blueprint.mark, |(k, _)| &k.mark)
+                    .clone();
+                diags.push(Diagnostic::error(
+                    at,
+                    format!(
+                        "{here}: expands to {total} sources ({}), more than max_sources ({max_sources}) \
+                         allows{}; raise max_sources if this is meant",
+                        factors.join(" × "),
+                        if room < max_sources {
+                            format!(" with the {} sources before it", max_sources - room)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+                continue;
+            }
+        }
+        let combos = combinations(&sets);
         let blueprint_defaults = map_entries(blueprint.get("defaults"), &format!("{here}.defaults"), diags);
         for combo in &combos {
             let label = combo
@@ -451,12 +604,21 @@ fn map_entries(node: Option<&Node>, context: &str, diags: &mut Diagnostics) -> V
     }
 }
 
-/// Every combination of the `sets` values; a blueprint without `sets` has
-/// one, empty, combination.
-fn combinations(sets: Option<&Node>, here: &str, diags: &mut Diagnostics) -> Option<Vec<Vec<(Node, Node)>>> {
-    let mut combos: Vec<Vec<(Node, Node)>> = vec![Vec::new()];
-    for (key, values) in map_entries(sets, &format!("{here}.sets"), diags) {
-        let Some(values) = values.as_seq() else {
+/// The `sets` of a blueprint: each key with its list of values.
+fn sets_of<'a>(sets: Option<&'a Node>, here: &str, diags: &mut Diagnostics) -> Option<Vec<(Node, &'a [Node])>> {
+    let mut out = Vec::new();
+    let Some(sets) = sets.filter(|n| !n.is_null()) else {
+        return Some(out);
+    };
+    let Some(entries) = sets.as_map() else {
+        diags.push(Diagnostic::error(
+            sets.mark.clone(),
+            format!("{here}.sets: expected a map, found {}", sets.describe()),
+        ));
+        return Some(out);
+    };
+    for (key, values) in entries {
+        let Some(list) = values.as_seq() else {
             diags.push(Diagnostic::error(
                 values.mark.clone(),
                 format!(
@@ -467,10 +629,19 @@ fn combinations(sets: Option<&Node>, here: &str, diags: &mut Diagnostics) -> Opt
             ));
             return None;
         };
+        out.push((key.clone(), list));
+    }
+    Some(out)
+}
+
+/// Every combination of the `sets` values (first key slowest); no `sets`
+/// make one, empty, combination.
+fn combinations(sets: &[(Node, &[Node])]) -> Vec<Vec<(Node, Node)>> {
+    let mut combos: Vec<Vec<(Node, Node)>> = vec![Vec::new()];
+    for (key, values) in sets {
         combos = combos
             .into_iter()
             .flat_map(|prefix| {
-                let key = &key;
                 values.iter().map(move |v| {
                     let mut c = prefix.clone();
                     c.push((key.clone(), v.clone()));
@@ -479,7 +650,7 @@ fn combinations(sets: Option<&Node>, here: &str, diags: &mut Diagnostics) -> Opt
             })
             .collect();
     }
-    Some(combos)
+    combos
 }
 
 /// Duct's global `server`/`port`/`proto`: with no `outputs`, a Riemann
@@ -556,6 +727,32 @@ mod tests {
         assert!(msg.contains("MISSING is not set"), "{msg}");
         assert_eq!(substitute("${NODE", &env).unwrap_err().0, 0);
         assert!(substitute("${1BAD}", &env).unwrap_err().1.contains("not a valid"));
+    }
+
+    #[test]
+    fn nested_defaults_are_expanded_when_used() {
+        let env = env_of(&[("Y", "why"), ("Z", "zed")]);
+        assert_eq!(substitute("${X:-${Y:-z}}", &env).unwrap(), "why");
+        assert_eq!(substitute("${X:-${W:-z}}", &env).unwrap(), "z");
+        assert_eq!(substitute("a${X:-b${W:-${Z}}c}d", &env).unwrap(), "abzedcd");
+        assert_eq!(
+            substitute("${Y:-${UNSET}}", &env).unwrap(),
+            "why",
+            "an unused default is not expanded"
+        );
+        assert_eq!(substitute("${X:-$${Y}}", &env).unwrap(), "${Y}");
+        assert_eq!(
+            substitute("${X:-{}}", &env).unwrap(),
+            "{}",
+            "a brace without `$` does not nest"
+        );
+        // Errors inside a default point into it.
+        let (at, msg) = substitute("${X:-${W:-${UNSET}}}", &env).unwrap_err();
+        assert_eq!(at, 10);
+        assert!(msg.contains("UNSET is not set"), "{msg}");
+        assert_eq!(substitute("${X:-${W:-z}", &env).unwrap_err().0, 0);
+        let deep = format!("{}z{}", "${X:-".repeat(20), "}".repeat(20));
+        assert!(substitute(&deep, &env).unwrap_err().1.contains("nested more than 8"));
     }
 
     #[test]
@@ -707,6 +904,71 @@ blueprint:
         assert!(diags.errors().next().unwrap().message.contains("expected a list"));
         let (_, diags) = load("sources:\n  - just-a-string\n");
         assert!(diags.errors().next().unwrap().message.contains("sources[0]"));
+    }
+
+    #[test]
+    fn blueprint_expansion_is_capped_before_expanding() {
+        // Ten keys of ten values: 10^10 sources in 600 bytes.
+        let mut text =
+            "toolbox:\n  t: {sources: [{service: s, source: x}]}\nblueprint:\n  - toolbox: t\n    sets:\n".to_string();
+        for k in 0..10 {
+            text.push_str(&format!("      k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"));
+        }
+        let (tree, diags) = load(&text);
+        assert!(tree.unwrap().sources.is_empty());
+        let err = diags.errors().next().unwrap();
+        assert!(
+            err.message
+                .starts_with("blueprint[0]: expands to 10000000000 sources (10 `k0` × "),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("more than max_sources (100000)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.mark.as_ref().unwrap().line, 5, "at `sets`");
+
+        // The cap counts the explicit sources too, and can be raised.
+        let small = "max_sources: 5\nsources: [{service: a}, {service: b}]\ntoolbox:\n  t: {sources: [{service: s}, {service: u}]}\nblueprint:\n  - {toolbox: t, sets: {host: [x, y]}}\n";
+        let (_, diags) = load(small);
+        let err = diags.errors().next().unwrap();
+        assert!(err.message.contains("expands to 4 sources (2 `host` × 2 toolbox source(s)), more than max_sources (5) allows with the 2 sources before it"), "{}", err.message);
+        let (tree, diags) = load(&small.replace("max_sources: 5", "max_sources: 6"));
+        assert!(!diags.has_errors(), "{diags}");
+        assert_eq!(tree.unwrap().sources.len(), 6);
+        let (_, diags) = load("max_sources: 1\nsources: [{service: a}, {service: b}]\n");
+        let err = diags.errors().next().unwrap();
+        assert!(
+            err.message.contains("2 sources, more than max_sources (1)"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn unfollowable_files_in_an_include_directory_are_warnings() {
+        let dir = tempdir("dangling");
+        let conf = dir.join("conf.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("10-ok.yml"), "sources:\n  - service: ok\n").unwrap();
+        std::os::unix::fs::symlink(conf.join("gone.yml"), conf.join("20-dangling.yml")).unwrap();
+        std::os::unix::fs::symlink(conf.join("30-loop.yaml"), conf.join("30-loop.yaml")).unwrap();
+        std::os::unix::fs::symlink(conf.join("gone"), conf.join("notes.txt")).unwrap();
+        let (tree, diags) = load_in("include: conf.d\n", &dir, &[]);
+        assert!(!diags.has_errors(), "{diags}");
+        assert_eq!(services(&tree.unwrap()), ["ok"]);
+        let warnings: Vec<&str> = diags.warnings().map(|w| w.message.as_str()).collect();
+        assert_eq!(warnings.len(), 2, "only the YAML names warn: {warnings:?}");
+        assert!(
+            warnings[0].contains("20-dangling.yml") && warnings[0].contains("nothing included"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("30-loop.yaml"), "{warnings:?}");
+        let w = diags.warnings().next().unwrap();
+        assert_eq!(w.mark.as_ref().unwrap().line, 1, "at the include");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn tempdir(tag: &str) -> PathBuf {

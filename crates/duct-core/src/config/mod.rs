@@ -56,6 +56,10 @@ pub struct Globals {
     pub ssh_knownhosts_file: Option<String>,
     /// ductd extension: how long shutdown may spend flushing outputs (s).
     pub shutdown_timeout: f64,
+    /// ductd extension: the most sources a configuration may have, its
+    /// `sources` and what its blueprints expand to together. Checked before
+    /// expanding, so that a small file cannot ask for 10^10 sources.
+    pub max_sources: usize,
     /// ductd extension: the HTTP health endpoint, off unless configured.
     pub health: Option<HealthOptions>,
 }
@@ -88,6 +92,7 @@ impl Default for Globals {
             ssh_port: 22,
             ssh_knownhosts_file: Some("/var/lib/duct/known_hosts".into()),
             shutdown_timeout: 10.0,
+            max_sources: load::DEFAULT_MAX_SOURCES,
             health: None,
         }
     }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use yaml_rust2::parser::{Event as YamlEvent, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event as YamlEvent, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A position in a configuration file (line and column count from 1).
@@ -189,6 +189,19 @@ impl Node {
     }
 }
 
+/// The deepest nesting of lists and maps a configuration may have. Duct's
+/// own files nest five or six levels; the tree is walked recursively
+/// (interpolation, typing, dropping), so a file nested thousands of levels
+/// deep would otherwise overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// The most nodes (scalars, lists, maps) that aliases may copy into one
+/// file. Aliases are expanded into copies, and nine aliases of nine aliases
+/// … ("billion laughs") turn 500 bytes into 10^9 nodes; 100,000 copies are
+/// about 10 MB and far more than sharing defaults between a few thousand
+/// sources needs.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 /// A YAML syntax error with its position.
 #[derive(Debug, Clone)]
 pub struct SyntaxError {
@@ -203,16 +216,30 @@ pub fn parse(text: &str, file: Arc<Path>) -> Result<Node, SyntaxError> {
         file: file.clone(),
         stack: Vec::new(),
         anchors: HashMap::new(),
+        alias_nodes: 0,
         root: None,
         error: None,
     };
+    // Events are pulled here rather than with `Parser::load`, which recurses
+    // once per level of nesting: a deeply nested file would overflow the
+    // stack before the builder could refuse it.
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, false) {
-        let m = e.marker();
-        return Err(SyntaxError {
-            mark: Mark::new(file, m.line(), m.col() + 1),
-            message: e.info().to_string(),
-        });
+    while builder.error.is_none() {
+        let (event, marker) = match parser.next_token() {
+            Ok(next) => next,
+            Err(e) => {
+                let m = e.marker();
+                return Err(SyntaxError {
+                    mark: Mark::new(file, m.line(), m.col() + 1),
+                    message: e.info().to_string(),
+                });
+            }
+        };
+        // Only the first document is read.
+        if matches!(event, YamlEvent::DocumentEnd | YamlEvent::StreamEnd) {
+            break;
+        }
+        builder.on_event(event, marker);
     }
     if let Some(err) = builder.error {
         return Err(err);
@@ -226,8 +253,10 @@ struct TreeBuilder {
     /// Open collections: the node being filled, its anchor id, and for maps
     /// a key waiting for its value.
     stack: Vec<(Node, usize, Option<Node>)>,
-    /// Anchored nodes by id, for aliases.
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes by id, for aliases, with their number of nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes copied by aliases so far (at most [`MAX_ALIAS_NODES`]).
+    alias_nodes: usize,
     root: Option<Node>,
     /// The first semantic error (unknown alias, bad merge key); the parser's
     /// callback cannot return one.
@@ -249,7 +278,8 @@ impl TreeBuilder {
     /// Hands a finished node to its parent collection (or makes it the root).
     fn push(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node_count(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -315,8 +345,12 @@ fn insert_map_entry(map: &mut Node, key: Node, value: Node) -> Result<(), Syntax
     Ok(())
 }
 
-impl MarkedEventReceiver for TreeBuilder {
+impl TreeBuilder {
     fn on_event(&mut self, ev: YamlEvent, marker: Marker) {
+        if self.error.is_some() {
+            // The document is refused: build nothing more of it.
+            return;
+        }
         let mark = self.mark(marker);
         match ev {
             YamlEvent::Scalar(text, style, anchor, _tag) => {
@@ -328,6 +362,12 @@ impl MarkedEventReceiver for TreeBuilder {
                     Value::Scalar(text, Style::Quoted)
                 };
                 self.push(Node::new(value, mark), anchor);
+            }
+            YamlEvent::SequenceStart(..) | YamlEvent::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.fail(
+                    mark,
+                    format!("lists and maps are nested more than {MAX_DEPTH} levels deep"),
+                );
             }
             YamlEvent::SequenceStart(anchor, _) => {
                 self.stack.push((Node::new(Value::Seq(Vec::new()), mark), anchor, None));
@@ -341,14 +381,34 @@ impl MarkedEventReceiver for TreeBuilder {
                 }
             }
             YamlEvent::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => {
+                Some((_, size)) if self.alias_nodes + size > MAX_ALIAS_NODES => {
+                    self.fail(
+                        mark,
+                        format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} copied values; \
+                             write the repeated parts out or use fewer, smaller anchors"
+                        ),
+                    );
+                }
+                Some((node, size)) => {
                     let node = node.clone();
+                    self.alias_nodes += size;
                     self.push(node, 0);
                 }
                 None => self.fail(mark, "alias to an unknown anchor".into()),
             },
             _ => {}
         }
+    }
+}
+
+/// The number of nodes in a tree (the node itself included). Recursion is
+/// bounded by [`MAX_DEPTH`].
+fn node_count(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Null | Value::Scalar(..) => 0,
+        Value::Seq(items) => items.iter().map(node_count).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| node_count(k) + node_count(v)).sum(),
     }
 }
 
@@ -415,5 +475,42 @@ mod tests {
         assert_eq!(a.get("x").unwrap().canonical(), b.get("x").unwrap().canonical());
         let c = doc("x: {a: 1, b: [2, c]}\n");
         assert_ne!(a.get("x").unwrap().canonical(), c.get("x").unwrap().canonical());
+    }
+
+    #[test]
+    fn alias_expansion_is_capped_with_a_located_error() {
+        // Nine aliases of nine aliases of nine values: 9^9 copies.
+        let mut text = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_string();
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse(&text, Arc::from(Path::new("t.yml"))).unwrap_err();
+        assert!(
+            err.message.contains("aliases expand to more than 100000"),
+            "{}",
+            err.message
+        );
+        // a5 holds 9^5 + … nodes: its own aliases to a4 already pass the cap.
+        assert_eq!(err.mark.line, 6, "{:?}", err.mark);
+        // Sharing defaults between many blocks stays well within it.
+        let mut text = "d: &d {interval: 5, ttl: 10, tags: [a, b]}\nsources:\n".to_string();
+        for i in 0..2000 {
+            text.push_str(&format!("  - {{<<: *d, service: s{i}}}\n"));
+        }
+        assert_eq!(doc(&text).get("sources").unwrap().as_seq().unwrap().len(), 2000);
+    }
+
+    #[test]
+    fn nesting_is_capped_with_a_located_error() {
+        let deep: String = (0..200).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
+        let err = parse(&deep, Arc::from(Path::new("t.yml"))).unwrap_err();
+        assert!(err.message.contains("nested more than 64 levels"), "{}", err.message);
+        assert_eq!(err.mark.line, 65, "{:?}", err.mark);
+        // Far deeper than the cap: refused, not a stack overflow.
+        let deeper: String = (0..5000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        assert!(parse(&deeper, Arc::from(Path::new("t.yml"))).is_err());
+        let ok: String = (0..40).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
+        assert!(parse(&ok, Arc::from(Path::new("t.yml"))).is_ok());
     }
 }

@@ -22,7 +22,10 @@ const MAX_NESTING: usize = 64;
 /// comparisons), reached through [`Node::Ext`].
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Node<X> {
+    /// A float literal, or a constant (`pi`).
     Num(f64),
+    /// An integer literal (`5`, `0x1f`): Python keeps its type, an `int`.
+    Int(f64),
     /// The dialect's one variable: `service` or `x`.
     Var,
     Unary(UnaryOp, Box<Node<X>>),
@@ -77,9 +80,26 @@ pub(super) trait Env<X> {
 }
 
 impl<X> Node<X> {
+    /// Whether Python would give an `int` here, `var` telling whether the
+    /// variable is one and `ext` the same for the dialect's nodes: an
+    /// integer literal is, a float literal is not, `/` never is, and the
+    /// other operators are when both operands are (`**` also needs a
+    /// non-negative exponent, which only the value can tell).
+    pub(super) fn integral(&self, var: bool, ext: &impl Fn(&X) -> bool) -> bool {
+        match self {
+            Node::Int(_) => true,
+            Node::Num(_) => false,
+            Node::Var => var,
+            Node::Unary(_, operand) => operand.integral(var, ext),
+            Node::Binary(BinOp::Div, ..) => false,
+            Node::Binary(_, left, right) => left.integral(var, ext) && right.integral(var, ext),
+            Node::Ext(x) => ext(x),
+        }
+    }
+
     pub(super) fn eval(&self, env: &impl Env<X>) -> Result<f64, EvalError> {
         match self {
-            Node::Num(v) => Ok(*v),
+            Node::Num(v) | Node::Int(v) => Ok(*v),
             Node::Var => env.var(),
             Node::Unary(UnaryOp::Neg, operand) => Ok(-operand.eval(env)?),
             Node::Unary(UnaryOp::Pos, operand) => operand.eval(env),
@@ -320,7 +340,9 @@ impl<'a> Parser<'a> {
         match token.kind {
             Tok::Num(v) => {
                 self.bump();
-                Ok(Node::Num(v))
+                let text = token.text.to_ascii_lowercase();
+                let integer = text.starts_with("0x") || !text.contains(['.', 'e']);
+                Ok(if integer { Node::Int(v) } else { Node::Num(v) })
             }
             Tok::Name => g.name(self, token),
             Tok::LParen => {

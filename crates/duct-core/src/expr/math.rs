@@ -130,6 +130,24 @@ impl MathExpr {
         Ok(value)
     }
 
+    /// Whether the value is an integer in Python's eyes (an `int`, as Duct
+    /// would report it) when `x` is one: `abs(-5)`, `x * 2`, `x // 3` are;
+    /// `x / 2`, `sin(x)`, `1.0` are not. `floor` and `ceil` give ints, as
+    /// Python 3's `math` does; `min` and `max` when all their arguments
+    /// are; `pow` as `**`. A negative integer power (`2 ** -1`, a float in
+    /// Python) is told by its value, which is then not whole.
+    pub fn integral(&self, x_integral: bool) -> bool {
+        fn call(c: &Call, x: bool) -> bool {
+            let all = || c.args.iter().all(|a| a.integral(x, &|c| call(c, x)));
+            match c.func {
+                Func::Floor | Func::Ceil => true,
+                Func::Abs | Func::Min | Func::Max | Func::Pow => all(),
+                _ => false,
+            }
+        }
+        self.root.integral(x_integral, &|c| call(c, x_integral))
+    }
+
     /// The text it was parsed from.
     pub fn source(&self) -> &str {
         &self.source
@@ -327,6 +345,44 @@ impl Func {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_int_results_are_told_from_floats() {
+        let integral = |src: &str, x: bool| MathExpr::parse(src).unwrap().integral(x);
+        for src in [
+            "abs(-5)",
+            "5",
+            "0x1F",
+            "1_000",
+            "-x",
+            "x * 2 + 1",
+            "x // 3",
+            "x % 7",
+            "x ** 2",
+            "floor(x / 2)",
+            "ceil(0.5)",
+            "max(x, 3)",
+            "pow(2, 3)",
+        ] {
+            assert!(integral(src, true), "{src}");
+        }
+        for src in [
+            "1.0",
+            "1e3",
+            "x / 2",
+            "sin(x)",
+            "abs(-5.0)",
+            "max(x, 3.0)",
+            "pi",
+            "e * 2",
+            "sqrt(4)",
+            "log(8, 2)",
+        ] {
+            assert!(!integral(src, true), "{src}");
+        }
+        assert!(!integral("x * 2", false), "a float x gives floats");
+        assert!(integral("abs(-5)", false), "whatever x is");
+    }
 
     fn expr(src: &str) -> MathExpr {
         MathExpr::parse(src).unwrap_or_else(|e| panic!("{src:?} should parse: {e}"))

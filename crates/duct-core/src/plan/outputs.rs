@@ -95,7 +95,7 @@ pub(super) fn plan_output(
     let mut checks = OptionChecks::new(block, diags);
     checks.ok = common_ok;
     let interval = checks.interval("interval", common.interval.unwrap_or(1.0));
-    let maxrate = common.maxrate.unwrap_or(0.0);
+    let maxrate = common.maxrate.unwrap_or(spec.default_maxrate);
     // Big enough that a fast destination is not held up by waiting for
     // the last acknowledgement of each batch (profiled: at 1,000 events a
     // batch, a Riemann output spent most of its time waiting).

@@ -267,6 +267,18 @@ fn urls_are_checked_when_the_request_is_made() {
 }
 
 #[test]
+fn the_host_header_has_the_port_only_when_it_is_not_the_schemes() {
+    let host = |url: &str| host_header(&Url::parse(url).unwrap()).unwrap();
+    assert_eq!(host("http://[::1]/"), "[::1]");
+    assert_eq!(host("http://[::1]:8080/"), "[::1]:8080");
+    assert_eq!(host("http://web:80/"), "web");
+    assert_eq!(host("https://web:443/"), "web");
+    assert_eq!(host("https://web:80/"), "web:80");
+    assert_eq!(host("http://BÜCHER.example/"), "xn--bcher-kva.example");
+    assert_eq!(host("unix:/var/run/docker.sock"), "localhost");
+}
+
+#[test]
 fn base64_pads() {
     assert_eq!(base64(b"a"), "YQ==");
     assert_eq!(base64(b"ab"), "YWI=");
@@ -287,6 +299,13 @@ async fn a_chunked_body_from_a_go_server_is_decoded() {
     assert!(text.starts_with("# HELP"), "{}", &text[..40]);
     assert!(text.contains("blackbox_exporter_build_info"));
     assert!(!text.contains("\r\n"), "no chunk framing left in the body");
+
+    // Read and bounded, but not kept.
+    let mut request = Request::get(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
+    request.keep_body = false;
+    assert!(send(&request).await.unwrap().body.is_empty());
+    request.max_body_bytes = 1000;
+    assert_eq!(send(&request).await.unwrap_err(), Error::BodyTooLarge(1000));
 }
 
 #[tokio::test]
@@ -330,6 +349,12 @@ async fn bad_answers_are_errors_that_say_what_was_wrong() {
     .await;
     let e = send(&get(cut)).await.unwrap_err();
     assert_eq!(e.to_string(), "the connection closed before the last chunk");
+
+    let mut huge = b"HTTP/1.1 200 OK\r\nX-Filler: ".to_vec();
+    huge.extend(vec![b'a'; 100 << 10]);
+    let port = raw(huge, true).await;
+    let e = send(&get(port)).await.unwrap_err();
+    assert_eq!(e.to_string(), "invalid response: message head is too large");
 
     let mute = raw(Vec::new(), false).await;
     let e = send(&get(mute)).await.unwrap_err();

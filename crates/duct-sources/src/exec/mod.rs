@@ -3,8 +3,11 @@
 //! `source: hello.HelloWorld` that names no built-in runs an executable
 //! `hello` (or `hello.HelloWorld`) found in the source's `path`, then in
 //! `base_path` (`/var/lib/duct`); an absolute path names the program
-//! directly. Each tick runs it with `args` and `env`, killed past the
-//! source's `timeout`, and reads what it prints (see [`parse`]). With
+//! directly. Each tick runs it with `args` and `env`, in a process group
+//! of its own, killed past the source's `timeout`, and reads what it prints
+//! (see [`parse`]). The tick ends when the plugin exits, even if a child it
+//! left in the background still holds its output; the group is then
+//! killed, and children that escaped it are reported. With
 //! `mode: stream` the program is started once and every line it prints is
 //! an event as it arrives; it is restarted with backoff when it exits.
 
@@ -169,6 +172,17 @@ impl ExecSource {
             output_limit: self.max_output,
         })
         .await?;
+        if !out.survivors.is_empty() {
+            let pids: Vec<String> = out.survivors.iter().map(u32::to_string).collect();
+            self.report(
+                ctx,
+                &format!(
+                    "the plugin left {} process(es) running outside its process group (setsid?), holding its output: pid {}",
+                    pids.len(),
+                    pids.join(", ")
+                ),
+            );
+        }
         if out.truncated {
             self.report(
                 ctx,
@@ -246,9 +260,20 @@ impl StreamPlugin {
         let mut problems = Throttle::default();
         loop {
             let started = Instant::now();
-            let outcome = self.run_once(&ctx, &mut problems).await;
+            let run = self.run_once(&ctx, &mut problems);
+            tokio::pin!(run);
+            // A plugin that has run for a while is working again, for /health.
+            let outcome = tokio::select! {
+                outcome = &mut run => outcome,
+                () = tokio::time::sleep(RESTART_CAP) => {
+                    ctx.report_working();
+                    run.await
+                }
+            };
             if started.elapsed() >= RESTART_CAP {
                 wait = RESTART_BASE;
+            } else {
+                ctx.report_problem(&format!("stream plugin keeps exiting: {outcome}"));
             }
             if let Some(held) = exits.allow(Duration::from_secs(60)) {
                 tracing::warn!(

@@ -2,12 +2,12 @@
 //! HTTP, and ductd's TCP and DNS checks.
 //!
 //! Each check is one file holding its source (options, events); the wire
-//! formats they read are pure parsers in files of their own — the HTTP/1.1
-//! response head and chunked bodies ([`response`]), DNS messages
-//! ([`dns_message`]), a certificate's expiry ([`cert`]), URLs ([`url`]) —
-//! unit-tested on captured real input in `tests/fixtures/network/`. The I/O
-//! around them is thin and shared here: resolving a name, connecting, the
-//! TLS handshake, and the per-phase timings every check reports.
+//! formats they read are pure parsers in files of their own — DNS messages
+//! ([`dns_message`]), a certificate's expiry ([`cert`]) — unit-tested on
+//! captured real input in `tests/fixtures/network/`. HTTP is spoken by the
+//! shared client ([`duct_http::client`]). The I/O around the other checks
+//! is thin and shared here: resolving a name, connecting, the TLS
+//! handshake, and the per-phase timings every check reports.
 //!
 //! Timeouts: in Duct, a check's `timeout` was its own wait (the whole HTTP
 //! request; per packet for Ping), and a check that ran out reported a
@@ -26,22 +26,17 @@ pub mod dns_message;
 mod http;
 mod icmp;
 mod ping;
-pub mod response;
 mod tcp;
-pub mod url;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duct_core::config::Diagnostic;
 use duct_core::{Registry, SourceArgs};
-use duct_proto::tls::{self as proto_tls, TlsFiles};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::Resumption;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use duct_proto::tls as proto_tls;
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -105,7 +100,6 @@ pub(crate) enum Phase {
     Handshaking,
     Sending,
     Waiting,
-    Reading,
 }
 
 impl Phase {
@@ -116,7 +110,6 @@ impl Phase {
             Phase::Handshaking => "in the TLS handshake",
             Phase::Sending => "sending the request",
             Phase::Waiting => "waiting for the answer",
-            Phase::Reading => "reading the answer",
         }
     }
 }
@@ -126,11 +119,10 @@ impl Phase {
 #[derive(Debug, Clone)]
 pub(crate) struct Progress {
     pub phase: Phase,
-    /// Phase durations, summed over redirects.
+    /// Phase durations.
     pub dns: Duration,
     pub connect: Duration,
     pub tls: Option<Duration>,
-    pub first_byte: Duration,
     /// Days until the leaf certificate expires, once a handshake is done.
     pub cert_expiry: Option<f64>,
     /// When the current phase started.
@@ -144,7 +136,6 @@ impl Progress {
             dns: Duration::ZERO,
             connect: Duration::ZERO,
             tls: None,
-            first_byte: Duration::ZERO,
             cert_expiry: None,
             mark: Instant::now(),
         }
@@ -194,104 +185,9 @@ pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream, CheckError> {
     Ok(stream)
 }
 
-/// How a check verifies the servers it talks TLS to: `tls_verify` and `ca`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TlsPolicy {
-    pub verify: bool,
-    pub ca: Option<PathBuf>,
-}
-
-impl TlsPolicy {
-    /// The client configuration for this policy. Configurations using the
-    /// system's CA store, or verifying nothing, are made once per process
-    /// and shared: a poller of hundreds of HTTPS checks holds one copy of
-    /// the CA store. Session resumption is off so that every check does the
-    /// full handshake a new client would.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, proto_tls::TlsError> {
-        static SYSTEM: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-        static UNVERIFIED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-        if !self.verify {
-            return Ok(UNVERIFIED.get_or_init(unverified_config).clone());
-        }
-        if let Some(ca) = &self.ca {
-            let files = TlsFiles {
-                ca: Some(ca.clone()),
-                ..TlsFiles::default()
-            };
-            return proto_tls::client_config(&files).map(fresh_handshakes);
-        }
-        SYSTEM
-            .get_or_init(|| {
-                proto_tls::client_config(&TlsFiles::default())
-                    .map(fresh_handshakes)
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
-            .map_err(|message| proto_tls::TlsError::Rustls { option: "ca", message })
-    }
-}
-
-/// A copy of `config` that never resumes a session.
-fn fresh_handshakes(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
-    let mut config = (*config).clone();
-    config.resumption = Resumption::disabled();
-    Arc::new(config)
-}
-
-fn unverified_config() -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyCertificate(provider.clone()));
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        // The ring provider supports the default versions: an invariant.
-        .expect("ring supports TLS 1.2 and 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.resumption = Resumption::disabled();
-    Arc::new(config)
-}
-
-/// `tls_verify: false`: any certificate is accepted, but the handshake's
-/// signatures are still checked, so the server must hold the key of the
-/// certificate it shows.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
+/// How a check verifies the servers it talks TLS to: `tls_verify` and
+/// `ca`; the HTTP client's, so that every check verifies alike.
+pub(crate) use duct_http::tls::TlsPolicy;
 
 /// Reads `tls_verify` / `ca` into a policy whose configuration loads, so
 /// that `ductd check` reports an unreadable `ca` file.

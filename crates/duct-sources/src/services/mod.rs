@@ -18,6 +18,7 @@ mod conn;
 mod memcache;
 mod munin;
 mod nut;
+mod postfix;
 mod redis;
 mod unbound;
 
@@ -37,6 +38,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(munin::spec());
     registry.add_source(nut::spec());
     registry.add_source(unbound::spec());
+    registry.add_source(postfix::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.

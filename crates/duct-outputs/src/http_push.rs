@@ -1,0 +1,180 @@
+//! What every output that POSTs batches over HTTP shares: the endpoint and
+//! its credentials, read once from the block, one kept-alive connection,
+//! and one reading of the answer that tells the output actor what became
+//! of the batch.
+//!
+//! How an answer is read:
+//! - 2xx: delivered.
+//! - 400, 413, 422 and other 4xx not listed below: the destination refused
+//!   the batch for good (sending it again would be refused again), so its
+//!   events are counted as dropped, and the answer's body is logged.
+//! - 401, 403, 404, 408, 429 and 5xx, and any failure to get an answer:
+//!   kept in the queue and sent again after backoff. Credentials, a missing
+//!   database or an overloaded server are fixed on the other side, and the
+//!   data should still be there when they are.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use duct_core::config::Diagnostic;
+use duct_core::{OutputArgs, OutputError};
+use duct_http::client::{header, Client, HeaderValue, Method, Request, Response, StatusCode};
+use duct_http::tls::TlsPolicy;
+use serde::Deserialize;
+
+/// The options every HTTP push output takes besides its own, flattened
+/// into its options struct.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct HttpOptions {
+    /// Basic credentials (they replace credentials written in the URL).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Verify the server's certificate (https).
+    pub tls_verify: bool,
+    /// CA certificates (PEM) to verify with instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// Seconds one request may take.
+    pub timeout: f64,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            user: None,
+            password: None,
+            tls_verify: true,
+            ca: None,
+            timeout: 30.0,
+        }
+    }
+}
+
+/// The option names of [`HttpOptions`], for outputs that flatten it.
+pub const HTTP_OPTIONS: &[&str] = &["user", "password", "tls_verify", "ca", "timeout"];
+
+/// An endpoint batches are POSTed to.
+pub struct Endpoint {
+    client: Client,
+    request: Request,
+}
+
+impl Endpoint {
+    /// A POST to `url` (the option named `url_key`) with `http`'s
+    /// credentials, TLS and timeout.
+    pub fn new(args: &OutputArgs<'_>, url_key: &str, url: &str, http: &HttpOptions) -> Result<Endpoint, Diagnostic> {
+        let mut request = Request::new(Method::POST, url).map_err(|e| args.invalid(url_key, e))?;
+        if let Some(user) = &http.user {
+            request = request.basic_auth(user.clone(), http.password.clone().unwrap_or_default());
+        }
+        let timeout = Duration::try_from_secs_f64(http.timeout)
+            .ok()
+            .filter(|d| !d.is_zero() && http.timeout <= 3600.0)
+            .ok_or_else(|| args.invalid("timeout", "must be a number of seconds above 0 and at most 3600"))?;
+        request = request.timeout(timeout);
+        // Answers are small; a flood of them is not worth reading.
+        request.max_body_bytes = 1 << 20;
+        // A POST is not re-sent to wherever a redirect points.
+        request.max_redirects = 0;
+        if request.url().scheme() == "https" {
+            let policy = TlsPolicy {
+                verify: http.tls_verify,
+                ca: http.ca.clone(),
+            };
+            let config = policy.client_config().map_err(|e| args.invalid("ca", e))?;
+            request.tls = Some(config);
+        }
+        Ok(Endpoint {
+            client: Client::keep_alive(),
+            request,
+        })
+    }
+
+    /// The request to modify before the first send (path, query, headers).
+    pub fn request_mut(&mut self) -> &mut Request {
+        &mut self.request
+    }
+
+    /// The URL, without credentials, for messages.
+    pub fn url(&self) -> String {
+        self.request.url().to_string()
+    }
+
+    /// POSTs `body` with `content_type`; the answer, or why there is none.
+    pub async fn post(&self, body: Vec<u8>, content_type: &'static str) -> Result<Response, OutputError> {
+        let mut request = self.request.clone().body(body);
+        request
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        self.client
+            .send(&request)
+            .await
+            .map_err(|e| OutputError::new(format!("POST {}: {e}", self.url())))
+    }
+
+    /// What became of a batch of `events` events that got `answer`.
+    pub fn judge(&self, answer: &Response, events: usize) -> Result<(), OutputError> {
+        let status = answer.status;
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!(
+            "POST {} answered {} {}: {}",
+            self.url(),
+            status.as_u16(),
+            answer.reason,
+            body_excerpt(&answer.body)
+        );
+        if is_retryable(status) {
+            Err(OutputError::new(message))
+        } else {
+            Err(
+                OutputError::new(format!("{message}; the batch's {events} events are dropped"))
+                    .after(events)
+                    .rejecting(events),
+            )
+        }
+    }
+}
+
+/// Whether a failed answer is worth sending again later.
+pub fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429) || status.is_server_error()
+}
+
+/// The start of an answer's body, on one line, for a log message.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        "(no body)".into()
+    } else if body.len() > 300 {
+        format!("{one_line} …")
+    } else {
+        one_line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_answers_keep_the_batch() {
+        for code in [401, 403, 404, 408, 429, 500, 502, 503] {
+            assert!(is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [400, 413, 422] {
+            assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    #[test]
+    fn excerpts_are_short_and_on_one_line() {
+        assert_eq!(body_excerpt(b""), "(no body)");
+        assert_eq!(body_excerpt(b"{\"error\":\n  \"bad\"}\n"), "{\"error\": \"bad\"}");
+        let long = vec![b'x'; 1000];
+        assert!(body_excerpt(&long).ends_with(" …"));
+        assert!(body_excerpt(&long).len() < 320);
+    }
+}
