@@ -307,7 +307,7 @@ fn nginx_logs_are_counted_exactly_across_rotations_and_a_kill() {
 }
 
 #[test]
-fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
+fn a_graceful_restart_or_a_reload_mid_stream_neither_loses_nor_repeats_a_line() {
     let Some(nginx) = require_binary("nginx", "nginx-light") else {
         return;
     };
@@ -318,7 +318,7 @@ fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
     let mut seen = Seen::default();
 
     let mut agent = Running::start(&["-c", config]);
-    let flow = stream(port, 0..400);
+    let flow = stream(port, 0..500);
     // Stopped with SIGTERM twice while nginx keeps writing, and started
     // again at once each time.
     for _ in 0..2 {
@@ -330,12 +330,22 @@ fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
         }
         agent = Running::start(&["-c", config]);
     }
+    // A reload that changes both sources' blocks: each is rebuilt and
+    // carries on from where the one it replaces stopped.
+    std::thread::sleep(Duration::from_millis(500));
+    let changed = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("interval: 0.2", "interval: 0.25");
+    std::fs::write(config, changed).unwrap();
+    agent.signal(libc::SIGHUP);
     flow.join().unwrap();
-    seen.wait(&agent, 400, Duration::from_secs(30));
+    seen.wait(&agent, 500, Duration::from_secs(30));
     for ev in agent.collect_for(Duration::from_secs(3)) {
         seen.take(&ev);
     }
-    seen.check(400);
+    seen.check(500);
+    let log = agent.stderr();
+    assert!(log.contains("sources_started=2 sources_stopped=2"), "{log}");
 }
 
 /// Writes `text` at the end of `path`.

@@ -28,7 +28,7 @@ use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceError, Sou
 use serde::Deserialize;
 
 use super::aggregate::{Aggregator, Request, Window, GROUPS};
-use super::checkpoint::{state_dir, Checkpoint};
+use super::checkpoint::{self, state_dir, Checkpoint};
 use super::format::{iso8601_utc, parse_time, Fields, LogFormat};
 use super::glob::FilePattern;
 use super::tail::{FileKey, TailOptions, Tailer, ROTATED_IDLE};
@@ -241,6 +241,7 @@ impl NginxLogSource {
                 spans: Vec::new(),
                 problems: Problems::default(),
                 waiting_logged: false,
+                guard: None,
             })),
         }
     }
@@ -297,6 +298,9 @@ struct Engine {
     problems: Problems,
     /// "Waiting for the file" was logged (once per absence).
     waiting_logged: bool,
+    /// The state file's lock, held for a whole tick (see
+    /// [`checkpoint::exclusive`]).
+    guard: Option<Arc<Mutex<()>>>,
 }
 
 impl Engine {
@@ -313,6 +317,15 @@ impl Engine {
     }
 
     fn tick(&mut self, ctx: &SourceContext, runtime: &tokio::runtime::Handle) {
+        let setup = &self.setup;
+        let guard = self
+            .guard
+            .get_or_insert_with(|| {
+                let ckpt = Checkpoint::new(&setup.state_dir, setup.kind, ctx.service(), setup.pattern.as_str());
+                checkpoint::exclusive(ckpt.path())
+            })
+            .clone();
+        let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
         self.tailer(ctx);
         let Engine {
             setup,
