@@ -17,10 +17,12 @@
 mod conn;
 mod memcache;
 mod munin;
+mod nginx;
 mod nut;
 mod postfix;
 mod redis;
 mod unbound;
+mod web;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -39,6 +41,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(nut::spec());
     registry.add_source(unbound::spec());
     registry.add_source(postfix::spec());
+    registry.add_source(nginx::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
