@@ -19,11 +19,13 @@
 mod conn;
 mod memcache;
 mod munin;
+mod nginx;
 mod nut;
 mod postfix;
 mod postgresql;
 mod redis;
 mod unbound;
+mod web;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -43,6 +45,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(unbound::spec());
     registry.add_source(postfix::spec());
     registry.add_source(postgresql::spec());
+    registry.add_source(nginx::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
