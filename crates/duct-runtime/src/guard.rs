@@ -35,9 +35,10 @@ pub fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
 }
 
-/// Makes the supervised actor that handles it panic in a handler, as a bug
-/// would: the supervision tests (and fault drills) send it to see the actor
-/// restarted with its mailbox still flowing.
+/// Makes the actor that handles it (a router shard, an output, a source)
+/// panic in a handler, as a bug would: the supervision tests (and fault
+/// drills) send it to see the actor come back with its mailbox still
+/// flowing.
 pub struct InjectPanic;
 
 impl actix::Message for InjectPanic {
