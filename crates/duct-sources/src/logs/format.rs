@@ -125,14 +125,6 @@ impl<'a> Fields<'a> {
         let v = self.raw(i);
         (!v.is_empty() && v != b"-").then_some(v)
     }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
 }
 
 impl LogFormat {
