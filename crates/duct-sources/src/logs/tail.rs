@@ -359,7 +359,8 @@ impl Tailer {
     }
 
     /// Names of the files followed now (rotated ones included).
-    pub fn followed(&self) -> Vec<PathBuf> {
+    #[cfg(test)]
+    fn followed(&self) -> Vec<PathBuf> {
         self.files.iter().map(|f| f.path.clone()).collect()
     }
 
