@@ -241,3 +241,133 @@ sources:
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }
+
+// ---------------------------------------------------------------- Apache
+
+/// apache2 in the foreground with mod_status on `/server-status`; stopped
+/// with SIGTERM (its workers go with it) when dropped.
+struct Apache {
+    server: Server,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the test's own child.
+        unsafe {
+            libc::kill(self.server.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn start_apache() -> Option<Apache> {
+    let apache = require_binary("apache2", "apache2")?;
+    let dir = TempDir::new("apache");
+    let port = free_port();
+    let d = dir.path().display();
+    let modules = "/usr/lib/apache2/modules";
+    dir.write("htdocs/index.html", "hello\n");
+    // As root, httpd must switch to a user for its workers: Debian's
+    // www-data. As anyone else it stays who it is and ignores `User`.
+    let conf = dir.write(
+        "httpd.conf",
+        &format!(
+            "ServerRoot \"{d}\"
+ServerName test.local
+PidFile {d}/httpd.pid
+Listen 127.0.0.1:{port}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule status_module {modules}/mod_status.so
+ErrorLog {d}/error.log
+DocumentRoot {d}/htdocs
+User www-data
+Group www-data
+<Location \"/server-status\">
+  SetHandler server-status
+</Location>
+"
+        ),
+    );
+    let mut cmd = Command::new(apache);
+    cmd.args(["-f", conf.to_str().unwrap(), "-DFOREGROUND"]);
+    Some(Apache {
+        server: Server::spawn(cmd, port, dir, "apache2"),
+    })
+}
+
+/// A key of Apache's `?auto` page, as the server prints it now.
+fn apache_status(port: u16, key: &str) -> String {
+    let (status, body) = http_get(port, "/server-status?auto", None);
+    assert!(status.contains("200"), "{status}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in {body}"))
+        .to_string()
+}
+
+#[test]
+fn apache_mod_status_under_ducts_names_and_faults_are_critical() {
+    let Some(apache) = start_apache() else {
+        return;
+    };
+    let p = apache.server.port;
+    for _ in 0..7 {
+        let (status, body) = http_get(p, "/index.html", None);
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(body, "hello\n");
+    }
+    let (faults, ports) = fault_blocks("duct.sources.apache.Apache", "url", "/server-status?auto");
+    let dir = TempDir::new("apache-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: apache, source: duct.sources.apache.Apache, url: 'http://127.0.0.1:{p}/server-status?auto'}}
+  - {{service: html, source: duct.sources.apache.Apache, stats_url: 'http://127.0.0.1:{p}/server-status'}}
+  - {{service: missing, source: duct.sources.apache.Apache, url: 'http://127.0.0.1:{p}/nope?auto'}}
+{faults}"
+        ),
+    );
+    // The seven requests, not yet ductd's own; Apache counts that one
+    // (and the HTML page's) when it is over.
+    assert_eq!(metric(event(&events, "apache.accesses")), Some(7.0));
+    let counted: f64 = apache_status(p, "Total Accesses").parse().unwrap();
+    assert!(counted >= 9.0, "{counted}");
+    for name in [
+        "conns.active",
+        "conns.writing",
+        "conns.closing",
+        "conns.keep_alive",
+        "accesses",
+        "uptime",
+        "cpu_load",
+        "total_kbytes",
+        "request_rate",
+        "bytes_rate",
+        "bytes_req",
+        "workers.busy",
+        "workers.idle",
+    ] {
+        let ev = event(&events, &format!("apache.{name}"));
+        assert_eq!(state(ev), "ok", "{ev}");
+        assert!(metric(ev).is_some(), "{ev}");
+    }
+    assert!(
+        metric(event(&events, "apache.workers.busy")) >= Some(1.0),
+        "serving ductd"
+    );
+    assert!(metric(event(&events, "apache.workers.idle")) > Some(0.0));
+    assert!(metric(event(&events, "apache.bytes_req")) > Some(0.0));
+    critical(&events, "html", "not mod_status `?auto` output");
+    critical(&events, "missing", "the server answered 404 Not Found");
+    check_faults(&events, ports, "not mod_status `?auto` output");
+}

@@ -14,6 +14,7 @@
 //! failures on), and a warning in the log at most once per
 //! [`LOG_EVERY`] while the fault lasts ([`Faults`]); the agent carries on.
 
+mod apache;
 mod conn;
 mod memcache;
 mod munin;
@@ -42,6 +43,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(unbound::spec());
     registry.add_source(postfix::spec());
     registry.add_source(nginx::spec());
+    registry.add_source(apache::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
