@@ -53,9 +53,15 @@ fn time(ev: &Value) -> f64 {
 /// Asserts that `name` is critical, without a metric, and that its
 /// description contains `reason`.
 fn critical(events: &HashMap<String, Value>, name: &str, reason: &str) {
+    critical_with(events, name, None, reason);
+}
+
+/// Asserts that `name` is critical with `value` as its metric, and that
+/// its description contains `reason`.
+fn critical_with(events: &HashMap<String, Value>, name: &str, value: Option<f64>, reason: &str) {
     let ev = event(events, name);
     assert_eq!(state(ev), "critical", "{ev}");
-    assert_eq!(metric(ev), None, "{ev}");
+    assert_eq!(metric(ev), value, "{ev}");
     assert!(description(ev).contains(reason), "{name}: want {reason:?} in {ev}");
 }
 
@@ -71,7 +77,22 @@ fn http_get(port: u16, path: &str, auth: Option<&str>) -> (String, String) {
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read the answer");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+    let status = head.lines().next().unwrap_or("").to_string();
+    // HAProxy's stats page is chunked even to HTTP/1.0.
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, body.to_string());
+    }
+    let mut rest = body;
+    let mut whole = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        whole.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, whole)
 }
 
 /// The critical cases every HTTP source must report the same way: a
@@ -96,11 +117,19 @@ fn fault_blocks(source: &str, key: &str, path: &str) -> (String, [u16; 4]) {
 /// Checks the events of [`fault_blocks`]; `garbage` is what the source
 /// says of an HTML page.
 fn check_faults(events: &HashMap<String, Value>, ports: [u16; 4], garbage: &str) {
+    check_faults_on(events, ports, "", None, garbage);
+}
+
+/// [`check_faults`] for a source that reports failures on
+/// `(service)(suffix)` with `value` as the metric.
+fn check_faults_on(events: &HashMap<String, Value>, ports: [u16; 4], suffix: &str, value: Option<f64>, garbage: &str) {
     let [closed, _, _, _] = ports;
-    critical(events, "down", &format!("connection refused by 127.0.0.1:{closed}"));
-    critical(events, "hung", "timed out after 0.5 s while waiting for the answer");
-    critical(events, "nothttp", "invalid response");
-    critical(events, "wrong", garbage);
+    let refused = format!("connection refused by 127.0.0.1:{closed}");
+    critical_with(events, &format!("down{suffix}"), value, &refused);
+    let hung = "timed out after 0.5 s while waiting for the answer";
+    critical_with(events, &format!("hung{suffix}"), value, hung);
+    critical_with(events, &format!("nothttp{suffix}"), value, "invalid response");
+    critical_with(events, &format!("wrong{suffix}"), value, garbage);
 }
 
 // ----------------------------------------------------------------- nginx
@@ -370,4 +399,210 @@ sources:
     critical(&events, "html", "not mod_status `?auto` output");
     critical(&events, "missing", "the server answered 404 Not Found");
     check_faults(&events, ports, "not mod_status `?auto` output");
+}
+
+// --------------------------------------------------------------- HAProxy
+
+/// HAProxy with a frontend `web` on its port sending `/down` to backend
+/// `down` (one server, nothing listening) and the rest to backend `app`
+/// (servers s1 and s2, HAProxy's own `origin` listeners answering 200),
+/// and the stats page on `stats_port` behind `admin:s3cret`.
+struct HAProxy {
+    server: Server,
+    stats_port: u16,
+}
+
+fn start_haproxy() -> Option<HAProxy> {
+    let haproxy = require_binary("haproxy", "haproxy")?;
+    let dir = TempDir::new("haproxy");
+    let [web, s1, s2, stats] = [free_port(), free_port(), free_port(), free_port()];
+    let dead = closed_port();
+    let conf = dir.write(
+        "haproxy.cfg",
+        &format!(
+            "defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+frontend web
+  bind 127.0.0.1:{web}
+  use_backend down if {{ path_beg /down }}
+  default_backend app
+backend app
+  server s1 127.0.0.1:{s1} check inter 200ms
+  server s2 127.0.0.1:{s2} check inter 200ms
+backend down
+  server dead 127.0.0.1:{dead} check inter 200ms
+listen origin
+  bind 127.0.0.1:{s1}
+  http-request return status 200 content-type text/plain string ok
+listen origin2
+  bind 127.0.0.1:{s2}
+  http-request return status 200 content-type text/plain string ok
+listen stats
+  bind 127.0.0.1:{stats}
+  stats enable
+  stats uri /haproxy
+  stats auth admin:s3cret
+"
+        ),
+    );
+    let mut cmd = Command::new(haproxy);
+    cmd.args(["-f", conf.to_str().unwrap(), "-db"]);
+    let server = Server::spawn(cmd, web, dir, "haproxy");
+    assert!(common::wait_for_port(stats, Duration::from_secs(10)));
+    let hap = HAProxy {
+        server,
+        stats_port: stats,
+    };
+    // The health checks must have found the dead server down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !haproxy_csv(hap.stats_port).contains(",dead,") || !haproxy_csv(hap.stats_port).contains("DOWN") {
+        assert!(std::time::Instant::now() < deadline, "the dead server is never DOWN");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(hap)
+}
+
+/// The stats CSV as HAProxy prints it now.
+fn haproxy_csv(port: u16) -> String {
+    // admin:s3cret
+    let (status, body) = http_get(port, "/haproxy;csv", Some("YWRtaW46czNjcmV0"));
+    assert!(status.contains("200"), "{status}");
+    body
+}
+
+/// A column of one row of HAProxy's CSV.
+fn haproxy_figure(csv: &str, proxy: &str, server: &str, column: &str) -> String {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().trim_start_matches("# ").split(',').collect();
+    let at = header.iter().position(|c| *c == column).unwrap();
+    let row = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r[0] == proxy && r[1] == server)
+        .unwrap_or_else(|| panic!("no {proxy}/{server} in {csv}"));
+    row[at].to_string()
+}
+
+#[test]
+fn haproxy_stats_per_frontend_backend_and_server_and_faults_are_critical() {
+    let Some(hap) = start_haproxy() else {
+        return;
+    };
+    let stats = hap.stats_port;
+    let (faults, ports) = fault_blocks("duct.sources.haproxy.HAProxy", "url", "/haproxy;csv");
+    let dir = TempDir::new("haproxy-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: hap, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy;csv', user: admin, password: s3cret}}
+  - {{service: badpass, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy;csv', user: admin}}
+  - {{service: html, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy', user: admin, password: s3cret}}
+{faults}"
+        ),
+    );
+    let ev = event(&events, "hap.state");
+    assert_eq!((state(ev), metric(ev)), ("ok", Some(1.0)), "{ev}");
+    let csv = haproxy_csv(stats);
+    for (name, proxy) in [("hap.backends.app.active", "app"), ("hap.backends.down.active", "down")] {
+        let act: f64 = haproxy_figure(&csv, proxy, "BACKEND", "act").parse().unwrap();
+        assert_eq!(metric(event(&events, name)), Some(act), "{name}");
+    }
+    assert_eq!(metric(event(&events, "hap.backends.app.active")), Some(2.0));
+    assert_eq!(metric(event(&events, "hap.backends.down.active")), Some(0.0));
+    for prefix in [
+        "frontends.web",
+        "backends.app",
+        "backends.down",
+        "nodes.app.s1",
+        "nodes.app.s2",
+        "nodes.down.dead",
+    ] {
+        for stat in [
+            "sessions",
+            "session_rate",
+            "bytes_in",
+            "bytes_out",
+            "code_2xx",
+            "code_5xx",
+        ] {
+            let ev = event(&events, &format!("hap.{prefix}.{stat}"));
+            assert_eq!(state(ev), "ok", "{ev}");
+        }
+    }
+    assert!(events.contains_key("hap.nodes.down.dead.checks_failed"));
+    assert!(
+        !events.contains_key("hap.frontends.web.errors_con"),
+        "HAProxy leaves it empty for a frontend"
+    );
+    critical_with(
+        &events,
+        "badpass.state",
+        Some(0.0),
+        "the server answered 401 Unauthorized",
+    );
+    critical_with(&events, "html.state", Some(0.0), "not HAProxy's CSV statistics");
+    check_faults_on(&events, ports, ".state", Some(0.0), "not HAProxy's CSV statistics");
+}
+
+#[test]
+fn haproxy_response_codes_in_the_agent_count_every_request() {
+    let Some(hap) = start_haproxy() else {
+        return;
+    };
+    let (web, stats) = (hap.server.port, hap.stats_port);
+    let dir = TempDir::new("haproxy-agent");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 2
+outputs: [{{output: duct.outputs.logger.Logger, interval: 0.05}}]
+sources:
+  - {{service: hap, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy;csv', user: admin, password: s3cret}}
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let first = agent.wait_for(Duration::from_secs(10), |ev| service(ev) == "hap.state");
+    let t1 = time(first.last().unwrap());
+    let before = haproxy_csv(stats);
+    for _ in 0..12 {
+        assert!(http_get(web, "/", None).0.contains("200"));
+    }
+    for _ in 0..3 {
+        assert!(http_get(web, "/down", None).0.contains("503"));
+    }
+    let after = haproxy_csv(stats);
+    let seen = agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "hap.backends.stats.code_5xx"
+    });
+    let t2 = time(seen.iter().find(|ev| service(ev) == "hap.state").unwrap());
+    let counted = |name: &str| {
+        let ev = seen
+            .iter()
+            .find(|ev| service(ev) == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        (metric(ev).unwrap() * (t2 - t1)).round()
+    };
+    let grew = |proxy: &str, server: &str, column: &str| {
+        let n = |csv: &str| haproxy_figure(csv, proxy, server, column).parse::<f64>().unwrap();
+        n(&after) - n(&before)
+    };
+    assert_eq!(counted("hap.frontends.web.code_2xx"), 12.0);
+    assert_eq!(
+        counted("hap.frontends.web.code_2xx"),
+        grew("web", "FRONTEND", "hrsp_2xx")
+    );
+    assert_eq!(counted("hap.frontends.web.code_5xx"), 3.0);
+    assert_eq!(counted("hap.backends.app.code_2xx"), 12.0);
+    // Round robin: six each.
+    assert_eq!(counted("hap.nodes.app.s1.code_2xx"), grew("app", "s1", "hrsp_2xx"));
+    assert_eq!(counted("hap.nodes.app.s2.code_2xx"), 6.0);
+    assert_eq!(counted("hap.frontends.web.session_rate"), 15.0);
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
 }

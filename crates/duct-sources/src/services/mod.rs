@@ -16,6 +16,7 @@
 
 mod apache;
 mod conn;
+mod haproxy;
 mod memcache;
 mod munin;
 mod nginx;
@@ -44,6 +45,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(postfix::spec());
     registry.add_source(nginx::spec());
     registry.add_source(apache::spec());
+    registry.add_source(haproxy::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
