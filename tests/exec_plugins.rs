@@ -206,6 +206,41 @@ fn a_plugin_that_leaves_a_child_behind_reports_and_its_child_is_killed() {
     assert!(err.contains("outside its process group"), "{err}");
 }
 
+/// A stream plugin that exits while a child it started holds its stdout
+/// used to be read forever, never noticed dead, never restarted.
+#[test]
+fn a_stream_plugin_that_exits_is_restarted_though_its_child_holds_stdout() {
+    let dir = TempDir::new("exec-stream-bg");
+    let secs = format!("350.{}", std::process::id());
+    plugin(
+        &dir.path().join("plugins"),
+        "leaves",
+        &format!("sleep {secs} &\necho 1\nexit 2"),
+        0o755,
+    );
+    let path = config(&dir, "  - {service: leaves, source: leaves, mode: stream}\n");
+    let agent = Running::start(&["-c", &path]);
+    // Restarted after 1 s, then 2 s: two lives within 2.5 s.
+    let events = agent.collect_for(Duration::from_millis(2500));
+    let lives = events.iter().filter(|e| service(e) == "leaves").count();
+    assert!(lives >= 2, "{lives} lives: {}", agent.stderr());
+    assert!(
+        agent.stderr().contains("stream plugin ended: exited with status 2"),
+        "{}",
+        agent.stderr()
+    );
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {secs}")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the children were killed with each life's group"
+    );
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn garbage_output_fails_the_tick_with_a_reason() {
     let dir = TempDir::new("exec-garbage");

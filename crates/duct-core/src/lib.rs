@@ -2,6 +2,7 @@
 //! loading and planning, trigger expressions, aggregators, and the traits
 //! that sources and outputs implement.
 
+pub mod civil;
 pub mod config;
 pub mod event;
 pub mod expr;

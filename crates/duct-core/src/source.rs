@@ -1,4 +1,5 @@
-//! The `Source` trait and the context a source works in (SPEC §5).
+//! The `Source` trait and the context a source works in
+//! (docs/writing-sources.md, *Rust sources*).
 //!
 //! A source is a struct holding whatever state it needs between ticks. The
 //! runtime calls [`Source::get`] every interval; listener sources instead
@@ -401,7 +402,7 @@ pub async fn fork(executable: &Path, args: &[&str], timeout: Duration) -> Result
 /// How long the pipes are still read once the process has exited: what it
 /// wrote is already in them, and a background child it left holding them
 /// must not hold the run up.
-const PIPE_GRACE: Duration = Duration::from_millis(100);
+pub const PIPE_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs a process with piped stdout/stderr and a deadline, in a process
 /// group of its own. The run ends when the process exits, whether or not
@@ -542,13 +543,14 @@ impl Drop for ProcessGroup {
 /// Notices that a child exited without reaping it (a pidfd becomes
 /// readable; where the kernel has none, `waitid` with `WNOWAIT` is asked
 /// every few milliseconds), so that its group can still be killed safely.
-struct ExitWatch {
+pub struct ExitWatch {
     pid: libc::pid_t,
     pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
 }
 
 impl ExitWatch {
-    fn of(child: &tokio::process::Child) -> Self {
+    /// Watches `child`, which must not have been waited for yet.
+    pub fn of(child: &tokio::process::Child) -> Self {
         let pid = child.id().and_then(|id| libc::pid_t::try_from(id).ok()).unwrap_or(0);
         // SAFETY: pidfd_open takes a pid and flags and returns a new file
         // descriptor, or -1; nothing else is touched.
@@ -565,7 +567,7 @@ impl ExitWatch {
     }
 
     /// Resolves once the child has exited (it stays a zombie until waited).
-    async fn wait(&self) -> std::io::Result<()> {
+    pub async fn wait(&self) -> std::io::Result<()> {
         if let Some(fd) = &self.pidfd {
             let _ready = fd.readable().await?;
             return Ok(());
@@ -721,6 +723,18 @@ impl Event {
     }
 }
 
+/// The text of a panic payload (a source, an output or a kind's
+/// constructor that panicked).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,6 +821,26 @@ mod tests {
             .output()
             .unwrap();
         assert!(left.stdout.is_empty(), "the group was killed with the plugin's exit");
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_noticed_without_reaping_with_or_without_a_pidfd() {
+        for with_pidfd in [true, false] {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .args(["-c", "exit 4"])
+                .spawn()
+                .unwrap();
+            let mut watch = ExitWatch::of(&child);
+            if !with_pidfd {
+                watch.pidfd = None;
+            }
+            tokio::time::timeout(Duration::from_secs(10), watch.wait())
+                .await
+                .expect("noticed")
+                .unwrap();
+            // Still a zombie: its status is there to be taken.
+            assert_eq!(child.wait().await.unwrap().code(), Some(4));
+        }
     }
 
     #[tokio::test]

@@ -30,8 +30,9 @@ pub struct Telemetry {
     /// Strings listeners received that were not UTF-8 and kept with U+FFFD
     /// in place of the bad bytes.
     pub strings_not_utf8: AtomicU64,
-    /// Listener messages answered `ok: false` (too large, too many events,
-    /// a query); none of their events entered the pipeline.
+    /// Listener messages refused (too costly, a query; over UDP also a
+    /// datagram that does not decode): answered `ok: false` over TCP,
+    /// dropped over UDP; none of their events entered the pipeline.
     pub messages_refused: AtomicU64,
     outputs: Mutex<Vec<Arc<OutputStats>>>,
     sources_status: Mutex<Vec<Arc<SourceStatus>>>,

@@ -68,6 +68,7 @@ impl Default for Options {
     }
 }
 
+/// The output's entry in the registry.
 pub fn spec() -> OutputSpec {
     OutputSpec::new::<Options>(
         "duct.outputs.prometheus.Prometheus",
@@ -109,6 +110,7 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     }))
 }
 
+/// The output: the table of series and the server that shows it.
 pub struct Prometheus {
     listen: SocketAddr,
     path: String,
@@ -262,6 +264,8 @@ struct Sample {
 }
 
 impl SeriesTable {
+    /// An empty table whose names start with `prefix`, holding at most
+    /// `max_series` series.
     pub fn new(prefix: &str, max_series: usize) -> Self {
         SeriesTable {
             prefix: prefix.to_string(),
@@ -278,6 +282,7 @@ impl SeriesTable {
         self.series
     }
 
+    /// No series on the page.
     pub fn is_empty(&self) -> bool {
         self.series == 0
     }

@@ -1,6 +1,6 @@
 //! The output actor: one per configured output. It owns the output's queue
-//! and everything about delivery that is not the transport itself (SPEC §3
-//! step 5):
+//! and everything about delivery that is not the transport itself (the
+//! output options of docs/configuration.md):
 //!
 //! - events are queued as they arrive, filtered for what the output accepts;
 //! - every `interval` the queue is flushed in batches of `batch`, at most
@@ -106,8 +106,10 @@ pub struct OutputActor {
     drain: Option<(Instant, oneshot::Sender<usize>)>,
     /// Events dropped since the last log line about it, by reason.
     drops_unreported: Vec<(&'static str, u64)>,
-    /// The flush timer, cancelled once drained.
+    /// The flush timer and the drain's deadline, cancelled once drained
+    /// (a timer keeps an actor alive).
     flush_timer: Option<SpawnHandle>,
+    drain_timer: Option<SpawnHandle>,
     /// Drained at shutdown or retired by a reload: takes nothing more.
     retired: bool,
     drops_log: Throttle,
@@ -139,6 +141,7 @@ impl OutputActor {
             drain: None,
             drops_unreported: Vec::new(),
             flush_timer: None,
+            drain_timer: None,
             retired: false,
             drops_log: Throttle::default(),
         }
@@ -422,7 +425,7 @@ impl OutputActor {
             return;
         };
         self.retired = true;
-        if let Some(timer) = self.flush_timer.take() {
+        for timer in [self.flush_timer.take(), self.drain_timer.take()].into_iter().flatten() {
             ctx.cancel_future(timer);
         }
         self.report_drops(true);
@@ -475,9 +478,8 @@ impl Actor for OutputActor {
         self.flush_timer = Some(timer);
         // Restarted during a drain: its deadline still holds.
         if let Some((deadline, _)) = &self.drain {
-            ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
-                act.finish_drain(ctx)
-            });
+            let wait = deadline.saturating_duration_since(Instant::now());
+            self.drain_timer = Some(ctx.run_later(wait, |act, ctx| act.finish_drain(ctx)));
         }
         self.contained(ctx, Self::pump);
     }
@@ -561,7 +563,7 @@ impl Handler<Drain> for OutputActor {
         // Shutting down: a retry that was waiting is tried at once.
         self.retry_at = None;
         let wait = msg.deadline.saturating_duration_since(Instant::now());
-        ctx.run_later(wait, |act, ctx| act.finish_drain(ctx));
+        self.drain_timer = Some(ctx.run_later(wait, |act, ctx| act.finish_drain(ctx)));
         self.contained(ctx, Self::pump);
     }
 }

@@ -446,3 +446,22 @@ async fn what_the_destination_acknowledged_of_a_batch_in_flight_is_not_counted_u
         "4 in flight, 2 queued"
     );
 }
+
+#[actix_rt::test]
+async fn a_drained_output_is_not_restarted_and_ends_once_let_go() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (addr, stats) = start(settings(|_| {}), shared.clone());
+    addr.do_send(Enqueue(events(0..5)));
+    // A long deadline: the drain ends when the queue is empty, not then.
+    assert_eq!(drain(&addr, Duration::from_secs(30)).await, 0);
+    // Retired: what still arrives is not taken, and nothing restarts it.
+    addr.do_send(Enqueue(events(5..8)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(shared.lock().unwrap().delivered, vec![0, 1, 2, 3, 4]);
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), 0);
+    drop(addr);
+    assert!(
+        wait_until(Duration::from_secs(2), || Arc::strong_count(&stats) == 1).await,
+        "the actor ended once no one held its address"
+    );
+}

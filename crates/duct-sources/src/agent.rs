@@ -18,7 +18,7 @@ pub fn spec() -> SourceSpec {
             "(service).tick errors: ticks that failed, timed out or panicked (total)",
             "(service).restarts: router shards and outputs restarted by their supervisor after a panic (total)",
             "(service).strings not utf-8: strings listeners received that were not UTF-8, kept with U+FFFD (total)",
-            "(service).messages refused: listener messages answered ok: false, none of their events taken (total)",
+            "(service).messages refused: listener messages refused (answered ok: false over TCP, dropped over UDP), none of their events taken (total)",
             "(service).tick lateness p50, p99, max: how late ticks start after they are due (ms, since start)",
             "(service).output.(name).queued: events waiting",
             "(service).output.(name).dropped: events dropped (total)",

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use duct_core::registry::PluginSpec;
-use duct_core::source::{run, ForkRequest, ProcessGroup};
+use duct_core::source::{run, ExitWatch, ForkRequest, ProcessGroup, PIPE_GRACE};
 use duct_core::throttle::Throttle;
 use duct_core::{Event, Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use futures_util::StreamExt;
@@ -306,6 +306,7 @@ impl StreamPlugin {
         };
         // Stopping the source drops this future: the plugin's children go too.
         let mut group = ProcessGroup::of(&child);
+        let exit = ExitWatch::of(&child);
         let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return "no pipes to the plugin".into();
         };
@@ -333,33 +334,75 @@ impl StreamPlugin {
         });
         let mut lines = FramedRead::new(stdout, LineCodec::new(self.max_line));
         let template = template(ctx);
-        while let Some(item) = lines.next().await {
-            let problem = match item {
-                Ok(Line::Text(bytes)) => {
-                    let line = String::from_utf8_lossy(&bytes);
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let mut ev = template.clone();
-                    ev.time = duct_core::event::now();
-                    match parse::parse_line(&line, &ev) {
-                        Ok(ev) => {
-                            ctx.queue_back_wait(vec![ev]).await;
+        // Lines read, and whether one is waiting for room in the pipeline:
+        // how the reading is told slow from stuck once the plugin exited.
+        let progress = std::cell::Cell::new(0u64);
+        let in_pipeline = std::cell::Cell::new(false);
+        let reading = async {
+            while let Some(item) = lines.next().await {
+                progress.set(progress.get() + 1);
+                let problem = match item {
+                    Ok(Line::Text(bytes)) => {
+                        let line = String::from_utf8_lossy(&bytes);
+                        if line.trim().is_empty() {
                             continue;
                         }
-                        Err(e) => e,
+                        let mut ev = template.clone();
+                        ev.time = duct_core::event::now();
+                        match parse::parse_line(&line, &ev) {
+                            Ok(ev) => {
+                                in_pipeline.set(true);
+                                ctx.queue_back_wait(vec![ev]).await;
+                                in_pipeline.set(false);
+                                continue;
+                            }
+                            Err(e) => e,
+                        }
+                    }
+                    Ok(Line::TooLong(n)) => format!("dropped a {n}-byte line (max_line_bytes is {})", self.max_line),
+                    Err(e) => format!("reading: {e}"),
+                };
+                if let Some(held) = problems.allow(Duration::from_secs(60)) {
+                    tracing::warn!(service = %ctx.service(), plugin = %self.program.display(), held_back = held, "{problem}");
+                }
+            }
+        };
+        // The plugin may exit while a child it left behind holds its
+        // stdout: its exit ends this life all the same. Its group goes with
+        // it, and what it printed is still read for as long as lines keep
+        // coming or wait for the pipeline; a pipe that stays open and
+        // silent (a child that escaped the group) is given up.
+        let mut reading = std::pin::pin!(reading);
+        tokio::select! {
+            () = &mut reading => {
+                let _ = exit.wait().await;
+            }
+            _ = exit.wait() => {
+                group.kill();
+                loop {
+                    let seen = progress.get();
+                    match tokio::time::timeout(PIPE_GRACE, &mut reading).await {
+                        Ok(()) => break,
+                        Err(_) if progress.get() == seen && !in_pipeline.get() => break,
+                        Err(_) => {}
                     }
                 }
-                Ok(Line::TooLong(n)) => format!("dropped a {n}-byte line (max_line_bytes is {})", self.max_line),
-                Err(e) => format!("reading: {e}"),
-            };
-            if let Some(held) = problems.allow(Duration::from_secs(60)) {
-                tracing::warn!(service = %ctx.service(), plugin = %self.program.display(), held_back = held, "{problem}");
             }
         }
+        // Children left in the group, now that the plugin is gone.
+        group.kill();
         let status = child.wait().await;
         group.reaped();
-        let tail = stderr_tail.await.unwrap_or_default();
+        // A child that escaped the group may hold stderr open: do not wait
+        // for it.
+        let mut stderr_tail = stderr_tail;
+        let tail = match tokio::time::timeout(PIPE_GRACE, &mut stderr_tail).await {
+            Ok(tail) => tail.unwrap_or_default(),
+            Err(_) => {
+                stderr_tail.abort();
+                String::new()
+            }
+        };
         let status = match status {
             Ok(s) => match s.code() {
                 Some(c) => format!("exited with status {c}"),
