@@ -11,8 +11,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
@@ -605,4 +607,149 @@ sources:
     assert_eq!(counted("hap.frontends.web.session_rate"), 15.0);
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
+}
+
+// ------------------------------------------------------------ stand-ins
+
+/// A fixture of the sources' parsers (`crates/duct-sources/tests/fixtures`).
+fn fixture(dir: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/duct-sources/tests/fixtures")
+        .join(dir)
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What a stand-in answers to a request target: status and JSON body.
+type Routes = Vec<(String, u16, String)>;
+
+/// An HTTP server on a thread standing in for a product that cannot run
+/// here: it answers each request target listed with its status and body
+/// (404 for others), one request per connection, and keeps every request's
+/// head for the test to look at.
+struct StandIn {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl StandIn {
+    fn tcp(routes: Routes) -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a stand-in");
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let log = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                serve(stream, &routes, &log);
+            }
+        });
+        StandIn { port, heads }
+    }
+
+    /// The heads of the requests so far.
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Answers one request on `stream` from `routes`.
+fn serve(mut stream: impl Read + Write, routes: &Routes, log: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    log.lock().unwrap().push(head);
+    let (status, body) = routes
+        .iter()
+        .find(|(t, _, _)| *t == target)
+        .map(|(_, s, b)| (*s, b.as_str()))
+        .unwrap_or((404, r#"{"message":"page not found"}"#));
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} Stand-in\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+// --------------------------------------------------------- Elasticsearch
+
+#[test]
+fn elasticsearch_cluster_and_node_figures_from_a_stand_in_and_faults_are_critical() {
+    let es = |dir: &str| fixture("elasticsearch", dir);
+    let routes = |cluster: String| -> Routes {
+        vec![
+            ("/_cluster/stats".into(), 200, cluster),
+            ("/_nodes/stats/indices".into(), 200, es("nodes_stats_indices-7.17.json")),
+        ]
+    };
+    let green = StandIn::tcp(routes(es("cluster_stats-7.17.json")));
+    let partial = StandIn::tcp(routes(es("cluster_stats-partial-7.17.json")));
+    let red = StandIn::tcp(routes(es("cluster_stats-7.17.json").replace("\"green\"", "\"red\"")));
+    let full = es("cluster_stats-7.17.json");
+    let truncated = StandIn::tcp(routes(full[..full.len() / 2].to_string()));
+    let denied = StandIn::tcp(vec![("/_cluster/stats".into(), 401, es("unauthorized-7.17.json"))]);
+    let (faults, ports) = fault_blocks("duct.sources.database.elasticsearch.ElasticSearch", "url", "");
+    let dir = TempDir::new("es-once");
+    let src = "duct.sources.database.elasticsearch.ElasticSearch";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: es, source: {src}, url: 'http://127.0.0.1:{}', user: elastic, password: s3cret}}
+  - {{service: partial, source: {src}, url: 'http://127.0.0.1:{}/'}}
+  - {{service: red, source: {src}, url: 'http://127.0.0.1:{}'}}
+  - {{service: truncated, source: {src}, url: 'http://127.0.0.1:{}'}}
+  - {{service: denied, source: {src}, url: 'http://127.0.0.1:{}'}}
+{faults}",
+            green.port, partial.port, red.port, truncated.port, denied.port
+        ),
+    );
+    let figures = [
+        ("es.cluster.status", 2.0),
+        ("es.cluster.nodes", 3.0),
+        ("es.indices", 12.0),
+        ("es.shards.total", 48.0),
+        ("es.shards.primary", 24.0),
+        ("es.documents.total", 1843920.0),
+        ("es.documents.size", 2147483648.0),
+        // The stand-in's counters do not move between the ticks.
+        ("es.documents.rate", 0.0),
+        ("es.nodes.10.0.0.11.search", 0.0),
+        ("es.nodes.10.0.0.13.get", 0.0),
+    ];
+    for (name, value) in figures {
+        let ev = event(&events, name);
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(value)), "{ev}");
+    }
+    // Basic credentials, Duct's two requests per tick, twice.
+    let heads = green.heads();
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.contains("Authorization: Basic ZWxhc3RpYzpzM2NyZXQ=")),
+        "{heads:?}"
+    );
+    let ev = event(&events, "partial.cluster.nodes");
+    assert_eq!((state(ev), metric(ev)), ("warning", Some(2.0)), "{ev}");
+    assert!(
+        description(ev).contains("1 of 3 did not answer: node_not_connected_exception"),
+        "{ev}"
+    );
+    let ev = event(&events, "partial.cluster.status");
+    assert_eq!((state(ev), metric(ev)), ("warning", Some(1.0)), "yellow: {ev}");
+    let ev = event(&events, "red.cluster.status");
+    assert_eq!((state(ev), metric(ev)), ("critical", Some(0.0)), "{ev}");
+    critical(&events, "truncated", "unexpected answer: not JSON (EOF while parsing");
+    critical(&events, "denied", "the server answered 401 Stand-in: \"{\\\"error\\\"");
+    check_faults(&events, ports, "unexpected answer: not JSON");
 }

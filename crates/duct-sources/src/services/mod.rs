@@ -18,6 +18,7 @@
 
 mod apache;
 mod conn;
+mod elasticsearch;
 mod haproxy;
 mod memcache;
 mod munin;
@@ -50,6 +51,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(nginx::spec());
     registry.add_source(apache::spec());
     registry.add_source(haproxy::spec());
+    registry.add_source(elasticsearch::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
