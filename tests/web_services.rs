@@ -753,3 +753,35 @@ sources:
     critical(&events, "denied", "the server answered 401 Stand-in: \"{\\\"error\\\"");
     check_faults(&events, ports, "unexpected answer: not JSON");
 }
+
+// ------------------------------------------------------------------ Riak
+
+#[test]
+fn riak_rates_from_a_stand_in_and_faults_are_critical() {
+    let riak = StandIn::tcp(vec![("/stats".into(), 200, fixture("riak", "stats-2.2.json"))]);
+    let (faults, ports) = fault_blocks("duct.sources.riak.RiakStats", "url", "/stats");
+    let dir = TempDir::new("riak-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: riak, source: duct.sources.riak.RiakStats, url: 'http://127.0.0.1:{p}/stats'}}
+  - {{service: wrongpath, source: duct.sources.riak.RiakStats, url: 'http://127.0.0.1:{p}/ping'}}
+{faults}",
+            p = riak.port
+        ),
+    );
+    let ev = event(&events, "riak.gets_per_second");
+    assert_eq!((state(ev), metric(ev)), ("ok", Some(5430.0 / 60.0)), "{ev}");
+    let ev = event(&events, "riak.puts_per_second");
+    assert_eq!((state(ev), metric(ev)), ("ok", Some(1266.0 / 60.0)), "{ev}");
+    assert!(
+        riak.heads()[0].contains("User-Agent: Duct Riak stats checker"),
+        "{:?}",
+        riak.heads()
+    );
+    critical(&events, "wrongpath", "the server answered 404 Stand-in");
+    check_faults(&events, ports, "unexpected answer: not JSON");
+}

@@ -27,6 +27,7 @@ mod nut;
 mod postfix;
 mod postgresql;
 mod redis;
+mod riak;
 mod unbound;
 mod web;
 
@@ -52,6 +53,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(apache::spec());
     registry.add_source(haproxy::spec());
     registry.add_source(elasticsearch::spec());
+    registry.add_source(riak::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.

@@ -102,6 +102,13 @@ impl Api {
         })
     }
 
+    /// Sends `User-Agent: agent` instead of ductd's.
+    pub fn user_agent(mut self, args: &SourceArgs<'_>, key: &str, agent: &str) -> Result<Api, Diagnostic> {
+        let value = client::HeaderValue::from_str(agent).map_err(|_| args.invalid(key, "is not a header value"))?;
+        self.request.user_agent = Some(value);
+        Ok(self)
+    }
+
     /// The URL read, without credentials: for descriptions and logs.
     pub fn url(&self) -> &Url {
         self.request.url()
