@@ -143,14 +143,26 @@ mod tests {
 
     #[test]
     fn round_trips_across_eras_and_leap_days() {
-        for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2024, 12, 31), (1969, 12, 31), (2400, 3, 1)] {
+        for (y, m, d) in [
+            (1970, 1, 1),
+            (2000, 2, 29),
+            (2024, 12, 31),
+            (1969, 12, 31),
+            (2400, 3, 1),
+        ] {
             let s = seconds_from_civil(y, m, d, 13, 5, 9).unwrap();
             let c = civil_from_seconds(s);
-            assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.second), (y, m, d, 13, 5, 9));
+            assert_eq!(
+                (c.year, c.month, c.day, c.hour, c.minute, c.second),
+                (y, m, d, 13, 5, 9)
+            );
         }
         assert_eq!(seconds_from_civil(1970, 1, 1, 0, 0, 0), Some(0));
         assert_eq!(seconds_from_civil(2026, 13, 1, 0, 0, 0), None);
-        assert_eq!(civil_from_seconds(seconds_from_civil(2024, 12, 31, 0, 0, 0).unwrap()).day_of_year, 366);
+        assert_eq!(
+            civil_from_seconds(seconds_from_civil(2024, 12, 31, 0, 0, 0).unwrap()).day_of_year,
+            366
+        );
     }
 
     #[test]
