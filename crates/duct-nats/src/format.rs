@@ -357,7 +357,8 @@ fn py_float(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(python_repr(v).as_bytes());
 }
 
-fn python_repr(v: f64) -> String {
+/// A finite float as Python's `repr` (and `str`) writes it.
+pub fn python_repr(v: f64) -> String {
     // Rust's `{:e}` gives the shortest round-trip digits: `-1.2345e-7`.
     let sci = format!("{v:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
