@@ -307,7 +307,7 @@ fn nginx_logs_are_counted_exactly_across_rotations_and_a_kill() {
 }
 
 #[test]
-fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
+fn a_graceful_restart_or_a_reload_mid_stream_neither_loses_nor_repeats_a_line() {
     let Some(nginx) = require_binary("nginx", "nginx-light") else {
         return;
     };
@@ -318,7 +318,7 @@ fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
     let mut seen = Seen::default();
 
     let mut agent = Running::start(&["-c", config]);
-    let flow = stream(port, 0..400);
+    let flow = stream(port, 0..500);
     // Stopped with SIGTERM twice while nginx keeps writing, and started
     // again at once each time.
     for _ in 0..2 {
@@ -330,10 +330,121 @@ fn a_graceful_restart_mid_stream_neither_loses_nor_repeats_a_line() {
         }
         agent = Running::start(&["-c", config]);
     }
+    // A reload that changes both sources' blocks: each is rebuilt and
+    // carries on from where the one it replaces stopped.
+    std::thread::sleep(Duration::from_millis(500));
+    let changed = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("interval: 0.2", "interval: 0.25");
+    std::fs::write(config, changed).unwrap();
+    agent.signal(libc::SIGHUP);
     flow.join().unwrap();
-    seen.wait(&agent, 400, Duration::from_secs(30));
+    seen.wait(&agent, 500, Duration::from_secs(30));
     for ev in agent.collect_for(Duration::from_secs(3)) {
         seen.take(&ev);
     }
-    seen.check(400);
+    seen.check(500);
+    let log = agent.stderr();
+    assert!(log.contains("sources_started=2 sources_stopped=2"), "{log}");
+}
+
+/// Writes `text` at the end of `path`.
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_pattern_picks_up_new_files_and_lines_that_do_not_fit_are_counted_not_fatal() {
+    let dir = TempDir::new("log-glob");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let good = |n: usize| {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "10.0.0.{i} - - [03/Dec/2026:06:20:0{} +0000] \"GET /p/{i} HTTP/1.1\" 200 10 \"-\" \"t\"\n",
+                    i % 10
+                )
+            })
+            .collect::<String>()
+    };
+    append(&logs.join("a.log"), &good(5));
+    append(&logs.join("a.log"), "this is not an access log line\n");
+    // A rotated, compressed file beside it is never read.
+    append(&logs.join("a.log.2.gz"), &good(7));
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            r#"outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: web
+    source: duct.sources.nginx.NginxLogMetrics
+    file: {logs}/*.log*
+    history: true
+    resolution: 1
+    interval: 0.2
+    state_dir: {state}
+  - service: weblog
+    source: duct.sources.nginx.NginxLog
+    file: {logs}/*.log
+    history: true
+    interval: 0.2
+    state_dir: {state}
+"#,
+            logs = logs.display(),
+            state = dir.path().join("state").display()
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let mut requests = 0.0;
+    let mut logged = Vec::new();
+    let take = |ev: Value, requests: &mut f64, logged: &mut Vec<Value>| {
+        if service(&ev) == "web.total_requests" {
+            *requests += metric(&ev).unwrap_or(0.0);
+        } else if service(&ev) == "nginx" {
+            logged.push(ev);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (requests < 5.0 || logged.len() < 6) && Instant::now() < deadline {
+        if let Some(ev) = agent.next_event(Duration::from_millis(200)) {
+            take(ev, &mut requests, &mut logged);
+        }
+    }
+    // A file that appears later is read from its start.
+    append(&logs.join("b.log"), &good(3));
+    while (requests < 8.0 || logged.len() < 9) && Instant::now() < deadline {
+        if let Some(ev) = agent.next_event(Duration::from_millis(200)) {
+            take(ev, &mut requests, &mut logged);
+        }
+    }
+    for ev in agent.collect_for(Duration::from_secs(2)) {
+        take(ev, &mut requests, &mut logged);
+    }
+    assert_eq!(
+        requests,
+        8.0,
+        "5 + 3 requests, the bad line and the .gz not counted\n{}",
+        agent.stderr()
+    );
+    assert_eq!(logged.len(), 9, "NginxLog ships the bad line too");
+    let bad: Vec<_> = logged
+        .iter()
+        .filter(|e| e["attributes"]["parse_error"].is_string())
+        .collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["attributes"]["message"], "this is not an access log line");
+    let log = agent.stderr();
+    assert!(log.contains("lines do not match log_format"), "{log}");
+    assert!(
+        log.contains("this is not an access log line"),
+        "a sample of the line: {log}"
+    );
 }

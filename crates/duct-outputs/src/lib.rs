@@ -2,6 +2,7 @@
 //! only its transport (`Output::send`); queueing, batching, rate limits and
 //! retry are the runtime's output actor's.
 
+pub mod elasticsearch;
 pub mod graphite;
 mod http_push;
 pub mod influxdb;
@@ -18,6 +19,8 @@ use duct_core::Registry;
 
 /// Adds every built-in output to `registry`.
 pub fn register(registry: &mut Registry) {
+    registry.add_output(elasticsearch::spec());
+    registry.add_output(elasticsearch::log_spec());
     registry.add_output(graphite::spec());
     registry.add_output(influxdb::spec());
     registry.add_output(influxdb::v3_spec());

@@ -122,8 +122,9 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
             "no outputs are configured: events will be discarded",
         ));
     }
+    let diags = without_repeats(diags, &config.problems);
     if diags.has_errors() {
-        return Err(without_echoes(diags, &config.problems));
+        return Err(diags);
     }
     Ok(Plan {
         globals,
@@ -133,11 +134,13 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
     })
 }
 
-/// Drops planning errors about a value loading already found wrong: a
-/// value left as `${PORT}` by a failed interpolation is not also "not a
-/// number". Loading points inside the value (at the `${`), planning at its
-/// start, so an echo is on the same line, at or before the load error.
-fn without_echoes(diags: Diagnostics, loaded: &[Diagnostic]) -> Diagnostics {
+/// Drops what would be said twice: a planning error about a value loading
+/// already found wrong (a value left as `${PORT}` by a failed interpolation
+/// is not also "not a number"; loading points inside the value, at the
+/// `${`, planning at its start, so an echo is on the same line, at or before
+/// the load error), and a problem found both by the planner and by the kind
+/// (a kind's own `timeout` check of the common option).
+fn without_repeats(diags: Diagnostics, loaded: &[Diagnostic]) -> Diagnostics {
     let load_errors: Vec<&Mark> = loaded
         .iter()
         .filter(|d| d.is_error())
@@ -148,14 +151,17 @@ fn without_echoes(diags: Diagnostics, loaded: &[Diagnostic]) -> Diagnostics {
             .iter()
             .any(|l| l.file == m.file && l.line == m.line && m.col <= l.col)
     };
-    let (from_load, planned) = diags.0.split_at(loaded.len());
-    let mut out = from_load.to_vec();
-    out.extend(
-        planned
-            .iter()
-            .filter(|d| !(d.is_error() && d.mark.as_ref().is_some_and(echoes)))
-            .cloned(),
-    );
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(diags.0.len());
+    for (i, d) in diags.0.into_iter().enumerate() {
+        let planned = i >= loaded.len();
+        if planned && d.is_error() && d.mark.as_ref().is_some_and(echoes) {
+            continue;
+        }
+        if seen.insert((d.mark.clone(), d.message.clone())) {
+            out.push(d);
+        }
+    }
     Diagnostics(out)
 }
 
@@ -219,12 +225,13 @@ impl<'a> OptionChecks<'a> {
         self.diags.push(d);
     }
 
-    /// A number of seconds checked by [`check_seconds`]; on error the value
-    /// is returned unchanged (the block will not be planned anyway).
+    /// A number of seconds checked by [`check_seconds`]; on error a
+    /// placeholder, so that the kind can still be built (and its own
+    /// problems reported) on valid settings.
     fn seconds(&mut self, key: &str, value: f64, zero: Zero) -> f64 {
         check_seconds(value, zero).unwrap_or_else(|m| {
             self.fail(key, m);
-            value
+            PLACEHOLDER_SECONDS
         })
     }
 
@@ -239,10 +246,30 @@ impl<'a> OptionChecks<'a> {
             }
             Err(m) => {
                 self.fail(key, m);
-                value
+                PLACEHOLDER_SECONDS
             }
         }
     }
+}
+
+/// What a refused duration is replaced with while the rest of its block is
+/// checked: any valid value would do.
+const PLACEHOLDER_SECONDS: f64 = 1.0;
+
+/// Runs a kind's constructor, turning a panic into an error of its block:
+/// a constructor must refuse bad options, but one that does not must not
+/// take `ductd check` (or a reload) down with it.
+fn build_guarded<T>(block: &Block, build: impl FnOnce() -> Result<T, Diagnostic>) -> Result<T, Diagnostic> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).unwrap_or_else(|payload| {
+        Err(Diagnostic::error(
+            block.node.mark.clone(),
+            format!(
+                "{}: the constructor panicked ({}); this is a bug in ductd, please report it with this block",
+                block.context,
+                crate::source::panic_message(payload.as_ref())
+            ),
+        ))
+    })
 }
 
 /// Warns about keys that neither the common options nor the kind know.

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::settings::{common_output_options, CommonOutputOptions, OutputSettings, WhenFull};
-use super::{check_unknown_keys, required_name, Identity, OptionChecks};
+use super::{build_guarded, check_unknown_keys, required_name, Identity, OptionChecks};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
 use crate::output::Output;
@@ -159,7 +159,7 @@ pub(super) fn plan_output(
         globals: globals.clone(),
     };
     let warnings = RefCell::new(Vec::new());
-    let built = recipe.build_reporting(&warnings);
+    let built = build_guarded(block, || recipe.build_reporting(&warnings));
     diags.extend(warnings.into_inner());
     match built {
         Ok(_) if !ok => None,

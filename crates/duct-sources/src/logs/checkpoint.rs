@@ -13,9 +13,11 @@
 //! directory synced), so a crash leaves either the old or the new list,
 //! never half of one.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +157,25 @@ impl Checkpoint {
     }
 }
 
+/// The lock of the state file at `path`, shared by every source instance
+/// that uses it: a source rebuilt by a reload holds it while it reads the
+/// positions, so it waits for the instance it replaces to finish its tick
+/// (and save) first.
+pub fn exclusive(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    locks.retain(|_, l| l.strong_count() > 0);
+    if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(Mutex::new(()));
+    locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
+    lock
+}
+
 /// Writes `body` to `path` so that readers see the old or the new file.
 fn write_atomically(path: &Path, body: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -226,6 +247,14 @@ mod tests {
         std::fs::write(c.path(), "{not json").unwrap();
         assert!(matches!(c.load(), Err(CheckpointError::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn instances_of_a_source_share_the_lock_of_its_state_file() {
+        let a = exclusive(Path::new("/state/logs/x.json"));
+        let b = exclusive(Path::new("/state/logs/x.json"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &exclusive(Path::new("/state/logs/y.json"))));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //!
 //! Each tick runs on a blocking thread (`spawn_blocking`): the tailer reads
 //! the files, the compiled `log_format` splits the lines, and the events
-//! are handed to the pipeline from there; then the positions of what was
-//! handed on are committed and saved. The arbiter thread only waits. A tick
-//! that finds the previous one still running (a slow disk) does nothing.
+//! are handed to the pipeline from there (waiting while a full output asks
+//! sources to wait); then the positions of what was handed on are committed
+//! and saved. The arbiter thread only waits. A tick that finds the previous
+//! one still running (a slow disk, a blocked output) does nothing.
 //!
 //! Lines that do not fit `log_format` are counted, and one in a while is
 //! logged as a sample; they never stop the source. NginxLog still ships
@@ -15,6 +16,7 @@
 //! them unparsed; NginxLogMetrics skips them.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +28,7 @@ use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceError, Sou
 use serde::Deserialize;
 
 use super::aggregate::{Aggregator, Request, Window, GROUPS};
-use super::checkpoint::{state_dir, Checkpoint};
+use super::checkpoint::{self, state_dir, Checkpoint};
 use super::format::{iso8601_utc, parse_time, Fields, LogFormat};
 use super::glob::FilePattern;
 use super::tail::{FileKey, TailOptions, Tailer, ROTATED_IDLE};
@@ -34,6 +36,11 @@ use super::tail::{FileKey, TailOptions, Tailer, ROTATED_IDLE};
 /// How often a repeating problem (unparsed lines, unreadable files, a
 /// state file that cannot be written) is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// NginxLog's lines per file per tick with `max_lines: 0`: every line is
+/// an event held in memory until it is handed on, so even "no limit" has
+/// one.
+const MOST_EVENTS_PER_TICK: usize = 100_000;
 
 /// Longest line sample in a log message.
 const SAMPLE_BYTES: usize = 300;
@@ -191,7 +198,11 @@ fn build_log(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
         file: &o.file,
         log_format: &o.log_format,
         history: o.history,
-        max_lines: o.max_lines,
+        max_lines: if o.max_lines == 0 {
+            MOST_EVENTS_PER_TICK
+        } else {
+            o.max_lines
+        },
         state_dir: &o.state_dir,
         max_line_bytes: o.max_line_bytes,
     };
@@ -230,6 +241,7 @@ impl NginxLogSource {
                 spans: Vec::new(),
                 problems: Problems::default(),
                 waiting_logged: false,
+                guard: None,
             })),
         }
     }
@@ -240,6 +252,9 @@ impl Source for NginxLogSource {
         let engine = self.engine.clone();
         let ctx = ctx.clone();
         Box::pin(async move {
+            // The blocking thread hands the events on through this runtime,
+            // waiting while an output it feeds is full.
+            let runtime = tokio::runtime::Handle::current();
             let job = tokio::task::spawn_blocking(move || {
                 let mut engine = match engine.try_lock() {
                     Ok(e) => e,
@@ -251,7 +266,7 @@ impl Source for NginxLogSource {
                         return;
                     }
                 };
-                engine.tick(&ctx);
+                engine.tick(&ctx, &runtime);
             });
             job.await
                 .map_err(|e| -> SourceError { format!("reading the log failed: {e}").into() })?;
@@ -283,6 +298,9 @@ struct Engine {
     problems: Problems,
     /// "Waiting for the file" was logged (once per absence).
     waiting_logged: bool,
+    /// The state file's lock, held for a whole tick (see
+    /// [`checkpoint::exclusive`]).
+    guard: Option<Arc<Mutex<()>>>,
 }
 
 impl Engine {
@@ -298,7 +316,16 @@ impl Engine {
         })
     }
 
-    fn tick(&mut self, ctx: &SourceContext) {
+    fn tick(&mut self, ctx: &SourceContext, runtime: &tokio::runtime::Handle) {
+        let setup = &self.setup;
+        let guard = self
+            .guard
+            .get_or_insert_with(|| {
+                let ckpt = Checkpoint::new(&setup.state_dir, setup.kind, ctx.service(), setup.pattern.as_str());
+                checkpoint::exclusive(ckpt.path())
+            })
+            .clone();
+        let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
         self.tailer(ctx);
         let Engine {
             setup,
@@ -334,7 +361,7 @@ impl Engine {
                 Mode::Metrics(agg) => match parsed {
                     Some(fields) => {
                         let path = request_path(format, &fields);
-                        let r = request(format, &fields, path.as_deref(), read_at);
+                        let r = request(format, &fields, path, read_at);
                         agg.add(line.key, line.end, &r);
                     }
                     None => {
@@ -359,7 +386,11 @@ impl Engine {
             // nothing, so that the next start reads these lines again.
             return;
         }
-        ctx.queue_back(events);
+        // Publishing, committing and saving stay together on this thread: a
+        // tick the runtime gives up on still finishes them. Waiting for room
+        // (an output's `when_full`) keeps a backlog — `history: true` on a
+        // large file — from overflowing an output's queue.
+        runtime.block_on(ctx.queue_back_wait(events));
         for (k, e) in ends {
             tailer.commit(k, e);
         }
@@ -464,17 +495,16 @@ fn line_time(format: &LogFormat, fields: &Fields<'_>, read_at: f64) -> f64 {
         .unwrap_or(read_at)
 }
 
-/// Duct's request key: the path of the request line, without the query,
-/// dots as commas.
-fn request_path(format: &LogFormat, fields: &Fields<'_>) -> Option<String> {
-    let v = text(fields.get(format.roles.request?)?).into_owned();
+/// Duct's request key: the path of the request line, without the query
+/// (its dots become commas when the window is handed on).
+fn request_path<'a>(format: &LogFormat, fields: &Fields<'a>) -> Option<&'a str> {
+    let v = std::str::from_utf8(fields.get(format.roles.request?)?).ok()?;
     let target = if format.roles.request_is_line {
-        v.split_whitespace().nth(1)?.to_string()
+        v.split_ascii_whitespace().nth(1)?
     } else {
         v
     };
-    let path = target.split('?').next().unwrap_or_default();
-    Some(path.replace('.', ","))
+    target.split('?').next()
 }
 
 fn request<'a>(format: &LogFormat, fields: &Fields<'a>, path: Option<&'a str>, read_at: f64) -> Request<'a> {
@@ -499,13 +529,18 @@ fn window_events(ctx: &SourceContext, format: &LogFormat, w: &Window) -> Vec<Eve
             .at(w.start),
     ];
     for (group, keys) in GROUPS.iter().zip(&w.groups) {
-        for (key, (rbytes, requests)) in keys {
-            // Duct replaced dots in user agents and paths only.
-            let key: Cow<'_, str> = if *group == "user-agent" {
-                key.replace('.', ",").into()
-            } else {
-                key.into()
-            };
+        // Duct wrote dots in user agents and paths as commas (so that they
+        // do not split the metric name); keys that become equal are merged.
+        let renamed: Option<HashMap<String, (u64, u64)>> = matches!(*group, "user-agent" | "request").then(|| {
+            let mut merged: HashMap<String, (u64, u64)> = HashMap::with_capacity(keys.len());
+            for (key, (b, n)) in keys {
+                let slot = merged.entry(key.replace('.', ",")).or_default();
+                slot.0 += b;
+                slot.1 += n;
+            }
+            merged
+        });
+        for (key, (rbytes, requests)) in renamed.as_ref().unwrap_or(keys) {
             events.push(
                 ctx.create_event_prefixed(
                     &format!("{group}.{key}.rbytes"),

@@ -1,9 +1,11 @@
-//! Service sources under Duct's names: Redis queues, memcached, munin-node,
-//! NUT's upsd, unbound and Postfix, each speaking its server's own protocol
-//! (or reading its spool) instead of shelling out to a client as Duct did.
+//! Service sources under Duct's names: Redis queues, memcached,
+//! PostgreSQL, munin-node, NUT's upsd, unbound and Postfix, each speaking
+//! its server's own protocol (or reading its spool) instead of shelling
+//! out to a client as Duct did.
 //!
-//! One file per source family; the servers that talk a request/reply
-//! protocol over TCP share one client, [`conn::Conn`], which bounds every
+//! One file per source family; the servers that talk a line-based
+//! request/reply protocol over TCP share one client, [`conn::Conn`]
+//! (PostgreSQL has its own, tokio-postgres), which bounds every
 //! conversation by the source's time budget and every reply by a size
 //! limit. Each source's parser is a pure function over what the server
 //! sent, unit-tested on replies captured from the real server
@@ -17,10 +19,13 @@
 mod conn;
 mod memcache;
 mod munin;
+mod nginx;
 mod nut;
 mod postfix;
+mod postgresql;
 mod redis;
 mod unbound;
+mod web;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -39,6 +44,8 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(nut::spec());
     registry.add_source(unbound::spec());
     registry.add_source(postfix::spec());
+    registry.add_source(postgresql::spec());
+    registry.add_source(nginx::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
