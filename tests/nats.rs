@@ -420,3 +420,67 @@ sources:
     let counted = more.iter().filter(|e| service(e) == "in.c.n").count();
     assert_eq!(counted, 50, "every message an event");
 }
+
+#[test]
+fn a_durable_jetstream_consumer_takes_up_where_it_left_off() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let store = TempDir::new("nats-js-source");
+    let _server = start_nats(&binary, port, Some(store.path()));
+    let mut nats = RawNats::connect(port);
+    let created = nats.request(
+        "$JS.API.STREAM.CREATE.IN",
+        r#"{"name":"IN","subjects":["js.>"],"storage":"file"}"#,
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    let publish = |nats: &mut RawNats, from: i64, to: i64| {
+        for i in from..to {
+            nats.publish(
+                "js.x",
+                None,
+                format!(r#"{{"hostname": "h", "service": "s", "metric": {i}}}"#).as_bytes(),
+            );
+        }
+        nats.publish("js.x", None, b"\xff garbage");
+        // Stored before the agent looks.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stream_messages(nats, "IN") < (to + (to / 20)) as u64 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    publish(&mut nats, 0, 20);
+    let dir = TempDir::new("nats-js-source-agent");
+    let config = format!(
+        "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: nats
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    topics: [\"js.>\"]
+    format: json
+    jetstream: true
+    durable: ductd-test
+"
+    );
+    let agent = start_agent(&dir, &config);
+    let events = agent.wait_for(Duration::from_secs(20), |e| metric(e) == Some(19.0));
+    let values: Vec<i64> = events.iter().filter_map(metric).map(|m| m as i64).collect();
+    assert_eq!(values, (0..20).collect::<Vec<_>>(), "each message once, in order");
+    // Acknowledged once in the pipeline: the agent stopped, the next
+    // agent gets only what came meanwhile.
+    let (code, rest) = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(rest.is_empty(), "{rest:?}");
+    publish(&mut nats, 20, 40);
+    let agent = start_agent(&dir, &config);
+    let events = agent.wait_for(Duration::from_secs(20), |e| metric(e) == Some(39.0));
+    let values: Vec<i64> = events.iter().filter_map(metric).map(|m| m as i64).collect();
+    assert_eq!(values, (20..40).collect::<Vec<_>>(), "nothing again, nothing missed");
+    let more = agent.collect_for(Duration::from_millis(500));
+    assert!(more.is_empty(), "{more:?}");
+}
