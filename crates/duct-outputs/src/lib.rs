@@ -8,6 +8,7 @@ mod http_push;
 pub mod influxdb;
 pub mod line_protocol;
 pub mod logger;
+pub mod nats;
 pub mod null;
 pub mod opentsdb;
 pub mod opentsdb_json;
@@ -25,6 +26,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_output(influxdb::spec());
     registry.add_output(influxdb::v3_spec());
     registry.add_output(logger::spec());
+    registry.add_output(nats::spec());
     registry.add_output(null::spec());
     registry.add_output(opentsdb::spec());
     registry.add_output(opentsdb::bosun_spec());
