@@ -100,6 +100,10 @@ pub struct OutputActor {
     telemetry: Arc<Telemetry>,
     /// Consecutive failed attempts, for the backoff.
     failures: u32,
+    /// Restarts since the last delivery: the second and later ones wait a
+    /// backoff, so that a transport that panics at once cannot turn the
+    /// supervisor into a busy loop.
+    crash_streak: u32,
     retry_at: Option<Instant>,
     /// Events this flush period may still send (`maxrate`).
     quota: usize,
@@ -137,6 +141,7 @@ impl OutputActor {
             stats,
             telemetry,
             failures: 0,
+            crash_streak: 0,
             retry_at: None,
             drain: None,
             drops_unreported: Vec::new(),
@@ -333,6 +338,7 @@ impl OutputActor {
             );
         }
         self.failures = 0;
+        self.crash_streak = 0;
         self.stats.delivered();
     }
 
@@ -499,7 +505,11 @@ impl Supervised for OutputActor {
         self.transport = None;
         self.needs_start = true;
         self.stats.started.store(false, Ordering::Relaxed);
-        self.retry_at = None;
+        self.crash_streak += 1;
+        self.retry_at = (self.crash_streak > 1).then(|| {
+            let cap = Duration::from_secs_f64(self.settings.backoff_max);
+            Instant::now() + backoff(self.crash_streak - 1, RETRY_BASE, cap)
+        });
         self.quota = quota_per_flush(&self.settings);
         tracing::info!(output = %self.label(), queued = self.queue.len(), "output restarted");
     }
