@@ -1,4 +1,4 @@
-//! The `ductd` command line (SPEC §4), as a library so that a downstream
+//! The `ductd` command line (README.md, docs/operations.md), as a library so that a downstream
 //! crate can build its own ductd with extra sources:
 //!
 //! ```no_run

@@ -249,3 +249,39 @@ fn a_refused_reload_logs_its_warnings_as_warnings() {
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_kinds_own_durations_are_range_checked_too() {
+    // Each of these made `ductd check` itself panic in Duration::from_secs_f64.
+    let err = refused(
+        "kind-durations",
+        "\
+outputs:
+  - output: duct.outputs.riemann.RiemannTCP
+    server: localhost
+    ack_timeout: 1e20
+sources:
+  - service: p
+    source: duct.sources.network.Ping
+    destination: localhost
+    count: 1
+    timeout: 1e20
+  - service: r
+    source: duct.sources.riemann.RiemannTCP
+    idle_timeout: 1e20
+  - service: n
+    source: duct.sources.network.NumberProxy
+    first_message_timeout: 1e19
+",
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.matches("sources[0].timeout").count(), 1, "said once: {err}");
+    for expected in [
+        ":4:18: outputs[0].ack_timeout: 1e20 seconds is too long",
+        ":10:14: sources[0].timeout: 1e20 seconds is too long",
+        ":13:19: sources[1].idle_timeout: 1e20 seconds is too long",
+        ":16:28: sources[2].first_message_timeout: 1e19 seconds is too long",
+    ] {
+        assert!(err.contains(expected), "`{expected}` missing from:\n{err}");
+    }
+}

@@ -13,11 +13,12 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{ductd_output, free_port, metric, require_binary, service, state, Server, TempDir};
+use common::{
+    ductd_output, free_port, make_certificates, metric, require_binary, service, state, Certificates, Server, TempDir,
+};
 use serde_json::Value;
 
 /// Runs `ductd once` on `config` (written in `dir`); the events by service.
@@ -462,88 +463,6 @@ sources:
 }
 
 // ---------------------------------------------------------- HTTP and TCP
-
-/// Certificates made by the openssl CLI: a CA, a server certificate it
-/// signed (for 127.0.0.1 and localhost), and an unrelated CA.
-struct Certificates {
-    ca: PathBuf,
-    wrong_ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    /// The server certificate's notAfter, seconds since the epoch.
-    not_after: i64,
-}
-
-fn make_certificates(dir: &Path) -> Option<Certificates> {
-    let openssl = require_binary("openssl", "openssl")?;
-    let path = |name: &str| dir.join(name);
-    let ssl = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    for (name, cn) in [("ca", "ductd test CA"), ("wrong-ca", "another CA")] {
-        let mut args = vec!["req", "-x509", "-days", "30", "-subj"];
-        let subject = format!("/CN={cn}");
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        args.extend([subject.as_str(), "-keyout", &key, "-out", &pem]);
-        args.extend(ec);
-        ssl(&args);
-    }
-    let mut args = vec![
-        "req",
-        "-new",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ];
-    args.extend(ec);
-    ssl(&args);
-    std::fs::write(path("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    ssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "45",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    let end = ssl(&["x509", "-in", "server.pem", "-noout", "-enddate"]);
-    let date = end.trim().trim_start_matches("notAfter=");
-    let out = Command::new("date")
-        .args(["-u", "-d", date, "+%s"])
-        .output()
-        .expect("run date");
-    let not_after = String::from_utf8_lossy(&out.stdout).trim().parse().expect("a time");
-    Some(Certificates {
-        ca: path("ca.pem"),
-        wrong_ca: path("wrong-ca.pem"),
-        cert: path("server.pem"),
-        key: path("server.key"),
-        not_after,
-    })
-}
 
 /// nginx serving the test's pages over http and https.
 struct Nginx {

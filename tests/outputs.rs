@@ -370,6 +370,14 @@ struct StandIn {
 
 impl StandIn {
     fn start(statuses: &'static [(u16, &'static str)]) -> StandIn {
+        StandIn::answering(move |n, _| {
+            let (status, body) = statuses[n.min(statuses.len() - 1)];
+            (status, body.to_string())
+        })
+    }
+
+    /// A stand-in whose answer to the `n`th request is `answer(n, request)`.
+    fn answering(answer: impl Fn(usize, &Received) -> (u16, String) + Send + 'static) -> StandIn {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
@@ -397,11 +405,12 @@ impl StandIn {
                     .unwrap_or(0);
                 let mut body = vec![0; length];
                 let _ = reader.read_exact(&mut body);
-                let (status, answer) = statuses[n.min(statuses.len() - 1)];
-                log.lock().unwrap().push(Received {
+                let request = Received {
                     head,
                     body: String::from_utf8_lossy(&body).into_owned(),
-                });
+                };
+                let (status, answer) = answer(n, &request);
+                log.lock().unwrap().push(request);
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -554,4 +563,82 @@ sources:
         got[1..].iter().all(|r| r.line() == "POST /api/put?details HTTP/1.1"),
         "{got:?}"
     );
+}
+
+/// A bulk answer giving `statuses` to the first items of `request` and
+/// 201 to the rest.
+fn bulk_answer(request: &Received, statuses: &[u16]) -> String {
+    let documents = request.body.lines().count() / 2;
+    let items: Vec<serde_json::Value> = (0..documents)
+        .map(|i| {
+            let status = statuses.get(i).copied().unwrap_or(201);
+            let mut result = serde_json::json!({"_index": "x", "status": status});
+            if status >= 400 {
+                result["error"] = serde_json::json!({"type": "t", "reason": format!("refused with {status}")});
+            }
+            serde_json::json!({"create": result})
+        })
+        .collect();
+    serde_json::json!({"errors": !statuses.is_empty(), "items": items}).to_string()
+}
+
+#[test]
+fn elasticsearch_bulk_resends_what_is_retryable_and_drops_what_is_refused() {
+    let es = StandIn::answering(|n, request| match n {
+        // The whole batch: kept.
+        0 => (503, "unavailable".into()),
+        // Its first document refused for good, the second retryable: the
+        // second and everything after it sent again.
+        1 => (200, bulk_answer(request, &[400, 429])),
+        _ => (200, bulk_answer(request, &[])),
+    });
+    let dir = TempDir::new("es-agent");
+    let config = format!(
+        "hostname: web1
+outputs:
+  - output: duct.outputs.elasticsearch.ElasticSearch
+    url: http://127.0.0.1:{port}/
+    index: metrics-%Y.%m
+    maxrate: 0
+    batch: 3
+    interval: 1
+    backoff_max: 0.3
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.2
+",
+        port = es.port
+    );
+    let agent = start_agent(dir.path(), &config);
+    let got = es.wait_for(4, Duration::from_secs(20));
+    assert!(got.len() >= 4, "{got:?}\n{}", agent.stderr());
+    assert_eq!(got[0].line(), "POST /_bulk HTTP/1.1");
+    assert_eq!(got[0].header("content-type"), Some("application/x-ndjson"));
+    let docs = |r: &Received| -> Vec<serde_json::Value> {
+        r.body
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    };
+    let first = docs(&got[0]);
+    assert_eq!(first.len(), 6, "a batch of 3: {first:?}");
+    let index = first[0]["create"]["_index"].as_str().unwrap();
+    assert!(
+        index.starts_with("metrics-20") && index.len() == "metrics-2026.12".len(),
+        "{index}"
+    );
+    assert_eq!(first[1]["hostname"], "web1");
+    assert_eq!(first[1]["service"], "answer");
+    assert_eq!(first[1]["metric"].as_f64(), Some(42.0));
+    assert!(first[1]["@timestamp"].as_str().unwrap().ends_with('Z'));
+    // After the 503 the same batch, with the same ids.
+    assert_eq!(got[1].body, got[0].body);
+    // After the partial answer: the refused document is gone, the 429'd
+    // one leads the next request.
+    let third = docs(&got[2]);
+    assert_eq!(third[0]["create"]["_id"], first[2]["create"]["_id"], "{third:?}");
+    let log = agent.stderr();
+    assert!(log.contains("1 refused") && log.contains("refused with 400"), "{log}");
 }

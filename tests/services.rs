@@ -1084,3 +1084,424 @@ sources: [{{service: mail, source: duct.sources.postfix.Postfix, spool: {}}}]
     assert_eq!(metric(event(&events, "mail.deferred.value")), Some(2.0));
     assert_eq!(metric(event(&events, "mail.hold.value")), Some(1.0));
 }
+
+// ------------------------------------------------------------ PostgreSQL
+
+/// A program of Debian's PostgreSQL (in /usr/lib/postgresql/N/bin, the
+/// newest N), else on the PATH.
+fn postgres_program(name: &str) -> Option<std::path::PathBuf> {
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin").join(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|p| p.is_file());
+    versions.sort();
+    versions.pop().or_else(|| require_binary(name, "postgresql"))
+}
+
+/// A command run as the `postgres` user when the test is root (the
+/// server refuses to run as root); setpriv execs, so killing the child
+/// kills the server itself.
+fn as_postgres(program: &std::path::Path) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups"])
+            .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A cluster made by initdb in a temporary directory (password `sekret`
+/// for `postgres`, SCRAM), serving TLS with a certificate for 127.0.0.1
+/// signed by the test's CA, and its Unix socket in the same directory.
+fn start_postgres() -> Option<(Server, common::Certificates)> {
+    let initdb = postgres_program("initdb")?;
+    let postgres = postgres_program("postgres")?;
+    let dir = TempDir::new("postgresql");
+    let d = dir.path().display().to_string();
+    let certs = common::make_certificates(dir.path())?;
+    dir.write("pw", "sekret\n");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        output("chown", &["-R", "postgres:postgres", &d]);
+    }
+    let out = as_postgres(&initdb)
+        .args(["-D", &format!("{d}/data"), "-U", "postgres", "--auth=scram-sha-256"])
+        .arg(format!("--pwfile={d}/pw"))
+        .output()
+        .expect("run initdb");
+    assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let mut cmd = as_postgres(&postgres);
+    cmd.args([
+        "-D",
+        &format!("{d}/data"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-k",
+        &d,
+    ])
+    .args(["-c", "ssl=on", "-c", &format!("ssl_cert_file={}", certs.cert.display())])
+    .args(["-c", &format!("ssl_key_file={}", certs.key.display())]);
+    let server = Server::spawn(cmd, port, dir, "postgres");
+    Some((server, certs))
+}
+
+/// psql against the test cluster; its output without headers.
+fn psql(port: u16, db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-XAtc",
+            sql,
+        ])
+        .env("PGPASSWORD", "sekret")
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn postgresql_statistics_agree_with_psql_over_tcp_tls_and_the_socket() {
+    let Some((pg, certs)) = start_postgres() else {
+        return;
+    };
+    if require_binary("psql", "postgresql-client").is_none() {
+        return;
+    }
+    let p = pg.port;
+    psql(p, "postgres", "CREATE DATABASE app");
+    psql(
+        p,
+        "app",
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100)",
+    );
+    // A session held open in `app`, for its backend count.
+    let mut held = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+            "-Xc",
+            "SELECT pg_sleep(60)",
+        ])
+        .env("PGPASSWORD", "sekret")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run psql");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while psql(
+        p,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app'",
+    ) != "1"
+    {
+        assert!(std::time::Instant::now() < deadline, "the held session did not show");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let closed = closed_port();
+    let (ca, wrong) = (certs.ca.display(), certs.wrong_ca.display());
+    let socket_dir = pg.dir.path().display();
+    let pgsrc = "source: duct.sources.database.postgresql.PostgreSQL";
+    let dir = TempDir::new("postgresql-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: plain, {pgsrc}, timeout: 5, port: {p}, password: sekret, sslmode: disable}}
+  - {{service: prefer, {pgsrc}, timeout: 5, port: {p}, password: sekret}}
+  - {{service: verified, {pgsrc}, timeout: 5, port: {p}, password: sekret, sslmode: verify-full, ca: {ca}}}
+  - {{service: socket, {pgsrc}, timeout: 5, host: {socket_dir}, port: {p}, password: sekret}}
+  - {{service: wrongca, {pgsrc}, port: {p}, password: sekret, sslmode: verify-full, ca: {wrong}}}
+  - {{service: badpass, {pgsrc}, port: {p}, password: wrong}}
+  - {{service: nodb, {pgsrc}, port: {p}, password: sekret, database: nosuch}}
+  - {{service: down, {pgsrc}, port: {closed}}}
+  - {{service: hung, {pgsrc}, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, {pgsrc}, port: {garbage}, sslmode: disable}}
+"
+        ),
+    );
+    let backends = |db: &str| -> f64 {
+        psql(
+            p,
+            "postgres",
+            &format!("SELECT numbackends FROM pg_stat_database WHERE datname = '{db}'"),
+        )
+        .parse()
+        .unwrap()
+    };
+    for s in ["plain", "prefer", "verified", "socket"] {
+        let ev = event(&events, &format!("{s}.state"));
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(1.0)), "{ev}");
+        assert_eq!(
+            metric(event(&events, &format!("{s}.app.threads"))),
+            Some(backends("app")),
+            "{s}"
+        );
+        for name in [
+            "commits",
+            "rollbacks",
+            "disk.read",
+            "disk.cache",
+            "returned",
+            "selects",
+            "inserts",
+            "updates",
+            "deletes",
+        ] {
+            for db in ["postgres", "app"] {
+                let ev = event(&events, &format!("{s}.{db}.{name}"));
+                assert!(metric(ev).is_some_and(|r| r >= 0.0), "{ev}");
+            }
+        }
+        assert!(
+            !events.keys().any(|k| k.starts_with(&format!("{s}.template"))),
+            "templates are left out"
+        );
+    }
+    assert_eq!(
+        metric(event(&events, "plain.app.threads")),
+        Some(1.0),
+        "the held session"
+    );
+    critical(&events, "wrongca.state", "error performing TLS handshake");
+    critical(
+        &events,
+        "badpass.state",
+        "FATAL: password authentication failed for user \"postgres\"",
+    );
+    critical(&events, "nodb.state", "FATAL: database \"nosuch\" does not exist");
+    critical(
+        &events,
+        "down.state",
+        &format!("127.0.0.1:{closed} - connection refused"),
+    );
+    critical(&events, "hung.state", "timed out after 0.5 s");
+    critical(&events, "garbage.state", &format!("127.0.0.1:{garbage} - "));
+    for s in ["wrongca", "badpass", "nodb", "down", "hung", "garbage"] {
+        assert_eq!(metric(event(&events, &format!("{s}.state"))), Some(0.0));
+        assert_eq!(events.keys().filter(|k| k.starts_with(&format!("{s}."))).count(), 1);
+    }
+    let _ = held.kill();
+    let _ = held.wait();
+
+    // Inserts in `app` while the agent runs show as a rate.
+    let config = dir.write(
+        "agent.yml",
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources: [{{service: pg, {pgsrc}, port: {p}, password: sekret}}]
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    agent.wait_for(Duration::from_secs(10), |ev| service(ev) == "pg.state");
+    let writer = std::thread::spawn(move || {
+        for _ in 0..8 {
+            psql(p, "app", "INSERT INTO t SELECT generate_series(1, 500)");
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    agent.wait_for(Duration::from_secs(20), |ev| {
+        service(ev) == "pg.app.inserts" && metric(ev).is_some_and(|r| r > 10.0)
+    });
+    writer.join().unwrap();
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn redis_over_tls_is_verified_against_the_ca() {
+    let Some(redis) = require_binary("redis-server", "redis-server") else {
+        return;
+    };
+    let dir = TempDir::new("redis-tls");
+    let Some(certs) = common::make_certificates(dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let mut cmd = Command::new(redis);
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .arg("--tls-cert-file")
+    .arg(&certs.cert)
+    .arg("--tls-key-file")
+    .arg(&certs.key)
+    .arg("--tls-ca-cert-file")
+    .arg(&certs.ca)
+    .args(["--tls-auth-clients", "no", "--dir", dir.path().to_str().unwrap()]);
+    let _server = Server::spawn(cmd, port, TempDir::new("redis-tls-data"), "redis-server with TLS");
+    let (ca, wrong) = (certs.ca.display(), certs.wrong_ca.display());
+    let once_dir = TempDir::new("redis-tls-once");
+    let events = once(
+        &once_dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: verified, source: duct.sources.redis.Queues, port: {port}, tls: true, ca: {ca}, timeout: 5}}
+  - {{service: unverified, source: duct.sources.redis.Queues, port: {port}, tls: true, tls_verify: false, timeout: 5}}
+  - {{service: wrongca, source: duct.sources.redis.Queues, port: {port}, tls: true, ca: {wrong}, timeout: 5}}
+  - {{service: plain, source: duct.sources.redis.Queues, port: {port}, timeout: 2}}
+"
+        ),
+    );
+    for name in ["verified", "unverified"] {
+        let ev = event(&events, name);
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(0.0)), "{ev}");
+    }
+    critical(&events, "wrongca", "TLS handshake failed");
+    // Plain RESP to a TLS port: redis drops the connection.
+    critical(&events, "plain", &format!("127.0.0.1:{port} - "));
+}
+
+// ------------------------------------------------------------ configuration
+
+#[test]
+fn duct_configurations_of_the_service_sources_check_strictly() {
+    let dir = TempDir::new("services-check");
+    // Duct 2.2.1's options and defaults, as old configurations have them
+    // (numbers as strings too: Duct converted them), and Tensor's names.
+    let path = dir.write(
+        "duct.yml",
+        "outputs: [{output: duct.outputs.null.Null}]
+sources:
+  - {service: q, source: duct.sources.redis.Queues, queue: jobs, db: '2', clipath: /usr/bin/redis-cli}
+  - {service: m, source: duct.sources.database.memcache.Memcache, host: 127.0.0.1, port: 11211}
+  - {service: pg, source: duct.sources.database.postgresql.PostgreSQL, host: 127.0.0.1, port: 5432, user: postgres, password: ''}
+  - {service: munin, source: duct.sources.munin.MuninNode, host: localhost, port: '4949'}
+  - {service: dns, source: duct.sources.unbound.Stats, executable: /usr/sbin/unbound-control}
+  - {service: mail, source: duct.sources.postfix.Postfix, spool: /var/spool/postfix}
+  - {service: ups, source: duct.sources.power.nut.UPS, ups: ups, host: localhost, port: 3493, timeout: 10}
+  - {service: t, source: tensor.sources.redis.Queues}
+",
+    );
+    let (code, stdout, stderr) = ductd_output(&["check", "--strict", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let bad = dir.write(
+        "bad.yml",
+        "outputs: [{output: duct.outputs.null.Null}]
+sources:
+  - {service: x, source: duct.sources.redis.Queues, port: 99999}
+  - {service: y, source: duct.sources.database.postgresql.PostgreSQL, sslmode: bogus}
+  - {service: z, source: duct.sources.power.nut.UPS, ups: 'a b'}
+",
+    );
+    let (code, stdout, stderr) = ductd_output(&["check", "-c", bad.to_str().unwrap()]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("bad.yml:3:59: sources[0].port: 99999 is not a port"),
+        "{all}"
+    );
+    assert!(all.contains("sources[1].sslmode: `bogus` is not one of"), "{all}");
+    assert!(all.contains("sources[2].ups: must be a UPS name"), "{all}");
+    let (_, list, _) = ductd_output(&["list"]);
+    for name in [
+        "duct.sources.redis.Queues",
+        "duct.sources.database.memcache.Memcache",
+        "duct.sources.database.postgresql.PostgreSQL",
+        "duct.sources.munin.MuninNode",
+        "duct.sources.power.nut.UPS",
+        "duct.sources.unbound.Stats",
+        "duct.sources.postfix.Postfix",
+    ] {
+        assert!(list.contains(name), "ductd list lacks {name}");
+    }
+}
+
+// ------------------------------------------------------------------ faults
+
+#[test]
+fn a_server_that_is_down_is_critical_every_tick_logged_once_and_picked_up_when_it_starts() {
+    let Some(memcached) = require_binary("memcached", "memcached") else {
+        return;
+    };
+    let port = free_port();
+    let dir = TempDir::new("services-fault");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 0.5
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: mc, source: duct.sources.database.memcache.Memcache, port: {port}}}
+  - {{service: load, source: duct.sources.linux.basic.LoadAverage}}
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let down = std::cell::Cell::new(0);
+    let seen = agent.wait_for(Duration::from_secs(20), |ev| {
+        if service(ev) == "mc.state" && state(ev) == "critical" {
+            down.set(down.get() + 1);
+        }
+        down.get() >= 4
+    });
+    assert!(
+        seen.iter().any(|ev| service(ev) == "load"),
+        "the other source carries on"
+    );
+    let refused = format!("127.0.0.1:{port} - connection refused");
+    assert_eq!(
+        agent.stderr().matches(&refused).count(),
+        1,
+        "logged once:\n{}",
+        agent.stderr()
+    );
+    let mut cmd = Command::new(memcached);
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
+    }
+    let _server = Server::spawn(cmd, port, TempDir::new("memcached-late"), "memcached");
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "mc.state" && state(ev) == "ok"
+    });
+    assert!(
+        agent.wait_for_log("the server answers again", Duration::from_secs(5)),
+        "{}",
+        agent.stderr()
+    );
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}

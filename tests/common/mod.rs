@@ -362,3 +362,86 @@ pub fn answering_server(answer: &'static [u8]) -> u16 {
 pub fn closed_port() -> u16 {
     free_port()
 }
+
+/// Certificates made by the openssl CLI: a CA, a server certificate it
+/// signed (for 127.0.0.1 and localhost), and an unrelated CA.
+pub struct Certificates {
+    pub ca: PathBuf,
+    pub wrong_ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The server certificate's notAfter, seconds since the epoch.
+    pub not_after: i64,
+}
+
+/// Makes them in `dir` (`None`, after saying why, without openssl).
+pub fn make_certificates(dir: &Path) -> Option<Certificates> {
+    let openssl = require_binary("openssl", "openssl")?;
+    let path = |name: &str| dir.join(name);
+    let ssl = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    for (name, cn) in [("ca", "ductd test CA"), ("wrong-ca", "another CA")] {
+        let mut args = vec!["req", "-x509", "-days", "30", "-subj"];
+        let subject = format!("/CN={cn}");
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        args.extend([subject.as_str(), "-keyout", &key, "-out", &pem]);
+        args.extend(ec);
+        ssl(&args);
+    }
+    let mut args = vec![
+        "req",
+        "-new",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    args.extend(ec);
+    ssl(&args);
+    std::fs::write(path("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "45",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    let end = ssl(&["x509", "-in", "server.pem", "-noout", "-enddate"]);
+    let date = end.trim().trim_start_matches("notAfter=");
+    let out = Command::new("date")
+        .args(["-u", "-d", date, "+%s"])
+        .output()
+        .expect("run date");
+    let not_after = String::from_utf8_lossy(&out.stdout).trim().parse().expect("a time");
+    Some(Certificates {
+        ca: path("ca.pem"),
+        wrong_ca: path("wrong-ca.pem"),
+        cert: path("server.pem"),
+        key: path("server.key"),
+        not_after,
+    })
+}

@@ -1,4 +1,4 @@
-//! The event: one observation, shaped like a Riemann event (SPEC §1).
+//! The event: one observation, shaped like a Riemann event.
 //!
 //! Sources create events, the router rewrites their metric (aggregation) and
 //! state (triggers), outputs encode them. The JSON form written here is the one

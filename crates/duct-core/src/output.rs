@@ -27,6 +27,9 @@ pub trait Output: Send + 'static {
 
     /// Delivers one batch. On failure, say how many events at the front of
     /// the batch did arrive: the rest go back to the queue to be sent again.
+    /// A transport that delivers a batch in parts (messages acknowledged
+    /// one by one) calls [`Batch::acknowledge`] as they are, so that the
+    /// queue's figures and the shutdown's count leave them out meanwhile.
     fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), OutputError>>;
 
     /// Called at shutdown after the final flush.
@@ -283,6 +286,21 @@ mod tests {
 
     fn names(batch: &Batch) -> Vec<String> {
         batch.iter().map(|e| e.service.clone()).collect()
+    }
+
+    #[test]
+    fn acknowledgements_are_seen_by_clones_and_forgotten_by_skip() {
+        let mut q = EventQueue::new();
+        q.push(chunk(&["a", "b", "c", "d"]));
+        let batch = q.take(4);
+        let kept = batch.clone();
+        batch.acknowledge(3);
+        batch.acknowledge(1);
+        assert_eq!((kept.acknowledged(), kept.unacknowledged()), (3, 1), "only grows");
+        batch.acknowledge(9);
+        assert_eq!(kept.unacknowledged(), 0, "never more than the batch");
+        let rest = kept.skip(2);
+        assert_eq!((rest.acknowledged(), rest.unacknowledged()), (0, 2));
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! What the router does to each event, as plain functions (SPEC §3 steps
-//! 2–4): turn counters into rates, raise warning/critical states from
-//! triggers, and say where events go. The router actor and `ductd once`
-//! both use these.
+//! What the router does to each event, as plain functions: turn counters
+//! into rates, raise warning/critical states from triggers, and say where
+//! events go. The router actor and `ductd once` both use these.
 
 use std::collections::HashMap;
 

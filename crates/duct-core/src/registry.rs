@@ -165,7 +165,7 @@ pub(crate) fn invalid_at(block: &Block, key: &str, message: impl std::fmt::Displ
 pub type PluginLocate = fn(name: &str, dirs: &[&std::path::Path]) -> Result<std::path::PathBuf, String>;
 
 /// The source that runs user plugins: used for every `source:` that names
-/// no built-in (SPEC §5).
+/// no built-in (docs/writing-sources.md, *Exec plugins*).
 #[derive(Clone, Copy)]
 pub struct PluginSpec {
     pub spec: SourceSpec,

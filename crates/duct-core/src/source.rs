@@ -1,4 +1,5 @@
-//! The `Source` trait and the context a source works in (SPEC §5).
+//! The `Source` trait and the context a source works in
+//! (docs/writing-sources.md, *Rust sources*).
 //!
 //! A source is a struct holding whatever state it needs between ticks. The
 //! runtime calls [`Source::get`] every interval; listener sources instead
@@ -719,6 +720,18 @@ impl Event {
     pub fn at(mut self, time: f64) -> Self {
         self.time = time;
         self
+    }
+}
+
+/// The text of a panic payload (a source, an output or a kind's
+/// constructor that panicked).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".into()
     }
 }
 

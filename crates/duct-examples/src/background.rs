@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::{Poll, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use serde::Deserialize;
@@ -55,12 +56,9 @@ pub fn spec() -> SourceSpec {
         &["(service): 1, 2, 3, … one per `every` seconds"],
         |args: &SourceArgs<'_>| -> Result<Box<dyn Source>, Diagnostic> {
             let o: Options = args.options()?;
-            if !(o.every > 0.0 && o.every.is_finite()) {
-                return Err(args.invalid("every", "must be a positive number of seconds"));
-            }
-            Ok(Box::new(Background {
-                every: Duration::from_secs_f64(o.every),
-            }))
+            // Positive, finite and at most a year: always a valid Duration.
+            let every = args.duration("every", o.every, Zero::Refused)?;
+            Ok(Box::new(Background { every }))
         },
     )
 }

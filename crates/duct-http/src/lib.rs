@@ -4,7 +4,8 @@
 //! request; [`server`] serves the health endpoint and the pull outputs.
 //! Both run hyper's connection state machines over streams ductd opens
 //! itself, so callers keep control of DNS, connect and TLS (and can time
-//! each phase).
+//! each phase). [`tls`] turns `tls_verify` and `ca` into the client's TLS
+//! configuration.
 
 pub mod client;
 pub mod rt;

@@ -21,14 +21,17 @@ pub struct TokioIo<T> {
 }
 
 impl<T> TokioIo<T> {
+    /// Wraps `inner` for hyper.
     pub fn new(inner: T) -> Self {
         TokioIo { inner }
     }
 
+    /// The stream, e.g. to read its TLS state.
     pub fn inner(&self) -> &T {
         &self.inner
     }
 
+    /// The stream back.
     pub fn into_inner(self) -> T {
         self.inner
     }

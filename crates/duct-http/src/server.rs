@@ -57,6 +57,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Answers requests for one path: any `Fn(Request) -> impl Future<Output =
 /// Response>` that can be shared between connections.
 pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
     fn call(&self, request: Request) -> BoxFuture<Response>;
 }
 
@@ -79,6 +80,7 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// No routes: every path answers 404 until some are added.
     pub fn new() -> Self {
         Self::default()
     }
@@ -104,11 +106,20 @@ impl Routes {
 /// The limits of one server; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Connections open at once; past it a new one evicts the connection
+    /// that has waited longest for a request, or is closed when all are
+    /// busy.
     pub max_connections: usize,
+    /// For a request head to arrive; also how long an idle keep-alive
+    /// connection stays open.
     pub header_read_timeout: Duration,
+    /// For a request body to arrive once its head has (408 past it).
     pub body_read_timeout: Duration,
+    /// A write that makes no progress for this long drops the connection.
     pub write_timeout: Duration,
+    /// Largest request head (431 past it).
     pub max_header_bytes: usize,
+    /// Largest request body (413 past it).
     pub max_body_bytes: usize,
     /// Keep connections open between requests (scrapers reuse theirs);
     /// off, every response closes its connection.

@@ -68,6 +68,7 @@ impl Default for Options {
     }
 }
 
+/// The output's entry in the registry.
 pub fn spec() -> OutputSpec {
     OutputSpec::new::<Options>(
         "duct.outputs.prometheus.Prometheus",
@@ -109,6 +110,7 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     }))
 }
 
+/// The output: the table of series and the server that shows it.
 pub struct Prometheus {
     listen: SocketAddr,
     path: String,
@@ -234,26 +236,26 @@ pub struct SeriesTable {
     /// When expired series were last removed by an update.
     pruned: Instant,
     refusals_log: Throttle,
+    /// Reused for each event's name, series key and state label, so that
+    /// updating a known series allocates nothing.
+    name: String,
+    key: String,
+    state: String,
 }
 
 #[derive(Debug)]
 struct Family {
     /// The service the family's first series came from.
     help: String,
-    series: BTreeMap<SeriesKey, Sample>,
-}
-
-/// A series' identity within its family: host and attributes, rendered.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct SeriesKey {
-    /// `host="…"`.
-    host: String,
-    /// `,name="value"` for each attribute, in name order.
-    attributes: String,
+    /// By series key: the host and attribute labels as the page writes
+    /// them, `host="…"` then `,name="value"` in name order.
+    series: BTreeMap<String, Sample>,
 }
 
 #[derive(Debug, Clone)]
 struct Sample {
+    /// Where the host label ends in the key (the state goes there).
+    host_len: usize,
     /// `,state="…"`, or empty for an event without a state.
     state: String,
     value: Metric,
@@ -262,6 +264,8 @@ struct Sample {
 }
 
 impl SeriesTable {
+    /// An empty table whose names start with `prefix`, holding at most
+    /// `max_series` series.
     pub fn new(prefix: &str, max_series: usize) -> Self {
         SeriesTable {
             prefix: prefix.to_string(),
@@ -270,6 +274,9 @@ impl SeriesTable {
             max_series,
             pruned: Instant::now(),
             refusals_log: Throttle::default(),
+            name: String::new(),
+            key: String::new(),
+            state: String::new(),
         }
     }
 
@@ -278,6 +285,7 @@ impl SeriesTable {
         self.series
     }
 
+    /// No series on the page.
     pub fn is_empty(&self) -> bool {
         self.series == 0
     }
@@ -294,41 +302,45 @@ impl SeriesTable {
             let Some(value) = event.metric else {
                 continue;
             };
-            let name = metric_name(&self.prefix, &event.service);
-            let key = series_key(event);
-            let sample = Sample {
-                state: event
-                    .state
-                    .as_deref()
-                    .map_or_else(String::new, |s| format!(",state=\"{}\"", escape_label_value(s))),
-                value,
-                expires: event.time + f64::from(event.ttl),
-            };
+            self.name.clear();
+            push_identifier(&mut self.name, self.prefix.chars().chain(event.service.chars()));
+            let host_len = write_series_key(&mut self.key, event);
+            self.state.clear();
+            if let Some(state) = &event.state {
+                self.state.push_str(",state=\"");
+                push_escaped(&mut self.state, state);
+                self.state.push('"');
+            }
+            let expires = event.time + f64::from(event.ttl);
             let full = self.series >= self.max_series;
-            match self.families.get_mut(&name) {
-                Some(family) => {
-                    if let Some(old) = family.series.get_mut(&key) {
-                        *old = sample;
-                    } else if full {
-                        refused += 1;
-                    } else {
-                        family.series.insert(key, sample);
-                        self.series += 1;
-                    }
+            let family = match self.families.get_mut(self.name.as_str()) {
+                Some(family) => family,
+                None if full => {
+                    refused += 1;
+                    continue;
                 }
-                None if full => refused += 1,
-                None => {
-                    let mut series = BTreeMap::new();
-                    series.insert(key, sample);
-                    self.families.insert(
-                        name,
-                        Family {
-                            help: event.service.clone(),
-                            series,
-                        },
-                    );
-                    self.series += 1;
+                None => self.families.entry(self.name.clone()).or_insert_with(|| Family {
+                    help: event.service.clone(),
+                    series: BTreeMap::new(),
+                }),
+            };
+            if let Some(old) = family.series.get_mut(self.key.as_str()) {
+                if old.state != self.state {
+                    old.state.clone_from(&self.state);
                 }
+                old.value = value;
+                old.expires = expires;
+            } else if full {
+                refused += 1;
+            } else {
+                let sample = Sample {
+                    host_len,
+                    state: self.state.clone(),
+                    value,
+                    expires,
+                };
+                family.series.insert(self.key.clone(), sample);
+                self.series += 1;
             }
         }
         refused
@@ -359,9 +371,9 @@ impl SeriesTable {
                 let _ = writeln!(
                     out,
                     "{name}{{{}{}{}}} {}",
-                    key.host,
+                    &key[..sample.host_len],
                     sample.state,
-                    key.attributes,
+                    &key[sample.host_len..],
                     Value(sample.value)
                 );
             }
@@ -392,54 +404,71 @@ impl std::fmt::Display for Value {
 /// ASCII letter, digit or `_` becomes `_` (colons are left to recording
 /// rules), and a leading digit gets a `_` before it.
 pub fn metric_name(prefix: &str, service: &str) -> String {
-    identifier(prefix.chars().chain(service.chars()))
+    let mut out = String::new();
+    push_identifier(&mut out, prefix.chars().chain(service.chars()));
+    out
 }
 
-fn identifier(chars: impl Iterator<Item = char>) -> String {
-    let mut out = String::new();
+fn push_identifier(out: &mut String, chars: impl Iterator<Item = char>) {
+    let start = out.len();
     for c in chars {
-        if out.is_empty() && c.is_ascii_digit() {
+        if out.len() == start && c.is_ascii_digit() {
             out.push('_');
         }
         out.push(if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' });
     }
-    if out.is_empty() {
+    if out.len() == start {
         out.push('_');
     }
-    out
 }
 
 /// An attribute name as a label name; `None` for those the output sets
 /// itself (`host`, `state`). Names starting `__` are Prometheus' own, so
 /// they get `attr` before them.
-fn label_name(name: &str) -> Option<String> {
-    let mut label = identifier(name.chars());
+pub(crate) fn label_name(name: &str) -> Option<String> {
+    let mut label = String::new();
+    push_identifier(&mut label, name.chars());
     if label.starts_with("__") {
         label.insert_str(0, "attr");
     }
     (label != "host" && label != "state").then_some(label)
 }
 
-fn series_key(event: &Event) -> SeriesKey {
+/// Writes the event's series key into `key` (cleared first); returns the
+/// length of its host part.
+fn write_series_key(key: &mut String, event: &Event) -> usize {
+    key.clear();
+    key.push_str("host=\"");
+    push_escaped(key, &event.host);
+    key.push('"');
+    let host_len = key.len();
+    if event.attributes.is_empty() {
+        return host_len;
+    }
     let mut labels = BTreeMap::new();
     for (name, value) in &event.attributes {
         if let Some(label) = label_name(name) {
             labels.entry(label).or_insert(value.as_str());
         }
     }
-    let mut attributes = String::new();
     for (label, value) in labels {
-        let _ = write!(attributes, ",{label}=\"{}\"", escape_label_value(value));
+        key.push(',');
+        key.push_str(&label);
+        key.push_str("=\"");
+        push_escaped(key, value);
+        key.push('"');
     }
-    SeriesKey {
-        host: format!("host=\"{}\"", escape_label_value(&event.host)),
-        attributes,
-    }
+    host_len
 }
 
 /// A label value with `\`, `"` and newlines escaped (both formats).
 fn escape_label_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
+    push_escaped(&mut out, v);
+    out
+}
+
+fn push_escaped(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -448,7 +477,6 @@ fn escape_label_value(v: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// HELP text: `\` and newlines escaped, and `"` too in OpenMetrics.

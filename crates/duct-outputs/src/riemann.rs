@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::throttle::Throttle;
 use duct_core::{Batch, BoxFuture, Output, OutputArgs, OutputError, OutputSpec};
@@ -123,11 +124,7 @@ pub fn tcp_spec() -> OutputSpec {
 }
 
 fn seconds(args: &OutputArgs<'_>, key: &str, value: f64) -> Result<Duration, Diagnostic> {
-    if value > 0.0 && value.is_finite() {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(args.invalid(key, "must be a positive number of seconds"))
-    }
+    args.duration(key, value, Zero::Refused)
 }
 
 fn build_tcp(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {

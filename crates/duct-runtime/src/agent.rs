@@ -1,5 +1,5 @@
 //! The running agent: starts the actors a plan asks for, swaps them on
-//! reload, and shuts them down in order (SPEC §3 step 6).
+//! reload, and shuts them down in order (docs/operations.md, "Signals").
 //!
 //! Threads: one worker arbiter per core carries source actors (spread in
 //! turn), the connections of listener sources (handed out in turn through

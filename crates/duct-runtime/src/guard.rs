@@ -2,13 +2,13 @@
 //! the edge of a tick or a handler, and backoff delays for restarts and
 //! retries (log lines are thinned with [`Throttle`]).
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+pub use duct_core::source::panic_message;
 pub use duct_core::throttle::Throttle;
 
 /// A future that turns a panic while polling into an `Err` with the panic
@@ -35,24 +35,14 @@ pub fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
 }
 
-/// Makes the supervised actor that handles it panic in a handler, as a bug
-/// would: the supervision tests (and fault drills) send it to see the actor
-/// restarted with its mailbox still flowing.
+/// Makes the actor that handles it (a router shard, an output, a source)
+/// panic in a handler, as a bug would: the supervision tests (and fault
+/// drills) send it to see the actor come back with its mailbox still
+/// flowing.
 pub struct InjectPanic;
 
 impl actix::Message for InjectPanic {
     type Result = ();
-}
-
-/// The text of a panic payload.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-text payload".into()
-    }
 }
 
 /// Exponential backoff: `base × 2^(failures-1)`, capped, with ±20 % jitter so

@@ -1,4 +1,4 @@
-//! ductd's actors (see DESIGN.md): a [`SourceActor`](source_actor::SourceActor)
+//! ductd's actors: a [`SourceActor`](source_actor::SourceActor)
 //! per source ticking on its timer, a [`Router`](router::Router) shard per
 //! worker thread that aggregates, triggers and routes, and an
 //! [`OutputActor`](output_actor::OutputActor) per output that queues,

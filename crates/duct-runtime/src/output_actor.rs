@@ -1,6 +1,6 @@
 //! The output actor: one per configured output. It owns the output's queue
-//! and everything about delivery that is not the transport itself (SPEC §3
-//! step 5):
+//! and everything about delivery that is not the transport itself (the
+//! output options of docs/configuration.md):
 //!
 //! - events are queued as they arrive, filtered for what the output accepts;
 //! - every `interval` the queue is flushed in batches of `batch`, at most
@@ -100,14 +100,20 @@ pub struct OutputActor {
     telemetry: Arc<Telemetry>,
     /// Consecutive failed attempts, for the backoff.
     failures: u32,
+    /// Restarts since the last delivery: the second and later ones wait a
+    /// backoff, so that a transport that panics at once cannot turn the
+    /// supervisor into a busy loop.
+    crash_streak: u32,
     retry_at: Option<Instant>,
     /// Events this flush period may still send (`maxrate`).
     quota: usize,
     drain: Option<(Instant, oneshot::Sender<usize>)>,
     /// Events dropped since the last log line about it, by reason.
     drops_unreported: Vec<(&'static str, u64)>,
-    /// The flush timer, cancelled once drained.
+    /// The flush timer and the drain's deadline, cancelled once drained
+    /// (a timer keeps an actor alive).
     flush_timer: Option<SpawnHandle>,
+    drain_timer: Option<SpawnHandle>,
     /// Drained at shutdown or retired by a reload: takes nothing more.
     retired: bool,
     drops_log: Throttle,
@@ -135,10 +141,12 @@ impl OutputActor {
             stats,
             telemetry,
             failures: 0,
+            crash_streak: 0,
             retry_at: None,
             drain: None,
             drops_unreported: Vec::new(),
             flush_timer: None,
+            drain_timer: None,
             retired: false,
             drops_log: Throttle::default(),
         }
@@ -330,6 +338,7 @@ impl OutputActor {
             );
         }
         self.failures = 0;
+        self.crash_streak = 0;
         self.stats.delivered();
     }
 
@@ -422,7 +431,7 @@ impl OutputActor {
             return;
         };
         self.retired = true;
-        if let Some(timer) = self.flush_timer.take() {
+        for timer in [self.flush_timer.take(), self.drain_timer.take()].into_iter().flatten() {
             ctx.cancel_future(timer);
         }
         self.report_drops(true);
@@ -475,9 +484,8 @@ impl Actor for OutputActor {
         self.flush_timer = Some(timer);
         // Restarted during a drain: its deadline still holds.
         if let Some((deadline, _)) = &self.drain {
-            ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
-                act.finish_drain(ctx)
-            });
+            let wait = deadline.saturating_duration_since(Instant::now());
+            self.drain_timer = Some(ctx.run_later(wait, |act, ctx| act.finish_drain(ctx)));
         }
         self.contained(ctx, Self::pump);
     }
@@ -497,7 +505,11 @@ impl Supervised for OutputActor {
         self.transport = None;
         self.needs_start = true;
         self.stats.started.store(false, Ordering::Relaxed);
-        self.retry_at = None;
+        self.crash_streak += 1;
+        self.retry_at = (self.crash_streak > 1).then(|| {
+            let cap = Duration::from_secs_f64(self.settings.backoff_max);
+            Instant::now() + backoff(self.crash_streak - 1, RETRY_BASE, cap)
+        });
         self.quota = quota_per_flush(&self.settings);
         tracing::info!(output = %self.label(), queued = self.queue.len(), "output restarted");
     }
@@ -561,7 +573,7 @@ impl Handler<Drain> for OutputActor {
         // Shutting down: a retry that was waiting is tried at once.
         self.retry_at = None;
         let wait = msg.deadline.saturating_duration_since(Instant::now());
-        ctx.run_later(wait, |act, ctx| act.finish_drain(ctx));
+        self.drain_timer = Some(ctx.run_later(wait, |act, ctx| act.finish_drain(ctx)));
         self.contained(ctx, Self::pump);
     }
 }

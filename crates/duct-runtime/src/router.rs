@@ -1,6 +1,7 @@
 //! The router actor: every event passes through it once. It turns counters
 //! into rates, applies the source's triggers and hands each output the
-//! batch its routes select (SPEC §3 steps 2–4).
+//! batch its routes select (the `critical`, `warning`, `route` and counter
+//! rules of docs/configuration.md).
 //!
 //! The work per event is plain function calls from `duct_core::pipeline`;
 //! the router's own job is to own the aggregation cache and the table of

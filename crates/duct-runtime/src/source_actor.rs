@@ -24,7 +24,7 @@ use duct_core::plan::SourceRecipe;
 use duct_core::telemetry::SourceStatus;
 use duct_core::{Event, Schedule, Source, SourceContext, SourceError, Telemetry};
 
-use crate::guard::{backoff, CatchUnwind, Throttle};
+use crate::guard::{backoff, CatchUnwind, InjectPanic, Throttle};
 
 /// A restart after a panic waits at least this long, doubling up to a minute.
 const RESTART_BASE: Duration = Duration::from_secs(1);
@@ -424,6 +424,14 @@ impl Handler<Tick> for SourceActor {
                 act.tick(ctx);
             }
         });
+    }
+}
+
+impl Handler<InjectPanic> for SourceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Self::Context) {
+        self.contained(ctx, |_, _| panic!("injected panic"));
     }
 }
 

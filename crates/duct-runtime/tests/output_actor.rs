@@ -45,7 +45,19 @@ struct Shared {
 
 struct Scripted(Arc<Mutex<Shared>>);
 
+/// While set, every transport's `start` panics.
+static START_PANICS: AtomicBool = AtomicBool::new(false);
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
 impl Output for Scripted {
+    fn start(&mut self) -> BoxFuture<'_, Result<(), OutputError>> {
+        STARTS.fetch_add(1, Ordering::SeqCst);
+        if START_PANICS.load(Ordering::SeqCst) {
+            panic!("scripted panic at start");
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), OutputError>> {
         let mut s = self.0.lock().unwrap();
         let step = if s.script.is_empty() {
@@ -445,4 +457,50 @@ async fn what_the_destination_acknowledged_of_a_batch_in_flight_is_not_counted_u
         6,
         "4 in flight, 2 queued"
     );
+}
+
+#[actix_rt::test]
+async fn a_drained_output_is_not_restarted_and_ends_once_let_go() {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (addr, stats) = start(settings(|_| {}), shared.clone());
+    addr.do_send(Enqueue(events(0..5)));
+    // A long deadline: the drain ends when the queue is empty, not then.
+    assert_eq!(drain(&addr, Duration::from_secs(30)).await, 0);
+    // Retired: what still arrives is not taken, and nothing restarts it.
+    addr.do_send(Enqueue(events(5..8)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(shared.lock().unwrap().delivered, vec![0, 1, 2, 3, 4]);
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), 0);
+    drop(addr);
+    assert!(
+        wait_until(Duration::from_secs(2), || Arc::strong_count(&stats) == 1).await,
+        "the actor ended once no one held its address"
+    );
+}
+
+#[actix_rt::test]
+async fn a_transport_that_panics_at_every_start_is_restarted_with_backoff() {
+    let _one = REBUILD_TESTS.lock().await;
+    let fresh = Arc::new(Mutex::new(Shared::default()));
+    *REBUILT.lock().unwrap() = Some(fresh.clone());
+    START_PANICS.store(true, Ordering::SeqCst);
+    let before = STARTS.load(Ordering::SeqCst);
+    let (addr, stats) = start(
+        settings(|s| s.backoff_max = 0.4),
+        Arc::new(Mutex::new(Shared::default())),
+    );
+    addr.do_send(Enqueue(events(0..3)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Still answering: the actor is not spinning in restarts.
+    tokio::time::timeout(Duration::from_secs(1), addr.send(duct_runtime::output_actor::Ping))
+        .await
+        .expect("answers within a second")
+        .unwrap();
+    let starts = STARTS.load(Ordering::SeqCst) - before;
+    let restarts = stats.restarts.load(Ordering::Relaxed);
+    START_PANICS.store(false, Ordering::SeqCst);
+    assert!((2..=15).contains(&starts), "{starts} starts in 1.5 s");
+    assert!(restarts >= 2, "{restarts}");
+    assert!(!stats.started.load(Ordering::Relaxed));
+    assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 3).await);
 }

@@ -16,6 +16,7 @@ use duct_core::plan::SourceRecipe;
 use duct_core::{
     Event, EventSink, NoOptions, Poll, Source, SourceArgs, SourceContext, SourceSettings, SourceSpec, Telemetry,
 };
+use duct_runtime::guard::InjectPanic;
 use duct_runtime::source_actor::{SourceActor, StopSource};
 
 #[derive(Default)]
@@ -298,4 +299,35 @@ async fn a_source_that_cannot_be_built_is_reported_and_built_again() {
         "working once built"
     );
     addr.send(StopSource).await.unwrap();
+}
+
+static KILLED: Behaviour = Behaviour::new();
+
+fn killed_build(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Diagnostic> {
+    KILLED.builds.fetch_add(1, Ordering::SeqCst);
+    Ok(Box::new(Scripted {
+        behaviour: &KILLED,
+        act: |_| Action::Emit,
+    }))
+}
+
+#[actix_rt::test]
+async fn a_panic_in_the_actor_itself_recreates_the_source_and_ticks_go_on() {
+    let f = start(&KILLED, |_| Action::Emit, killed_build, |_| {});
+    assert!(wait_until(Duration::from_secs(5), || !f.sink.0.lock().unwrap().is_empty()).await);
+    f.addr.do_send(InjectPanic);
+    assert!(
+        wait_until(Duration::from_secs(5), || !f.telemetry.failing_sources().is_empty()).await,
+        "reported while it waits to be recreated"
+    );
+    assert!(wait_until(Duration::from_secs(5), || KILLED.builds.load(Ordering::SeqCst) == 2).await);
+    let before = f.sink.0.lock().unwrap().len();
+    assert!(wait_until(Duration::from_secs(5), || f.sink.0.lock().unwrap().len() > before + 3).await);
+    assert!(f.telemetry.failing_sources().is_empty());
+    // One grid, not two: about 20 ticks a second at 50 ms.
+    let n = f.sink.0.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let per_second = f.sink.0.lock().unwrap().len() - n;
+    assert!(per_second <= 30, "{per_second} ticks in a second at 50 ms");
+    f.addr.send(StopSource).await.unwrap();
 }

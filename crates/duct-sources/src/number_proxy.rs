@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use duct_core::config::seconds::Zero;
 use duct_core::{Event, Poll, Schedule, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use serde::Deserialize;
 
@@ -62,12 +63,9 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, duct_core::config::Di
     if o.max_connections_per_client == Some(0) {
         return Err(args.invalid("max_connections_per_client", "must be at least 1"));
     }
-    if !(o.first_message_timeout > 0.0 && o.first_message_timeout.is_finite()) {
-        return Err(args.invalid("first_message_timeout", "must be a positive number of seconds"));
-    }
-    if !(o.idle_timeout > 0.0 && o.idle_timeout.is_finite()) {
-        return Err(args.invalid("idle_timeout", "must be a positive number of seconds"));
-    }
+    // Checked here so that `start` can make them Durations.
+    args.duration("first_message_timeout", o.first_message_timeout, Zero::Refused)?;
+    args.duration("idle_timeout", o.idle_timeout, Zero::Refused)?;
     Ok(Box::new(NumberProxy { options: o }))
 }
 

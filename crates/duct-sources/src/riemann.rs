@@ -34,6 +34,7 @@ use std::time::Duration;
 use crate::accept::{self, AcceptLimits, Accepted, Silence, SilenceClock, Slot, FIRST_MESSAGE_TIMEOUT};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::event::now;
 use duct_core::throttle::Throttle;
@@ -143,21 +144,18 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     if opts.max_connections_per_client == Some(0) {
         return Err(args.invalid("max_connections_per_client", "must be at least 1"));
     }
-    if !(opts.first_message_timeout >= 0.0 && opts.first_message_timeout.is_finite()) {
-        return Err(args.invalid(
-            "first_message_timeout",
-            "must be zero (as idle_timeout) or a positive number of seconds",
-        ));
-    }
+    let first_message_timeout = args.duration(
+        "first_message_timeout",
+        opts.first_message_timeout,
+        Zero::Means("as idle_timeout"),
+    )?;
     if opts.max_events_per_message == 0 {
         return Err(args.invalid("max_events_per_message", "must be at least 1"));
     }
     if opts.max_message_memory == Some(0) {
         return Err(args.invalid("max_message_memory", "must be at least 1"));
     }
-    if !(opts.idle_timeout >= 0.0 && opts.idle_timeout.is_finite()) {
-        return Err(args.invalid("idle_timeout", "must be zero (never) or a positive number of seconds"));
-    }
+    let idle_timeout = args.duration("idle_timeout", opts.idle_timeout, Zero::Means("never"))?;
     let tls = if opts.tls {
         let files = TlsFiles {
             cert: opts.cert,
@@ -183,9 +181,8 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
                     .unwrap_or(opts.max_frame_bytes.saturating_mul(DEFAULT_MEMORY_PER_FRAME_BYTE)),
             }),
             silence: Silence {
-                idle_timeout: (opts.idle_timeout > 0.0).then(|| Duration::from_secs_f64(opts.idle_timeout)),
-                first_message_timeout: (opts.first_message_timeout > 0.0)
-                    .then(|| Duration::from_secs_f64(opts.first_message_timeout)),
+                idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+                first_message_timeout: (!first_message_timeout.is_zero()).then_some(first_message_timeout),
             },
         }),
     }))

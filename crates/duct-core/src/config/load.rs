@@ -1,6 +1,7 @@
 //! From files to one configuration tree: environment interpolation,
 //! `include` merging, toolbox/blueprint expansion and the legacy Riemann
-//! output, in that order (SPEC §2).
+//! output, in that order (docs/configuration.md, *Includes* and
+//! *Blueprints*).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Duct-compatible configuration (SPEC §2): a `duct.yml` with its includes
+//! Duct-compatible configuration (docs/configuration.md): a `duct.yml` with its includes
 //! and blueprints becomes global settings plus source and output blocks,
 //! every problem reported with its file position.
 

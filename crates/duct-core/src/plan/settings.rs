@@ -69,7 +69,7 @@ impl SourceSettings {
     }
 }
 
-/// The stagger rule of SPEC §2.
+/// The stagger rule (docs/configuration.md, *Start-up*).
 pub fn stagger_offset(index: usize, stagger: f64, interval: f64) -> f64 {
     if interval <= 0.0 || stagger <= 0.0 {
         return 0.0;

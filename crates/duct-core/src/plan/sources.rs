@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::rules::{read_attributes, read_route, read_triggers};
 use super::settings::{common_source_options, CommonSourceOptions, SourceSettings};
-use super::{check_unknown_keys, required_name, Identity, OptionChecks, PlanContext};
+use super::{build_guarded, check_unknown_keys, required_name, Identity, OptionChecks, PlanContext};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
 use crate::pipeline::{Route, SourceRules};
@@ -84,7 +84,7 @@ pub(super) fn plan_source(
     };
     let mut known = common_source_options();
     known.extend((spec.options)());
-    check_unknown_keys(block, spec.name, &known, diags);
+    check_unknown_keys(block, spec.name, &known, ctx.suggestions, diags);
 
     // A common option of the wrong type is reported, and the kind is still
     // built on the defaults so that its own problems are reported too.
@@ -162,7 +162,7 @@ pub(super) fn plan_source(
         globals: ctx.globals.clone(),
     };
     let warnings = RefCell::new(Vec::new());
-    let built = recipe.build_reporting(&warnings);
+    let built = build_guarded(block, || recipe.build_reporting(&warnings));
     diags.extend(warnings.into_inner());
     match built {
         Ok(_) if !(ok && rules_ok) => None,
@@ -280,6 +280,24 @@ mod tests {
             p.warnings.iter().any(|w| w.message.starts_with("interval: ")),
             "{:?}",
             p.warnings
+        );
+    }
+
+    #[test]
+    fn a_constructor_that_panics_is_an_error_of_its_block() {
+        let err = plan_text(
+            "sources:\n  - {service: a, source: duct.sources.test.Panics}\n  - {service: b, source: duct.sources.test.Test, level: -1}\n",
+        )
+        .err()
+        .unwrap();
+        let messages: Vec<&str> = err.errors().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages[0].starts_with("sources[0]: the constructor panicked (index out of bounds)"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with("sources[1].level"),
+            "the others are still planned: {messages:?}"
         );
     }
 }

@@ -47,6 +47,12 @@ fn registry() -> Registry {
             Ok(Box::new(TestSource))
         },
     ));
+    r.add_source(SourceSpec::new::<crate::registry::NoOptions>(
+        "duct.sources.test.Panics",
+        "a constructor with a bug",
+        &[],
+        |_| panic!("index out of bounds"),
+    ));
     r.add_output(OutputSpec::new::<crate::registry::NoOptions>(
         "duct.outputs.test.Test",
         "test",

@@ -325,6 +325,9 @@ async fn bad_answers_are_errors_that_say_what_was_wrong() {
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "timed out after 0.3 s while waiting for the answer");
+    let https = Request::get(&format!("https://127.0.0.1:{silent}/")).unwrap();
+    let e = send(&https.timeout(Duration::from_millis(300))).await.unwrap_err();
+    assert_eq!(e.to_string(), "timed out after 0.3 s while in the TLS handshake");
 
     let mut endless = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
     endless.extend(vec![b'x'; 300_000]);

@@ -16,6 +16,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
@@ -80,9 +81,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     }
     // The `timeout` key is also the common option, checked by the planner
     // when present; this is the default when it is not.
-    if !(o.timeout > 0.0 && o.timeout.is_finite()) {
-        return Err(args.invalid("timeout", "must be a positive number of seconds"));
-    }
+    let timeout = args.duration("timeout", o.timeout, Zero::Refused)?;
     if !(HEADERS..=65_535).contains(&o.size) {
         return Err(args.invalid("size", format!("must be between {HEADERS} and 65535 bytes")));
     }
@@ -91,7 +90,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
         destination,
         literal,
         count: o.count as u16,
-        timeout: Duration::from_secs_f64(o.timeout),
+        timeout,
         payload: (o.size - HEADERS) as usize,
     }))
 }

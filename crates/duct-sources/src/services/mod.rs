@@ -1,9 +1,11 @@
-//! Service sources under Duct's names: Redis queues, memcached, munin-node,
-//! NUT's upsd, unbound and Postfix, each speaking its server's own protocol
-//! (or reading its spool) instead of shelling out to a client as Duct did.
+//! Service sources under Duct's names: Redis queues, memcached,
+//! PostgreSQL, munin-node, NUT's upsd, unbound and Postfix, each speaking
+//! its server's own protocol (or reading its spool) instead of shelling
+//! out to a client as Duct did.
 //!
-//! One file per source family; the servers that talk a request/reply
-//! protocol over TCP share one client, [`conn::Conn`], which bounds every
+//! One file per source family; the servers that talk a line-based
+//! request/reply protocol over TCP share one client, [`conn::Conn`]
+//! (PostgreSQL has its own, tokio-postgres), which bounds every
 //! conversation by the source's time budget and every reply by a size
 //! limit. Each source's parser is a pure function over what the server
 //! sent, unit-tested on replies captured from the real server
@@ -14,13 +16,20 @@
 //! failures on), and a warning in the log at most once per
 //! [`LOG_EVERY`] while the fault lasts ([`Faults`]); the agent carries on.
 
+mod apache;
 mod conn;
+mod elasticsearch;
+mod haproxy;
 mod memcache;
 mod munin;
+mod nginx;
 mod nut;
 mod postfix;
+mod postgresql;
 mod redis;
+mod riak;
 mod unbound;
+mod web;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -39,6 +48,12 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(nut::spec());
     registry.add_source(unbound::spec());
     registry.add_source(postfix::spec());
+    registry.add_source(postgresql::spec());
+    registry.add_source(nginx::spec());
+    registry.add_source(apache::spec());
+    registry.add_source(haproxy::spec());
+    registry.add_source(elasticsearch::spec());
+    registry.add_source(riak::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.

@@ -396,20 +396,33 @@ mod tests {
         let latency = &config.graphs["diskstats_latency"];
         assert_eq!(latency.category.as_deref(), Some("disk"));
         assert_eq!(latency.fields["vda_avgwait"].kind.as_deref(), Some("GAUGE"));
-        // This node had no state yet, so its first fetch was empty; the
-        // values below have the same shape as a later fetch.
+        // The node had no state yet, so its first fetch was empty; the
+        // second, captured apart, has every graph's values.
         assert!(parse_fetch("diskstats", &r[1]).is_empty());
-        let later: Vec<String> = [
-            "multigraph diskstats_latency",
-            "vda_avgwait.value 0.0012",
-            "multigraph diskstats_iops.vda",
-            "rdio.value U",
-        ]
-        .map(String::from)
-        .to_vec();
-        let got = readings(&config, &parse_fetch("diskstats", &later));
-        assert_eq!(got.len(), 1, "U is unknown: {got:?}");
+        let (_, fetched) = session("munin-multigraph-fetch.txt", 2);
+        let values = parse_fetch("diskstats", &fetched[0]);
+        assert_eq!(values.len(), 17);
+        let got = readings(&config, &values);
         assert_eq!(got[0].name, "disk.diskstats_latency.vda_avgwait");
+        assert_eq!(got[0].value, Metric::Float(0.0010952380952381));
+        assert_eq!(got[0].description, "Average wait time for an I/O request");
+        let svctm = got
+            .iter()
+            .find(|g| g.name == "disk.diskstats_latency.vda.svctm")
+            .unwrap();
+        assert_eq!(svctm.value, Metric::Float(6.56814449917898e-05));
+        assert!(
+            got.iter().all(|g| g.aggregation.is_none()),
+            "diskstats' fields are gauges"
+        );
+        assert!(
+            got.iter().all(|g| g.name.starts_with("disk.diskstats_")),
+            "every graph is in `disk`"
+        );
+        let unknown: Vec<String> = ["multigraph diskstats_iops.vda", "rdio.value U"]
+            .map(String::from)
+            .to_vec();
+        assert!(parse_fetch("diskstats", &unknown).is_empty(), "U is unknown");
         // An unknown service is a comment and an empty reply.
         assert_eq!(r[2], ["# Unknown service"]);
         assert!(parse_config("nosuch", &r[2]).graphs.is_empty());

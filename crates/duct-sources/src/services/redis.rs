@@ -80,6 +80,7 @@ pub fn spec() -> SourceSpec {
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let o: Options = args.options()?;
+    // `clipath` is read only so that Duct's configurations load.
     let _ = o.clipath;
     let host = host_option(args, o.host)?;
     let port = port_option(args, o.port)?;
