@@ -1,0 +1,114 @@
+//! The hardware sensor and media sources end to end under `ductd once`:
+//! DS18B20 on a 1-wire sysfs tree built here from real `w1_slave` reads
+//! (crates/duct-sources/tests/fixtures/ds18b20), and DarwinRTSP probing a
+//! stream that ffmpeg serves on a free loopback port (skipped without
+//! ffmpeg unless DUCT_REQUIRE_SERVICES=1). MPL115 needs `/dev/i2c-N`,
+//! which a container cannot have (no i2c-stub module): its maths and its
+//! conversation with the chip are unit-tested on a fake device instead.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::{ductd_output, metric, service, state, TempDir};
+use serde_json::Value;
+
+/// Runs `ductd once` on `config` (written in `dir`); the events by service.
+fn once(dir: &TempDir, config: &str) -> HashMap<String, Value> {
+    let path = dir.write("duct.yml", config);
+    let (code, stdout, stderr) = ductd_output(&["once", "-c", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "ductd once failed:\n{stderr}");
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|v| (service(&v).to_string(), v))
+        .collect()
+}
+
+/// The event for `name`, or a panic listing what there was.
+fn event<'a>(events: &'a HashMap<String, Value>, name: &str) -> &'a Value {
+    events.get(name).unwrap_or_else(|| {
+        let mut names: Vec<&String> = events.keys().collect();
+        names.sort();
+        panic!("no event {name}; got {names:?}")
+    })
+}
+
+fn description(ev: &Value) -> &str {
+    ev["description"].as_str().unwrap_or("")
+}
+
+// --------------------------------------------------------------- DS18B20
+
+/// A captured `w1_slave` read.
+fn w1_sample(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/duct-sources/tests/fixtures/ds18b20")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn ds18b20_reports_each_sensor_by_name_and_a_bad_crc_as_critical() {
+    let dir = TempDir::new("ds18b20");
+    dir.write(
+        "devices/w1_bus_master1/28-00000623003b/w1_slave",
+        &w1_sample("23125.w1_slave"),
+    );
+    dir.write(
+        "devices/w1_bus_master1/28-031655c9d5ff/w1_slave",
+        &w1_sample("crc-no.w1_slave"),
+    );
+    dir.write("devices/w1_bus_master1/w1_master_slave_count", "2\n");
+    dir.write(
+        "devices/w1_bus_master2/28-000005e2fdc3/w1_slave",
+        &w1_sample("21062.w1_slave"),
+    );
+    dir.write(
+        "devices/w1_bus_master2/28-0000075a3b1e/w1_slave",
+        &w1_sample("17812.w1_slave"),
+    );
+    dir.write("empty/platform/x", "");
+    let devices = dir.path().join("devices");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 5
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - service: w1
+    source: duct.sources.sensors.environment.DS18B20
+    device_path: {devices}
+    device_map: {{28-00000623003b: cellar, 28-031655c9d5ff: attic}}
+  - service: mapped
+    source: duct.sources.sensors.environment.ds18b20.DS18B20
+    device_path: {devices}
+    device_map: {{28-000005e2fdc3: garage}}
+    ignore_unmapped: true
+  - {{service: nobus, source: duct.sources.sensors.environment.DS18B20, device_path: {empty}}}
+",
+            devices = devices.display(),
+            empty = dir.path().join("empty").display(),
+        ),
+    );
+    let cellar = event(&events, "w1.cellar");
+    assert_eq!(state(cellar), "ok");
+    assert_eq!(metric(cellar), Some(23.125));
+    assert_eq!(description(cellar), "28-00000623003b Temperature C");
+    assert_eq!(metric(event(&events, "w1.28-000005e2fdc3")), Some(21.062));
+    assert_eq!(metric(event(&events, "w1.28-0000075a3b1e")), Some(17.812));
+
+    let attic = event(&events, "w1.attic");
+    assert_eq!(state(attic), "critical", "{attic}");
+    assert_eq!(metric(attic), None, "no garbage temperature: {attic}");
+    assert!(description(attic).contains("CRC check failed"), "{attic}");
+
+    let mapped: Vec<&String> = events.keys().filter(|s| s.starts_with("mapped")).collect();
+    assert_eq!(mapped, ["mapped.garage"], "ignore_unmapped keeps only mapped sensors");
+    assert_eq!(metric(event(&events, "mapped.garage")), Some(21.062));
+
+    let nobus = event(&events, "nobus");
+    assert_eq!(state(nobus), "critical");
+    assert!(description(nobus).contains("no w1_bus_master"), "{nobus}");
+}
