@@ -112,3 +112,38 @@ sources:
     assert_eq!(state(nobus), "critical");
     assert!(description(nobus).contains("no w1_bus_master"), "{nobus}");
 }
+
+// ---------------------------------------------------------------- MPL115
+
+/// Without the chip (no `/dev/i2c-N` in a container, and i2c-stub cannot
+/// be loaded there) the source must say which bus it tried and why, under
+/// both of Duct's names; a bad `address` is refused by `ductd check`.
+#[test]
+fn mpl115_without_a_bus_is_critical_naming_the_device() {
+    let dir = TempDir::new("mpl115");
+    let events = once(
+        &dir,
+        "interval: 5
+outputs: [{output: duct.outputs.logger.Logger}]
+sources:
+  - {service: baro, source: duct.sources.sensors.environment.MPL115, smbus: 97}
+  - {service: baro2, source: duct.sources.sensors.environment.mpl115.MPL115, smbus: 98, address: 0x61}
+",
+    );
+    let baro = event(&events, "baro");
+    assert_eq!(state(baro), "critical");
+    assert_eq!(metric(baro), None);
+    assert!(
+        description(baro).starts_with("MPL115 at 0x60 on /dev/i2c-97 - cannot open: "),
+        "{baro}"
+    );
+    assert!(description(event(&events, "baro2")).starts_with("MPL115 at 0x61 on /dev/i2c-98"));
+
+    let path = dir.write(
+        "bad.yml",
+        "sources: [{service: b, source: duct.sources.sensors.environment.MPL115, address: 0x80}]\n",
+    );
+    let (code, _, stderr) = ductd_output(&["check", "-c", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("7-bit I2C address"), "{stderr}");
+}

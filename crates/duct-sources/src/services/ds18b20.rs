@@ -232,9 +232,11 @@ pub(crate) fn parse_w1_slave(text: &str) -> Result<f64, String> {
     }
     match crc_line.rsplit(' ').next() {
         Some("YES") => {}
-        Some("NO") => return Err(format!(
+        Some("NO") => {
+            return Err(format!(
             "CRC check failed ({crc_line}): the sensor's data was corrupted on the wire (check wiring and the pull-up)"
-        )),
+        ))
+        }
         _ => return Err(format!("not a w1_therm reading: {crc_line:?}")),
     }
     let value_line = lines.next().unwrap_or("").trim();

@@ -22,6 +22,7 @@ mod ds18b20;
 mod elasticsearch;
 mod haproxy;
 mod memcache;
+mod mpl115;
 mod munin;
 mod nginx;
 mod nut;
@@ -57,6 +58,8 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(riak::spec());
     registry.add_source(ds18b20::spec());
     registry.add_source(ds18b20::alias_spec());
+    registry.add_source(mpl115::spec());
+    registry.add_source(mpl115::alias_spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
