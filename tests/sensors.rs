@@ -1,8 +1,9 @@
 //! The hardware sensor and media sources end to end under `ductd once`:
 //! DS18B20 on a 1-wire sysfs tree built here from real `w1_slave` reads
 //! (crates/duct-sources/tests/fixtures/ds18b20), and DarwinRTSP probing a
-//! stream that ffmpeg serves on a free loopback port (skipped without
-//! ffmpeg unless DUCT_REQUIRE_SERVICES=1). MPL115 needs `/dev/i2c-N`,
+//! stream that GStreamer's RTSP server serves on a free loopback port
+//! (tests/data/rtsp/serve.py; skipped without ffmpeg and the GStreamer
+//! packages unless DUCT_REQUIRE_SERVICES=1). MPL115 needs `/dev/i2c-N`,
 //! which a container cannot have (no i2c-stub module): its maths and its
 //! conversation with the chip are unit-tested on a fake device instead.
 
@@ -10,8 +11,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Command;
 
-use common::{ductd_output, metric, service, state, TempDir};
+use common::{
+    closed_port, ductd_output, free_port, metric, require_binary, service, services_required, state, Server, TempDir,
+};
 use serde_json::Value;
 
 /// Runs `ductd once` on `config` (written in `dir`); the events by service.
@@ -146,4 +150,90 @@ sources:
     let (code, _, stderr) = ductd_output(&["check", "-c", path.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.contains("7-bit I2C address"), "{stderr}");
+}
+
+// ------------------------------------------------------------ DarwinRTSP
+
+/// GStreamer's RTSP server (tests/data/rtsp/serve.py) on a free port,
+/// serving Duct's sample path; `None` (skipped) without ffprobe or the
+/// GStreamer packages, unless DUCT_REQUIRE_SERVICES=1.
+fn start_rtsp() -> Option<Server> {
+    require_binary("ffprobe", "ffmpeg")?;
+    // The system interpreter: the GStreamer bindings are Debian packages.
+    let python = require_binary("python3", "python3")
+        .filter(|p| p.starts_with("/usr/bin"))
+        .unwrap_or_else(|| "/usr/bin/python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import gi; gi.require_version('GstRtspServer', '1.0')"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        let msg = "GStreamer's RTSP server bindings missing (Debian packages python3-gi gir1.2-gst-rtsp-server-1.0 \
+                   gstreamer1.0-plugins-base gstreamer1.0-plugins-good)";
+        assert!(!services_required(), "{msg}, and DUCT_REQUIRE_SERVICES=1");
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rtsp/serve.py");
+    let port = free_port();
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(port.to_string()).arg("/sample_100kbit.mp4");
+    Some(Server::spawn(cmd, port, TempDir::new("rtsp"), "the RTSP server"))
+}
+
+#[test]
+fn darwin_rtsp_times_a_probe_of_a_real_stream_and_an_unreachable_one_is_critical() {
+    let Some(server) = start_rtsp() else { return };
+    let destination = format!("127.0.0.1:{}", server.port);
+    // ffprobe itself reads the stream that the source will time.
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("rtsp://{destination}/sample_100kbit.mp4"))
+        .output()
+        .expect("run ffprobe");
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "vp8,160,120");
+
+    let dir = TempDir::new("darwin-rtsp");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 30
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: rtsp, source: duct.sources.media.libav.DarwinRTSP, destination: '{destination}', timeout: 20}}
+  - {{service: down, source: duct.sources.media.libav.DarwinRTSP, destination: '127.0.0.1:{closed}'}}
+  - {{service: noprobe, source: duct.sources.media.libav.DarwinRTSP, destination: '{destination}', \
+       ffprobe: avprobe-is-gone}}
+",
+            closed = closed_port(),
+        ),
+    );
+    let ok = event(&events, "rtsp");
+    assert_eq!(state(ok), "ok", "{ok}");
+    assert_eq!(description(ok), format!("RTSP Request time to {destination}"));
+    let ms = metric(ok).expect("a probe time");
+    assert!(ms > 0.0 && ms < 20_000.0, "{ok}");
+
+    let down = event(&events, "down");
+    assert_eq!(state(down), "critical", "{down}");
+    assert!(
+        description(down).starts_with("Unable to stream 127.0.0.1:")
+            && description(down).contains("Connection refused"),
+        "{down}"
+    );
+    assert!(metric(down).is_some(), "Duct sent the time on failure too: {down}");
+
+    let noprobe = event(&events, "noprobe");
+    assert_eq!(state(noprobe), "critical");
+    assert!(
+        description(noprobe).contains("`avprobe-is-gone` not found"),
+        "{noprobe}"
+    );
 }

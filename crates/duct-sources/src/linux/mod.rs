@@ -9,7 +9,7 @@
 //! read whole into a reused buffer at every tick ([`ProcFile`]); commands
 //! (`sensors`, `smartctl`, `ipsec`) go through [`command::Tool`].
 
-mod command;
+pub(crate) mod command;
 mod cpu;
 mod diskfree;
 mod diskio;

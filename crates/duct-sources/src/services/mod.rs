@@ -21,6 +21,7 @@ mod conn;
 mod ds18b20;
 mod elasticsearch;
 mod haproxy;
+mod libav;
 mod memcache;
 mod mpl115;
 mod munin;
@@ -60,6 +61,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(ds18b20::alias_spec());
     registry.add_source(mpl115::spec());
     registry.add_source(mpl115::alias_spec());
+    registry.add_source(libav::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
