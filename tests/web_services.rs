@@ -647,6 +647,20 @@ impl StandIn {
         StandIn { port, heads }
     }
 
+    /// The stand-in on a Unix socket at `path` (`port` is 0).
+    fn unix(path: &Path, routes: Routes) -> StandIn {
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind a Unix stand-in");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let log = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                serve(stream, &routes, &log);
+            }
+        });
+        StandIn { port: 0, heads }
+    }
+
     /// The heads of the requests so far.
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
@@ -665,11 +679,23 @@ fn serve(mut stream: impl Read + Write, routes: &Routes, log: &Mutex<Vec<String>
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    log.lock().unwrap().push(head);
-    let (status, body) = routes
+    // A target listed several times gets its answers in turn, the last
+    // one again after that.
+    let mut log = log.lock().unwrap();
+    let asked_before = log
         .iter()
-        .find(|(t, _, _)| *t == target)
+        .filter(|h| h.split_whitespace().nth(1) == Some(target.as_str()))
+        .count();
+    log.push(head);
+    drop(log);
+    let answers: Vec<(u16, &str)> = routes
+        .iter()
+        .filter(|(t, _, _)| *t == target)
         .map(|(_, s, b)| (*s, b.as_str()))
+        .collect();
+    let (status, body) = answers
+        .get(asked_before.min(answers.len().saturating_sub(1)))
+        .copied()
         .unwrap_or((404, r#"{"message":"page not found"}"#));
     let _ = write!(
         stream,
@@ -784,4 +810,94 @@ sources:
     );
     critical(&events, "wrongpath", "the server answered 404 Stand-in");
     check_faults(&events, ports, "unexpected answer: not JSON");
+}
+
+// ---------------------------------------------------------------- Docker
+
+#[test]
+fn docker_container_stats_over_a_unix_socket_and_faults_are_critical() {
+    let d = |name: &str| fixture("docker", name);
+    let web = "8dfafdbc3a40b9e1f2c5b8e4a6c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5";
+    let worker = "9cd87474be90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607182930";
+    let stats = |id: &str| format!("/containers/{id}/stats?stream=false&one-shot=true");
+    let routes: Routes = vec![
+        ("/containers/json".into(), 200, d("containers-1.43.json")),
+        (stats(web), 200, d("stats-web-1.json")),
+        (stats(web), 200, d("stats-web-2.json")),
+        (stats(worker), 200, d("stats-worker-1.json")),
+        (stats(worker), 200, d("stats-worker-2.json")),
+        (format!("/containers/{web}/json"), 200, d("inspect-web.json")),
+        (format!("/containers/{worker}/json"), 200, d("inspect-worker.json")),
+    ];
+    let dir = TempDir::new("docker");
+    let sock = dir.path().join("docker.sock");
+    let daemon = StandIn::unix(&sock, routes.clone());
+    // The same daemon, but `web` is gone by the time its stats are asked.
+    let gone = dir.path().join("gone.sock");
+    let _gone = StandIn::unix(
+        &gone,
+        routes
+            .into_iter()
+            .filter(|(t, _, _)| !t.contains(&format!("{web}/stats")))
+            .collect(),
+    );
+    let html = dir.path().join("html.sock");
+    let _html = StandIn::unix(&html, vec![("/containers/json".into(), 200, "<html></html>".into())]);
+    let missing = dir.path().join("missing.sock");
+    let src = "duct.sources.docker.ContainerStats";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: docker, source: {src}, url: 'unix:{}'}}
+  - {{service: gone, source: {src}, url: 'unix:{}'}}
+  - {{service: html, source: {src}, url: 'unix:{}'}}
+  - {{service: down, source: {src}, url: 'unix:{}'}}
+",
+            sock.display(),
+            gone.display(),
+            html.display(),
+            missing.display()
+        ),
+    );
+    // The second samples, and the CPU share between the two.
+    for (name, value) in [
+        ("docker.web.mem_limit", 2147483648.0),
+        ("docker.web.mem_used", 53477376.0),
+        ("docker.web.cpu", 5.0),
+        ("docker.data/worker.mem_used", 211812352.0),
+        ("docker.data/worker.cpu", 25.0),
+        ("docker.data/worker.io_read", 0.0),
+    ] {
+        let ev = event(&events, name);
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(value)), "{ev}");
+    }
+    for op in ["read", "write", "sync", "async", "total"] {
+        let ev = event(&events, &format!("docker.web.io_{op}"));
+        assert!(metric(ev).is_some_and(|r| r >= 0.0), "{ev}");
+    }
+    assert!(metric(event(&events, "docker.web.io_write")) > Some(0.0));
+    assert!(
+        !events.contains_key("docker.data/worker.io_sync"),
+        "cgroup v2 lists read and write only"
+    );
+    assert!(
+        !events.contains_key("docker.mesos-3f1c2a9e-worker.mem_used"),
+        "named by MARATHON_APP_ID"
+    );
+    let heads = daemon.heads();
+    assert!(
+        heads[0].starts_with("GET /containers/json HTTP/1.1\r\nHost: localhost\r\n"),
+        "{heads:?}"
+    );
+    critical(&events, "gone.web", "container web - the server answered 404 Stand-in");
+    assert_eq!(
+        metric(event(&events, "gone.data/worker.cpu")),
+        Some(25.0),
+        "the others are still read"
+    );
+    critical(&events, "html", "unexpected answer: not JSON");
+    critical(&events, "down", &format!("cannot connect to {}", missing.display()));
 }

@@ -18,6 +18,7 @@
 
 mod apache;
 mod conn;
+mod docker;
 mod elasticsearch;
 mod haproxy;
 mod memcache;
@@ -54,6 +55,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(haproxy::spec());
     registry.add_source(elasticsearch::spec());
     registry.add_source(riak::spec());
+    registry.add_source(docker::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
