@@ -901,3 +901,111 @@ sources:
     critical(&events, "html", "unexpected answer: not JSON");
     critical(&events, "down", &format!("cannot connect to {}", missing.display()));
 }
+
+// ----------------------------------------------------------------- uWSGI
+
+/// A uWSGI emperor with two vassals (`alpha.ini`, `beta.ini`, each a
+/// master and one worker on a socket of its own) and its stats server on
+/// the returned port; stopped with SIGINT, which takes the vassals down.
+struct Emperor {
+    server: Server,
+}
+
+impl Drop for Emperor {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the test's own child.
+        unsafe {
+            libc::kill(self.server.child.id() as i32, libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn start_emperor() -> Option<Emperor> {
+    let uwsgi = require_binary("uwsgi-core", "uwsgi-core")?;
+    let dir = TempDir::new("uwsgi");
+    for name in ["alpha", "beta"] {
+        dir.write(
+            &format!("vassals/{name}.ini"),
+            &format!(
+                "[uwsgi]\nsocket = 127.0.0.1:{}\nmaster = true\nprocesses = 1\n",
+                free_port()
+            ),
+        );
+    }
+    let port = free_port();
+    let mut cmd = Command::new(uwsgi);
+    cmd.arg("--emperor")
+        .arg(dir.path().join("vassals"))
+        .args(["--emperor-stats", &format!("127.0.0.1:{port}")]);
+    let emperor = Emperor {
+        server: Server::spawn(cmd, port, dir, "the uWSGI emperor"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while emperor_stats(port)["vassals"]
+        .as_array()
+        .map_or(0, |v| v.iter().filter(|v| v["accepting"] == 1).count())
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "the vassals never accept");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(emperor)
+}
+
+/// The emperor's stats, as it writes them.
+fn emperor_stats(port: u16) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the emperor");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the stats");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn uwsgi_emperor_vassals_agree_with_its_stats_and_faults_are_critical() {
+    let Some(emperor) = start_emperor() else {
+        return;
+    };
+    let p = emperor.server.port;
+    let closed = closed_port();
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let dir = TempDir::new("uwsgi-once");
+    let src = "duct.sources.python.uwsgi.Emperor";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: uwsgi, source: {src}, host: 127.0.0.1, port: {p}}}
+  - {{service: down, source: {src}, host: 127.0.0.1, port: {closed}}}
+  - {{service: hung, source: {src}, host: 127.0.0.1, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: {src}, host: 127.0.0.1, port: {garbage}}}
+"
+        ),
+    );
+    let stats = emperor_stats(p);
+    let vassals = stats["vassals"].as_array().unwrap();
+    assert_eq!(vassals.len(), 2);
+    for v in vassals {
+        let id = v["id"].as_str().unwrap();
+        for key in ["accepting", "respawns"] {
+            let ev = event(&events, &format!("uwsgi.{id}.{key}"));
+            assert_eq!(metric(ev), v[key].as_f64(), "{ev} vs the emperor's {v}");
+        }
+    }
+    assert_eq!(metric(event(&events, "uwsgi.total.active")), Some(2.0));
+    assert_eq!(metric(event(&events, "uwsgi.total.accepting")), Some(2.0));
+    assert_eq!(metric(event(&events, "uwsgi.total.respawns")), Some(0.0));
+    critical(&events, "down", &format!("127.0.0.1:{closed} - connection refused"));
+    critical(&events, "hung", "timed out after 0.5 s waiting for the emperor's stats");
+    critical(&events, "garbage", "not JSON");
+}

@@ -30,6 +30,7 @@ mod postgresql;
 mod redis;
 mod riak;
 mod unbound;
+mod uwsgi;
 mod web;
 
 use std::fmt::Display;
@@ -56,6 +57,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(elasticsearch::spec());
     registry.add_source(riak::spec());
     registry.add_source(docker::spec());
+    registry.add_source(uwsgi::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
