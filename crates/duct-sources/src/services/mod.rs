@@ -27,6 +27,7 @@ mod nginx;
 mod nut;
 mod postfix;
 mod postgresql;
+mod rabbitmq;
 mod redis;
 mod riak;
 mod unbound;
@@ -58,6 +59,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(riak::spec());
     registry.add_source(docker::spec());
     registry.add_source(uwsgi::spec());
+    registry.add_source(rabbitmq::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.
