@@ -95,7 +95,10 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
                 "/api/queues/{}?columns=name,messages_ready,messages_unacknowledged",
                 encode_vhost(&o.vhost)
             );
-            Reader::Api { api, path }
+            Reader::Api {
+                api: Box::new(api),
+                path,
+            }
         }
         None => Reader::Ctl {
             program: o.rabbitmqctl,
@@ -121,8 +124,15 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
 
 /// Where the queues are read from.
 enum Reader {
-    Ctl { program: PathBuf, args: Vec<String> },
-    Api { api: Api, path: String },
+    Ctl {
+        program: PathBuf,
+        args: Vec<String>,
+    },
+    /// Boxed: a request is much larger than a program's path.
+    Api {
+        api: Box<Api>,
+        path: String,
+    },
 }
 
 pub struct Queues {
