@@ -1009,3 +1009,161 @@ sources:
     critical(&events, "hung", "timed out after 0.5 s waiting for the emperor's stats");
     critical(&events, "garbage", "not JSON");
 }
+
+// -------------------------------------------------------------- RabbitMQ
+
+/// A RabbitMQ broker of its own (node name, AMQP, distribution, epmd and
+/// management ports all free ones, data and logs in a temporary
+/// directory), with `rabbitmqctl` wrapped in a script that reaches it.
+/// Stopped with `rabbitmqctl stop` (and its epmd killed) when dropped.
+struct Rabbit {
+    server: Server,
+    api: u16,
+    ctl: std::path::PathBuf,
+    epmd: u16,
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.ctl).arg("stop").output();
+        let _ = Command::new("epmd")
+            .args(["-port", &self.epmd.to_string(), "-kill"])
+            .output();
+        let _ = self.server.child.kill();
+    }
+}
+
+fn start_rabbit() -> Option<Rabbit> {
+    let server_bin = require_binary("rabbitmq-server", "rabbitmq-server")?;
+    let ctl_bin = require_binary("rabbitmqctl", "rabbitmq-server")?;
+    let dir = TempDir::new("rabbitmq");
+    let d = dir.path().display().to_string();
+    let [amqp, dist, epmd, api] = [free_port(), free_port(), free_port(), free_port()];
+    let node = format!("ductd-test-{amqp}@localhost");
+    for sub in ["mnesia", "log"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    dir.write("enabled_plugins", "[rabbitmq_management].\n");
+    dir.write(
+        "rabbitmq.conf",
+        &format!("management.tcp.port = {api}\nmanagement.tcp.ip = 127.0.0.1\ncollect_statistics_interval = 500\n"),
+    );
+    let env = [
+        ("HOME", d.clone()),
+        ("RABBITMQ_NODENAME", node.clone()),
+        ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".into()),
+        ("RABBITMQ_NODE_PORT", amqp.to_string()),
+        ("RABBITMQ_DIST_PORT", dist.to_string()),
+        ("ERL_EPMD_PORT", epmd.to_string()),
+        ("RABBITMQ_MNESIA_BASE", format!("{d}/mnesia")),
+        ("RABBITMQ_LOG_BASE", format!("{d}/log")),
+        ("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{d}/enabled_plugins")),
+        ("RABBITMQ_CONFIG_FILE", format!("{d}/rabbitmq")),
+        ("RABBITMQ_FEATURE_FLAGS_FILE", format!("{d}/mnesia/feature_flags")),
+    ];
+    // As root, Debian's scripts run the broker as `rabbitmq`, which must
+    // be able to write here.
+    let _ = Command::new("chmod").args(["-R", "0777", &d]).output();
+    let exports: String = env.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+    let ctl = dir.write(
+        "rabbitmqctl",
+        &format!("#!/bin/sh\n{exports}exec {} -n '{node}' \"$@\"\n", ctl_bin.display()),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(server_bin);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    // The management listener starts last: the broker is up when it
+    // accepts.
+    let server = Server::spawn(cmd, api, dir, "rabbitmq-server");
+    Some(Rabbit { server, api, ctl, epmd })
+}
+
+/// A request with a JSON body to the management API as guest: (status
+/// line, body).
+fn rabbit_api(port: u16, method: &str, path: &str, body: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the management API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+#[test]
+fn rabbitmq_queues_by_rabbitmqctl_and_the_api_agree_with_the_broker() {
+    let Some(rabbit) = start_rabbit() else {
+        return;
+    };
+    let api = rabbit.api;
+    for q in ["jobs", "mail"] {
+        let (status, body) = rabbit_api(api, "PUT", &format!("/api/queues/%2F/{q}"), r#"{"durable":false}"#);
+        assert!(status.contains("201") || status.contains("204"), "{status} {body}");
+    }
+    for _ in 0..7 {
+        let publish = r#"{"properties":{},"routing_key":"jobs","payload":"x","payload_encoding":"string"}"#;
+        let (_, body) = rabbit_api(api, "POST", "/api/exchanges/%2F/amq.default/publish", publish);
+        assert_eq!(body, r#"{"routed":true}"#);
+    }
+    // The broker's own count, by its own tool.
+    let listed = Command::new(&rabbit.ctl)
+        .args(["list_queues", "-p", "/", "name", "messages_ready"])
+        .output()
+        .expect("run rabbitmqctl");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.lines().any(|l| l == "jobs\t7"), "{listed}");
+    // The management statistics lag behind by a collection interval.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !rabbit_api(api, "GET", "/api/queues/%2F/jobs", "")
+        .1
+        .contains("\"messages_ready\":7")
+    {
+        assert!(std::time::Instant::now() < deadline, "the API never shows the messages");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed = closed_port();
+    let dir = TempDir::new("rabbitmq-once");
+    let src = "duct.sources.rabbitmq.Queues";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: ctl, source: {src}, rabbitmqctl: '{ctl}', timeout: 30}}
+  - {{service: api, source: {src}, url: 'http://127.0.0.1:{api}'}}
+  - {{service: badpass, source: {src}, url: 'http://127.0.0.1:{api}', password: wrong}}
+  - {{service: novhost, source: {src}, url: 'http://127.0.0.1:{api}', vhost: nosuch}}
+  - {{service: down, source: {src}, url: 'http://127.0.0.1:{closed}'}}
+  - {{service: noctl, source: {src}, rabbitmqctl: /nonexistent/rabbitmqctl}}
+",
+            ctl = rabbit.ctl.display()
+        ),
+    );
+    for name in ["ctl", "api"] {
+        let figures = [
+            ("jobs.ready", 7.0),
+            ("jobs.unack", 0.0),
+            ("mail.ready", 0.0),
+            ("jobs.ready_rate", 0.0),
+            ("total.ready", 7.0),
+            ("total.unack", 0.0),
+            ("total.ready_rate", 0.0),
+        ];
+        for (figure, value) in figures {
+            let ev = event(&events, &format!("{name}.{figure}"));
+            assert_eq!((state(ev), metric(ev)), ("ok", Some(value)), "{ev}");
+        }
+    }
+    critical(&events, "badpass", "the server answered 401 Unauthorized");
+    critical(&events, "novhost", "the server answered 404 Not Found");
+    critical(&events, "down", &format!("connection refused by 127.0.0.1:{closed}"));
+    critical(&events, "noctl", "/nonexistent/rabbitmqctl");
+}
