@@ -8,10 +8,12 @@ pub mod generator;
 pub mod lines;
 pub mod linux;
 pub mod logs;
+pub mod nats;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;
 pub mod services;
+pub mod snmp;
 
 use duct_core::Registry;
 
@@ -22,11 +24,13 @@ pub fn register(registry: &mut Registry) {
     linux::register(registry);
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
+    registry.add_source(nats::spec());
     registry.add_source(riemann::spec());
     registry.add_source(riemann::udp::spec());
     network::register(registry);
     services::register(registry);
     logs::register(registry);
+    snmp::register(registry);
 }
 
 #[cfg(test)]
