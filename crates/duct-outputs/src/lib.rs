@@ -13,6 +13,7 @@ pub mod null;
 pub mod opentsdb;
 pub mod opentsdb_json;
 pub mod prometheus;
+pub mod remote_write;
 pub mod riemann;
 
 use duct_core::Registry;
@@ -30,6 +31,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_output(opentsdb::spec());
     registry.add_output(opentsdb::bosun_spec());
     registry.add_output(prometheus::spec());
+    registry.add_output(remote_write::spec());
     registry.add_output(riemann::tcp_spec());
     registry.add_output(riemann::udp_spec());
 }

@@ -13,6 +13,7 @@ pub mod network;
 pub mod number_proxy;
 pub mod riemann;
 pub mod services;
+pub mod snmp;
 
 use duct_core::Registry;
 
@@ -29,6 +30,7 @@ pub fn register(registry: &mut Registry) {
     network::register(registry);
     services::register(registry);
     logs::register(registry);
+    snmp::register(registry);
 }
 
 #[cfg(test)]
