@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric, require_binary, service, Running, Server, TempDir};
+use common::{free_port, make_certificates, metric, require_binary, service, Running, Server, TempDir};
 use serde_json::Value;
 
 /// A nats-server on a free loopback port; JetStream keeping its data in
@@ -483,4 +483,72 @@ sources:
     assert_eq!(values, (20..40).collect::<Vec<_>>(), "nothing again, nothing missed");
     let more = agent.collect_for(Duration::from_millis(500));
     assert!(more.is_empty(), "{more:?}");
+}
+
+#[test]
+fn output_and_source_over_tls_checked_against_the_ca() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let certs_dir = TempDir::new("nats-tls-certs");
+    let Some(certs) = make_certificates(certs_dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let mut cmd = Command::new(&binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls"])
+        .arg("--tlscert")
+        .arg(&certs.cert)
+        .arg("--tlskey")
+        .arg(&certs.key);
+    let _server = Server::spawn(cmd, port, TempDir::new("nats-tls-run"), "nats-server");
+    let dir = TempDir::new("nats-tls-agent");
+    let (ca, wrong) = (certs.ca.display(), certs.wrong_ca.display());
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    prefix: tls
+    format: senml-cbor-extended
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: nats
+  - service: in
+    source: duct.sources.nats.Nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    topics: [\"tls.>\"]
+    format: senml-cbor
+    route: log
+  - service: untrusted
+    source: duct.sources.nats.Nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {wrong}
+    route: log
+"
+        ),
+    );
+    let events = agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "counter" && metric(e) >= Some(5.0)
+    });
+    let last = events.last().unwrap();
+    assert_eq!(last["host"], "web1");
+    assert!(
+        agent.wait_for_log("cannot connect to NATS", Duration::from_secs(10)),
+        "the wrong CA is refused: {}",
+        agent.stderr()
+    );
 }
