@@ -552,3 +552,66 @@ sources:
         agent.stderr()
     );
 }
+
+#[test]
+fn nkey_seed_file_authenticates_and_no_key_is_refused() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let dir = TempDir::new("nats-nkey");
+    let user = nkeys::KeyPair::new_user();
+    let seed = dir.write("user.nk", &format!("{}\n", user.seed().unwrap()));
+    let port = free_port();
+    let conf = dir.write(
+        "nats.conf",
+        &format!("authorization {{ users = [ {{ nkey: {} }} ] }}\n", user.public_key()),
+    );
+    let mut cmd = Command::new(&binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"]).arg(&conf);
+    let _server = Server::spawn(cmd, port, TempDir::new("nats-nkey-run"), "nats-server");
+    let seed = seed.display();
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    nkey_seed_file: {seed}
+    prefix: nk
+    format: json
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: nats
+  - service: in
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    nkey_seed_file: {seed}
+    topics: [\"nk.>\"]
+    format: json
+    route: log
+  - service: anonymous
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    route: log
+"
+        ),
+    );
+    agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "counter" && metric(e) >= Some(5.0)
+    });
+    assert!(
+        agent.wait_for_log("cannot connect to NATS", Duration::from_secs(10)),
+        "without the key the server refuses: {}",
+        agent.stderr()
+    );
+}
