@@ -94,12 +94,9 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     connection
         .check()
         .map_err(|e| args.invalid(e.option().unwrap_or("servers"), e))?;
-    let format = match Format::from_name(&opts.format) {
-        Some(Format::SenmlCborExtended) | None => {
-            return Err(args.invalid("format", "must be json, senml-json or senml-cbor"));
-        }
-        Some(f) => f,
-    };
+    // senml-cbor-extended (the output's) reads as senml-cbor.
+    let format =
+        Format::from_name(&opts.format).ok_or_else(|| args.invalid("format", format!("must be {}", Format::NAMES)))?;
     if opts.topics.is_empty()
         || opts
             .topics
