@@ -690,3 +690,54 @@ sources:
     assert_eq!(stream_messages(&mut nats, "BULK"), 7000);
     assert!(!agent.stderr().contains("delivery failed"), "{}", agent.stderr());
 }
+
+#[test]
+fn the_source_subscribes_again_after_a_server_restart() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let server = start_nats(&binary, port, None);
+    let dir = TempDir::new("nats-source-restart");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: nats
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    topics: [\"r.>\"]
+    format: json
+"
+        ),
+    );
+    assert!(
+        agent.wait_for_log("subscribed", Duration::from_secs(20)),
+        "{}",
+        agent.stderr()
+    );
+    let mut publisher = RawNats::connect(port);
+    publisher.publish("r.x", None, br#"{"service": "before", "metric": 1}"#);
+    agent.wait_for(Duration::from_secs(20), |e| service(e) == "before");
+    drop(publisher);
+    drop(server);
+    std::thread::sleep(Duration::from_secs(1));
+    let _server = start_nats(&binary, port, None);
+    // The client reconnects by itself and renews the subscription; until
+    // it has, what is published goes to no one (core NATS), so keep
+    // publishing until one arrives.
+    let mut publisher = RawNats::connect(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "{}", agent.stderr());
+        publisher.publish("r.x", None, br#"{"service": "after", "metric": 2}"#);
+        if let Some(e) = agent.next_event(Duration::from_millis(300)) {
+            if service(&e) == "after" {
+                break;
+            }
+        }
+    }
+}
