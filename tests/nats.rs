@@ -606,13 +606,25 @@ sources:
 "
         ),
     );
-    agent.wait_for(Duration::from_secs(30), |e| {
+    let mut events = agent.wait_for(Duration::from_secs(30), |e| {
         service(e) == "counter" && metric(e) >= Some(5.0)
     });
     assert!(
         agent.wait_for_log("cannot connect to NATS", Duration::from_secs(10)),
         "without the key the server refuses: {}",
         agent.stderr()
+    );
+    if !events.iter().any(|e| service(e) == "anonymous") {
+        events.extend(agent.wait_for(Duration::from_secs(10), |e| service(e) == "anonymous"));
+    }
+    let refused = events.iter().find(|e| service(e) == "anonymous").unwrap();
+    assert_eq!(refused["state"], "critical");
+    assert!(
+        refused["description"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to NATS"),
+        "{refused}"
     );
 }
 

@@ -16,7 +16,8 @@
 //! event in the format is counted (`messages refused` in the agent's
 //! telemetry), logged at most once a minute, acknowledged on JetStream (it
 //! would never parse), and passed over. An unreachable server is reported
-//! as the source's problem and tried again with a growing delay; once
+//! as the source's problem, with one critical event on the source's
+//! service naming the cause, and tried again with a growing delay; once
 //! connected the client reconnects by itself.
 
 use std::path::PathBuf;
@@ -172,6 +173,12 @@ async fn run(config: std::sync::Arc<Config>, ctx: SourceContext) {
             }
             Err(why) => {
                 ctx.report_problem(&why);
+                // One critical event per outage (its first failure), on
+                // the source's own service, naming the cause.
+                if delay == Duration::from_secs(1) {
+                    let event = ctx.create_event("critical", why.clone(), None::<f64>);
+                    ctx.queue_back(vec![event]);
+                }
                 if let Some(held) = report.allow(REPORT_EVERY) {
                     tracing::warn!(service = %ctx.service(), held_back = held, retry_in = ?delay, "{why}");
                 }
