@@ -39,6 +39,7 @@ use crate::services::{budget, host_option, port_option, Faults};
 /// Adds the SNMP sources to `registry`.
 pub fn register(registry: &mut Registry) {
     registry.add_source(spec());
+    registry.add_source(cisco837_spec());
 }
 
 /// Duct's (pysnmp's) wait for each try, and its number of retries.
@@ -134,11 +135,37 @@ pub(crate) fn session(args: &SourceArgs<'_>) -> Result<(Session, Duration), Diag
     Ok((session, budget(args, DEFAULT_TIMEOUT)))
 }
 
+pub fn cisco837_spec() -> SourceSpec {
+    SourceSpec::new::<Options>(
+        "duct.sources.snmp.SNMPCisco837",
+        "SNMP's interface table plus the ADSL line (ADSL-LINE-MIB) of a Cisco 837 or any ADSL modem: the same \
+         options as duct.sources.snmp.SNMP",
+        &[
+            "(service).(ifDescr).(counter): as duct.sources.snmp.SNMP",
+            "(service).adsl.rxrate, adsl.txrate: downstream and upstream sync rates, bit/s",
+            "(service).adsl.outpwr (dBm), adsl.attn (dB), adsl.margin (dB): the modem's (ATU-R's) line figures",
+            "(service): critical with no metric when the agent does not answer or has no ADSL line",
+        ],
+        build_cisco837,
+    )
+}
+
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let (session, budget) = session(args)?;
     Ok(Box::new(Snmp {
         session,
         budget,
+        adsl: false,
+        faults: Faults::default(),
+    }))
+}
+
+fn build_cisco837(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    let (session, budget) = session(args)?;
+    Ok(Box::new(Snmp {
+        session,
+        budget,
+        adsl: true,
         faults: Faults::default(),
     }))
 }
@@ -393,9 +420,53 @@ pub(crate) fn reading_event(ctx: &SourceContext, r: &Reading) -> Event {
     }
 }
 
+/// ADSL-LINE-MIB (RFC 2662): adslAtucChanCurrTxRate (the exchange's
+/// transmit rate: downstream), adslAturChanCurrTxRate (upstream), and the
+/// modem's (ATU-R's) adslAturCurrSnrMgn, adslAturCurrAtn and
+/// adslAturCurrOutputPwr, in tenths of a dB.
+const ADSL: [u32; 9] = [1, 3, 6, 1, 2, 1, 10, 94, 1];
+
+pub(crate) fn adsl_columns() -> Vec<Oid> {
+    let adsl = Oid(ADSL.to_vec());
+    vec![
+        adsl.child(&[1, 4, 1, 2]),
+        adsl.child(&[1, 5, 1, 2]),
+        adsl.child(&[1, 3, 1, 4]),
+        adsl.child(&[1, 3, 1, 5]),
+        adsl.child(&[1, 3, 1, 7]),
+    ]
+}
+
+/// Duct's five ADSL figures from a walk of [`adsl_columns`]: the first
+/// ADSL line's (Duct read ifIndex 15, the Cisco 837's). Each is (name,
+/// description, value).
+pub(crate) fn adsl_readings(rows: &[Vec<(Vec<u32>, Value)>]) -> Result<Vec<(&'static str, String, f64)>, String> {
+    let first = |col: usize, what: &str| -> Result<f64, String> {
+        rows.get(col)
+            .and_then(|r| r.first())
+            .and_then(|(_, v)| v.as_i128())
+            .map(|v| v as f64)
+            .ok_or_else(|| format!("the agent has no {what} (ADSL-LINE-MIB)"))
+    };
+    let ds = first(0, "adslAtucChanCurrTxRate")?;
+    let us = first(1, "adslAturChanCurrTxRate")?;
+    let margin = first(2, "adslAturCurrSnrMgn")? / 10.0;
+    let attn = first(3, "adslAturCurrAtn")? / 10.0;
+    let output = first(4, "adslAturCurrOutputPwr")? / 10.0;
+    Ok(vec![
+        ("adsl.rxrate", format!("SNMP ADSL sync downstream {ds}"), ds),
+        ("adsl.txrate", format!("SNMP ADSL sync upstream {us}"), us),
+        ("adsl.outpwr", format!("SNMP ADSL output power {output:0.2}dBm"), output),
+        ("adsl.attn", format!("SNMP ADSL attenuation {attn:0.2}dB"), attn),
+        ("adsl.margin", format!("SNMP ADSL noise margin {margin:0.2}dB"), margin),
+    ])
+}
+
 pub struct Snmp {
     session: Session,
     budget: Duration,
+    /// SNMPCisco837: the ADSL line's figures too.
+    adsl: bool,
     faults: Faults,
 }
 
@@ -419,16 +490,29 @@ impl Snmp {
             let addr = self.session.resolve().await?;
             let columns = interface_columns(self.session.version);
             let rows = self.session.walk_columns(addr, &columns).await?;
-            Ok::<_, SnmpError>(interface_readings(&columns, &rows))
+            let interfaces = interface_readings(&columns, &rows);
+            let adsl = if self.adsl {
+                let columns = adsl_columns();
+                let rows = self.session.walk_columns(addr, &columns).await?;
+                adsl_readings(&rows).map_err(|e| SnmpError::Garbage(addr, e))?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, SnmpError>((interfaces, adsl))
         };
         let result = match tokio::time::timeout(self.budget, walk).await {
             Ok(r) => r,
             Err(_) => Err(SnmpError::Timeout(self.budget.as_secs_f64())),
         };
         match result {
-            Ok(readings) => {
+            Ok((interfaces, adsl)) => {
                 self.faults.worked(ctx);
-                readings.iter().map(|r| reading_event(ctx, r)).collect()
+                let mut events: Vec<Event> = interfaces.iter().map(|r| reading_event(ctx, r)).collect();
+                events.extend(
+                    adsl.into_iter()
+                        .map(|(name, description, value)| ctx.create_event_prefixed(name, "ok", description, value)),
+                );
+                events
             }
             Err(e) => {
                 let text = format!("SNMP {}:{} - {e}", self.session.host, self.session.port);
@@ -491,6 +575,33 @@ mod tests {
         assert_eq!((r[0].interface.as_str(), r[0].key), ("Gi0/1", "ifInNUcastPkts"));
         // Wraps like the counters themselves.
         assert_eq!(r[0].value, Value::Counter64(9));
+    }
+
+    #[test]
+    fn adsl_figures_are_duct_s_from_the_first_line() {
+        let row = |v: Value| vec![(vec![15], v)];
+        let rows = vec![
+            row(Value::Gauge32(8_128_000)),
+            row(Value::Gauge32(832_000)),
+            row(Value::Integer(65)),
+            row(Value::Integer(235)),
+            row(Value::Integer(-12)),
+        ];
+        let r = adsl_readings(&rows).unwrap();
+        let got: Vec<(&str, f64)> = r.iter().map(|(n, _, v)| (*n, *v)).collect();
+        assert_eq!(
+            got,
+            [
+                ("adsl.rxrate", 8_128_000.0),
+                ("adsl.txrate", 832_000.0),
+                ("adsl.outpwr", -1.2),
+                ("adsl.attn", 23.5),
+                ("adsl.margin", 6.5)
+            ]
+        );
+        assert_eq!(r[2].1, "SNMP ADSL output power -1.20dBm");
+        let e = adsl_readings(&rows[..2]).unwrap_err();
+        assert!(e.contains("adslAturCurrSnrMgn"), "{e}");
     }
 
     #[test]
