@@ -376,3 +376,52 @@ sources:
     assert_eq!(state(ev), "critical", "{ev}");
     assert!(description(ev).contains("has no adslAtucChanCurrTxRate"), "{ev}");
 }
+
+#[test]
+fn raritan_px_sensors_agree_with_snmpget_on_a_replayed_recording() {
+    let Some(sim) = start_snmpsim("raritan-px") else {
+        return;
+    };
+    let port = sim.port;
+    let dir = TempDir::new("raritan-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: pdu, source: duct.sources.power.raritan_px.RaritanPX, port: {port}, community: raritan-px, mib_path: /nonexistent}}
+"
+        ),
+    );
+    let sensors = [
+        ("voltage", 4),
+        ("current", 1),
+        ("power", 5),
+        ("apparent_power", 6),
+        ("pf", 7),
+        ("energy", 8),
+    ];
+    let mut checked = 0;
+    for (label, table) in [("outlet", "4"), ("inlet", "2")] {
+        for n in 1..=3 {
+            for (metric_name, sensor) in sensors {
+                let oid = format!("1.3.6.1.4.1.13742.6.5.{table}.3.1.4.1.{n}.{sensor}");
+                let name = format!("pdu.{label}.{n}.{metric_name}");
+                match snmpget(port, "raritan-px", &oid).and_then(|v| v.parse::<f64>().ok()) {
+                    Some(want) => {
+                        let ev = events.get(&name).unwrap_or_else(|| panic!("no {name}"));
+                        assert_eq!(state(ev), "ok", "{ev}");
+                        assert_eq!(metric(ev), Some(want), "{name}: {ev}");
+                        checked += 1;
+                    }
+                    None => assert!(!events.contains_key(&name), "{name} without {oid}"),
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 6 + 6);
+    // onOff (sensor type 14) is not one of Duct's figures.
+    assert!(!events.keys().any(|n| n.contains("onOff") || n.ends_with(".14")));
+    assert!(description(&events["pdu.outlet.3.current"]).starts_with("Raritan PX outlet-3 current=47"));
+}

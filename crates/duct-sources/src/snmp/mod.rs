@@ -21,6 +21,7 @@
 
 pub mod ber;
 pub mod client;
+pub mod raritan_px;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use crate::services::{budget, host_option, port_option, Faults};
 pub fn register(registry: &mut Registry) {
     registry.add_source(spec());
     registry.add_source(cisco837_spec());
+    registry.add_source(raritan_px::spec());
 }
 
 /// Duct's (pysnmp's) wait for each try, and its number of retries.
