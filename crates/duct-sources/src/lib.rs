@@ -12,6 +12,7 @@ pub mod network;
 pub mod number_proxy;
 pub mod riemann;
 pub mod services;
+pub mod sflow;
 pub mod snmp;
 
 use duct_core::Registry;
