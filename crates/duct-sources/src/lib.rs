@@ -30,6 +30,7 @@ pub fn register(registry: &mut Registry) {
     services::register(registry);
     logs::register(registry);
     snmp::register(registry);
+    sflow::register(registry);
 }
 
 #[cfg(test)]
