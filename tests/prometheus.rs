@@ -363,3 +363,84 @@ outputs:
     let (code, _) = agent.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+/// A Prometheus receiving remote write, keeping its data in `data`.
+fn start_receiver(prometheus: &Path, data: &Path, web: u16) -> Server {
+    let dir = TempDir::new("prometheus-receiver-run");
+    let config = dir.write("prometheus.yml", "global:\n  scrape_interval: 1m\n");
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .arg("--web.enable-remote-write-receiver");
+    Server::spawn(cmd, web, dir, "prometheus")
+}
+
+#[test]
+fn remote_write_reaches_prometheus_across_its_restart_exactly() {
+    let Some(prometheus) = require_binary("prometheus", "prometheus") else {
+        return;
+    };
+    let data = TempDir::new("prometheus-receiver-data");
+    let web = free_port();
+    let mut server = Some(start_receiver(&prometheus, data.path(), web));
+    let dir = TempDir::new("remote-write-agent");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.prometheus.RemoteWrite
+    name: remote
+    url: http://127.0.0.1:{web}/api/v1/write
+    interval: 0.3
+    backoff_max: 0.5
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.1
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.2
+    route: [remote, log]
+    attributes:
+      role: web
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let count = || {
+        query(web, "count_over_time(duct_answer[1h])")
+            .first()
+            .and_then(|r| r["value"][1].as_str().and_then(|v| v.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    assert!(until(Duration::from_secs(30), || count() >= 5), "{}", agent.stderr());
+    let found = query(web, "duct_answer");
+    assert_eq!(found[0]["metric"]["host"], "web1", "{found:?}");
+    assert_eq!(found[0]["metric"]["role"], "web", "{found:?}");
+    assert_eq!(found[0]["value"][1], "42", "{found:?}");
+    // Killed and restarted on the same data: what was queued meanwhile
+    // arrives, and nothing twice.
+    drop(server.take());
+    std::thread::sleep(Duration::from_secs(2));
+    server = Some(start_receiver(&prometheus, data.path(), web));
+    assert!(wait_for_port(web, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut made = 0;
+    while let Some(ev) = agent.next_event(Duration::from_millis(100)) {
+        made += u64::from(common::service(&ev) == "answer");
+    }
+    let log = agent.stderr();
+    let (code, rest) = agent.terminate(Duration::from_secs(30));
+    made += rest.iter().filter(|e| common::service(e) == "answer").count() as u64;
+    assert_eq!(code, Some(0), "{log}");
+    let mut stored = 0;
+    until(Duration::from_secs(10), || {
+        stored = count();
+        stored >= made
+    });
+    assert_eq!(stored, made, "events made {made}, samples stored {stored}\n{log}");
+    drop(server);
+}

@@ -11,8 +11,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
@@ -53,9 +55,15 @@ fn time(ev: &Value) -> f64 {
 /// Asserts that `name` is critical, without a metric, and that its
 /// description contains `reason`.
 fn critical(events: &HashMap<String, Value>, name: &str, reason: &str) {
+    critical_with(events, name, None, reason);
+}
+
+/// Asserts that `name` is critical with `value` as its metric, and that
+/// its description contains `reason`.
+fn critical_with(events: &HashMap<String, Value>, name: &str, value: Option<f64>, reason: &str) {
     let ev = event(events, name);
     assert_eq!(state(ev), "critical", "{ev}");
-    assert_eq!(metric(ev), None, "{ev}");
+    assert_eq!(metric(ev), value, "{ev}");
     assert!(description(ev).contains(reason), "{name}: want {reason:?} in {ev}");
 }
 
@@ -71,7 +79,22 @@ fn http_get(port: u16, path: &str, auth: Option<&str>) -> (String, String) {
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read the answer");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+    let status = head.lines().next().unwrap_or("").to_string();
+    // HAProxy's stats page is chunked even to HTTP/1.0.
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, body.to_string());
+    }
+    let mut rest = body;
+    let mut whole = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        whole.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, whole)
 }
 
 /// The critical cases every HTTP source must report the same way: a
@@ -96,11 +119,19 @@ fn fault_blocks(source: &str, key: &str, path: &str) -> (String, [u16; 4]) {
 /// Checks the events of [`fault_blocks`]; `garbage` is what the source
 /// says of an HTML page.
 fn check_faults(events: &HashMap<String, Value>, ports: [u16; 4], garbage: &str) {
+    check_faults_on(events, ports, "", None, garbage);
+}
+
+/// [`check_faults`] for a source that reports failures on
+/// `(service)(suffix)` with `value` as the metric.
+fn check_faults_on(events: &HashMap<String, Value>, ports: [u16; 4], suffix: &str, value: Option<f64>, garbage: &str) {
     let [closed, _, _, _] = ports;
-    critical(events, "down", &format!("connection refused by 127.0.0.1:{closed}"));
-    critical(events, "hung", "timed out after 0.5 s while waiting for the answer");
-    critical(events, "nothttp", "invalid response");
-    critical(events, "wrong", garbage);
+    let refused = format!("connection refused by 127.0.0.1:{closed}");
+    critical_with(events, &format!("down{suffix}"), value, &refused);
+    let hung = "timed out after 0.5 s while waiting for the answer";
+    critical_with(events, &format!("hung{suffix}"), value, hung);
+    critical_with(events, &format!("nothttp{suffix}"), value, "invalid response");
+    critical_with(events, &format!("wrong{suffix}"), value, garbage);
 }
 
 // ----------------------------------------------------------------- nginx
@@ -240,4 +271,517 @@ sources:
     assert_eq!(stub_status(p)["requests"], 28);
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
+}
+
+// ---------------------------------------------------------------- Apache
+
+/// apache2 in the foreground with mod_status on `/server-status`; stopped
+/// with SIGTERM (its workers go with it) when dropped.
+struct Apache {
+    server: Server,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the test's own child.
+        unsafe {
+            libc::kill(self.server.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn start_apache() -> Option<Apache> {
+    let apache = require_binary("apache2", "apache2")?;
+    let dir = TempDir::new("apache");
+    let port = free_port();
+    let d = dir.path().display();
+    let modules = "/usr/lib/apache2/modules";
+    dir.write("htdocs/index.html", "hello\n");
+    // As root, httpd must switch to a user for its workers: Debian's
+    // www-data. As anyone else it stays who it is and ignores `User`.
+    let conf = dir.write(
+        "httpd.conf",
+        &format!(
+            "ServerRoot \"{d}\"
+ServerName test.local
+PidFile {d}/httpd.pid
+Listen 127.0.0.1:{port}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule status_module {modules}/mod_status.so
+ErrorLog {d}/error.log
+DocumentRoot {d}/htdocs
+User www-data
+Group www-data
+<Location \"/server-status\">
+  SetHandler server-status
+</Location>
+"
+        ),
+    );
+    let mut cmd = Command::new(apache);
+    cmd.args(["-f", conf.to_str().unwrap(), "-DFOREGROUND"]);
+    Some(Apache {
+        server: Server::spawn(cmd, port, dir, "apache2"),
+    })
+}
+
+/// A key of Apache's `?auto` page, as the server prints it now.
+fn apache_status(port: u16, key: &str) -> String {
+    let (status, body) = http_get(port, "/server-status?auto", None);
+    assert!(status.contains("200"), "{status}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in {body}"))
+        .to_string()
+}
+
+#[test]
+fn apache_mod_status_under_ducts_names_and_faults_are_critical() {
+    let Some(apache) = start_apache() else {
+        return;
+    };
+    let p = apache.server.port;
+    for _ in 0..7 {
+        let (status, body) = http_get(p, "/index.html", None);
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(body, "hello\n");
+    }
+    let (faults, ports) = fault_blocks("duct.sources.apache.Apache", "url", "/server-status?auto");
+    let dir = TempDir::new("apache-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: apache, source: duct.sources.apache.Apache, url: 'http://127.0.0.1:{p}/server-status?auto'}}
+  - {{service: html, source: duct.sources.apache.Apache, stats_url: 'http://127.0.0.1:{p}/server-status'}}
+  - {{service: missing, source: duct.sources.apache.Apache, url: 'http://127.0.0.1:{p}/nope?auto'}}
+{faults}"
+        ),
+    );
+    // The seven requests, not yet ductd's own; Apache counts that one
+    // (and the HTML page's) when it is over.
+    assert_eq!(metric(event(&events, "apache.accesses")), Some(7.0));
+    let counted: f64 = apache_status(p, "Total Accesses").parse().unwrap();
+    assert!(counted >= 9.0, "{counted}");
+    for name in [
+        "conns.active",
+        "conns.writing",
+        "conns.closing",
+        "conns.keep_alive",
+        "accesses",
+        "uptime",
+        "cpu_load",
+        "total_kbytes",
+        "request_rate",
+        "bytes_rate",
+        "bytes_req",
+        "workers.busy",
+        "workers.idle",
+    ] {
+        let ev = event(&events, &format!("apache.{name}"));
+        assert_eq!(state(ev), "ok", "{ev}");
+        assert!(metric(ev).is_some(), "{ev}");
+    }
+    assert!(
+        metric(event(&events, "apache.workers.busy")) >= Some(1.0),
+        "serving ductd"
+    );
+    assert!(metric(event(&events, "apache.workers.idle")) > Some(0.0));
+    assert!(metric(event(&events, "apache.bytes_req")) > Some(0.0));
+    critical(&events, "html", "not mod_status `?auto` output");
+    critical(&events, "missing", "the server answered 404 Not Found");
+    check_faults(&events, ports, "not mod_status `?auto` output");
+}
+
+// --------------------------------------------------------------- HAProxy
+
+/// HAProxy with a frontend `web` on its port sending `/down` to backend
+/// `down` (one server, nothing listening) and the rest to backend `app`
+/// (servers s1 and s2, HAProxy's own `origin` listeners answering 200),
+/// and the stats page on `stats_port` behind `admin:s3cret`.
+struct HAProxy {
+    server: Server,
+    stats_port: u16,
+}
+
+fn start_haproxy() -> Option<HAProxy> {
+    let haproxy = require_binary("haproxy", "haproxy")?;
+    let dir = TempDir::new("haproxy");
+    let [web, s1, s2, stats] = [free_port(), free_port(), free_port(), free_port()];
+    let dead = closed_port();
+    let conf = dir.write(
+        "haproxy.cfg",
+        &format!(
+            "defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+frontend web
+  bind 127.0.0.1:{web}
+  use_backend down if {{ path_beg /down }}
+  default_backend app
+backend app
+  server s1 127.0.0.1:{s1} check inter 200ms
+  server s2 127.0.0.1:{s2} check inter 200ms
+backend down
+  server dead 127.0.0.1:{dead} check inter 200ms
+listen origin
+  bind 127.0.0.1:{s1}
+  http-request return status 200 content-type text/plain string ok
+listen origin2
+  bind 127.0.0.1:{s2}
+  http-request return status 200 content-type text/plain string ok
+listen stats
+  bind 127.0.0.1:{stats}
+  stats enable
+  stats uri /haproxy
+  stats auth admin:s3cret
+"
+        ),
+    );
+    let mut cmd = Command::new(haproxy);
+    cmd.args(["-f", conf.to_str().unwrap(), "-db"]);
+    let server = Server::spawn(cmd, web, dir, "haproxy");
+    assert!(common::wait_for_port(stats, Duration::from_secs(10)));
+    let hap = HAProxy {
+        server,
+        stats_port: stats,
+    };
+    // The health checks must have found the dead server down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !haproxy_csv(hap.stats_port).contains(",dead,") || !haproxy_csv(hap.stats_port).contains("DOWN") {
+        assert!(std::time::Instant::now() < deadline, "the dead server is never DOWN");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(hap)
+}
+
+/// The stats CSV as HAProxy prints it now.
+fn haproxy_csv(port: u16) -> String {
+    // admin:s3cret
+    let (status, body) = http_get(port, "/haproxy;csv", Some("YWRtaW46czNjcmV0"));
+    assert!(status.contains("200"), "{status}");
+    body
+}
+
+/// A column of one row of HAProxy's CSV.
+fn haproxy_figure(csv: &str, proxy: &str, server: &str, column: &str) -> String {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().trim_start_matches("# ").split(',').collect();
+    let at = header.iter().position(|c| *c == column).unwrap();
+    let row = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r[0] == proxy && r[1] == server)
+        .unwrap_or_else(|| panic!("no {proxy}/{server} in {csv}"));
+    row[at].to_string()
+}
+
+#[test]
+fn haproxy_stats_per_frontend_backend_and_server_and_faults_are_critical() {
+    let Some(hap) = start_haproxy() else {
+        return;
+    };
+    let stats = hap.stats_port;
+    let (faults, ports) = fault_blocks("duct.sources.haproxy.HAProxy", "url", "/haproxy;csv");
+    let dir = TempDir::new("haproxy-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: hap, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy;csv', user: admin, password: s3cret}}
+  - {{service: badpass, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy;csv', user: admin}}
+  - {{service: html, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy', user: admin, password: s3cret}}
+{faults}"
+        ),
+    );
+    let ev = event(&events, "hap.state");
+    assert_eq!((state(ev), metric(ev)), ("ok", Some(1.0)), "{ev}");
+    let csv = haproxy_csv(stats);
+    for (name, proxy) in [("hap.backends.app.active", "app"), ("hap.backends.down.active", "down")] {
+        let act: f64 = haproxy_figure(&csv, proxy, "BACKEND", "act").parse().unwrap();
+        assert_eq!(metric(event(&events, name)), Some(act), "{name}");
+    }
+    assert_eq!(metric(event(&events, "hap.backends.app.active")), Some(2.0));
+    assert_eq!(metric(event(&events, "hap.backends.down.active")), Some(0.0));
+    for prefix in [
+        "frontends.web",
+        "backends.app",
+        "backends.down",
+        "nodes.app.s1",
+        "nodes.app.s2",
+        "nodes.down.dead",
+    ] {
+        for stat in [
+            "sessions",
+            "session_rate",
+            "bytes_in",
+            "bytes_out",
+            "code_2xx",
+            "code_5xx",
+        ] {
+            let ev = event(&events, &format!("hap.{prefix}.{stat}"));
+            assert_eq!(state(ev), "ok", "{ev}");
+        }
+    }
+    assert!(events.contains_key("hap.nodes.down.dead.checks_failed"));
+    assert!(
+        !events.contains_key("hap.frontends.web.errors_con"),
+        "HAProxy leaves it empty for a frontend"
+    );
+    critical_with(
+        &events,
+        "badpass.state",
+        Some(0.0),
+        "the server answered 401 Unauthorized",
+    );
+    critical_with(&events, "html.state", Some(0.0), "not HAProxy's CSV statistics");
+    check_faults_on(&events, ports, ".state", Some(0.0), "not HAProxy's CSV statistics");
+}
+
+#[test]
+fn haproxy_response_codes_in_the_agent_count_every_request() {
+    let Some(hap) = start_haproxy() else {
+        return;
+    };
+    let (web, stats) = (hap.server.port, hap.stats_port);
+    let dir = TempDir::new("haproxy-agent");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 2
+outputs: [{{output: duct.outputs.logger.Logger, interval: 0.05}}]
+sources:
+  - {{service: hap, source: duct.sources.haproxy.HAProxy, url: 'http://127.0.0.1:{stats}/haproxy;csv', user: admin, password: s3cret}}
+"
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let first = agent.wait_for(Duration::from_secs(10), |ev| service(ev) == "hap.state");
+    let t1 = time(first.last().unwrap());
+    let before = haproxy_csv(stats);
+    for _ in 0..12 {
+        assert!(http_get(web, "/", None).0.contains("200"));
+    }
+    for _ in 0..3 {
+        assert!(http_get(web, "/down", None).0.contains("503"));
+    }
+    let after = haproxy_csv(stats);
+    let seen = agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "hap.backends.stats.code_5xx"
+    });
+    let t2 = time(seen.iter().find(|ev| service(ev) == "hap.state").unwrap());
+    let counted = |name: &str| {
+        let ev = seen
+            .iter()
+            .find(|ev| service(ev) == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        (metric(ev).unwrap() * (t2 - t1)).round()
+    };
+    let grew = |proxy: &str, server: &str, column: &str| {
+        let n = |csv: &str| haproxy_figure(csv, proxy, server, column).parse::<f64>().unwrap();
+        n(&after) - n(&before)
+    };
+    assert_eq!(counted("hap.frontends.web.code_2xx"), 12.0);
+    assert_eq!(
+        counted("hap.frontends.web.code_2xx"),
+        grew("web", "FRONTEND", "hrsp_2xx")
+    );
+    assert_eq!(counted("hap.frontends.web.code_5xx"), 3.0);
+    assert_eq!(counted("hap.backends.app.code_2xx"), 12.0);
+    // Round robin: six each.
+    assert_eq!(counted("hap.nodes.app.s1.code_2xx"), grew("app", "s1", "hrsp_2xx"));
+    assert_eq!(counted("hap.nodes.app.s2.code_2xx"), 6.0);
+    assert_eq!(counted("hap.frontends.web.session_rate"), 15.0);
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+// ------------------------------------------------------------ stand-ins
+
+/// A fixture of the sources' parsers (`crates/duct-sources/tests/fixtures`).
+fn fixture(dir: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/duct-sources/tests/fixtures")
+        .join(dir)
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What a stand-in answers to a request target: status and JSON body.
+type Routes = Vec<(String, u16, String)>;
+
+/// An HTTP server on a thread standing in for a product that cannot run
+/// here: it answers each request target listed with its status and body
+/// (404 for others), one request per connection, and keeps every request's
+/// head for the test to look at.
+struct StandIn {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl StandIn {
+    fn tcp(routes: Routes) -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a stand-in");
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let log = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                serve(stream, &routes, &log);
+            }
+        });
+        StandIn { port, heads }
+    }
+
+    /// The heads of the requests so far.
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Answers one request on `stream` from `routes`.
+fn serve(mut stream: impl Read + Write, routes: &Routes, log: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    log.lock().unwrap().push(head);
+    let (status, body) = routes
+        .iter()
+        .find(|(t, _, _)| *t == target)
+        .map(|(_, s, b)| (*s, b.as_str()))
+        .unwrap_or((404, r#"{"message":"page not found"}"#));
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} Stand-in\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+// --------------------------------------------------------- Elasticsearch
+
+#[test]
+fn elasticsearch_cluster_and_node_figures_from_a_stand_in_and_faults_are_critical() {
+    let es = |dir: &str| fixture("elasticsearch", dir);
+    let routes = |cluster: String| -> Routes {
+        vec![
+            ("/_cluster/stats".into(), 200, cluster),
+            ("/_nodes/stats/indices".into(), 200, es("nodes_stats_indices-7.17.json")),
+        ]
+    };
+    let green = StandIn::tcp(routes(es("cluster_stats-7.17.json")));
+    let partial = StandIn::tcp(routes(es("cluster_stats-partial-7.17.json")));
+    let red = StandIn::tcp(routes(es("cluster_stats-7.17.json").replace("\"green\"", "\"red\"")));
+    let full = es("cluster_stats-7.17.json");
+    let truncated = StandIn::tcp(routes(full[..full.len() / 2].to_string()));
+    let denied = StandIn::tcp(vec![("/_cluster/stats".into(), 401, es("unauthorized-7.17.json"))]);
+    let (faults, ports) = fault_blocks("duct.sources.database.elasticsearch.ElasticSearch", "url", "");
+    let dir = TempDir::new("es-once");
+    let src = "duct.sources.database.elasticsearch.ElasticSearch";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: es, source: {src}, url: 'http://127.0.0.1:{}', user: elastic, password: s3cret}}
+  - {{service: partial, source: {src}, url: 'http://127.0.0.1:{}/'}}
+  - {{service: red, source: {src}, url: 'http://127.0.0.1:{}'}}
+  - {{service: truncated, source: {src}, url: 'http://127.0.0.1:{}'}}
+  - {{service: denied, source: {src}, url: 'http://127.0.0.1:{}'}}
+{faults}",
+            green.port, partial.port, red.port, truncated.port, denied.port
+        ),
+    );
+    let figures = [
+        ("es.cluster.status", 2.0),
+        ("es.cluster.nodes", 3.0),
+        ("es.indices", 12.0),
+        ("es.shards.total", 48.0),
+        ("es.shards.primary", 24.0),
+        ("es.documents.total", 1843920.0),
+        ("es.documents.size", 2147483648.0),
+        // The stand-in's counters do not move between the ticks.
+        ("es.documents.rate", 0.0),
+        ("es.nodes.10.0.0.11.search", 0.0),
+        ("es.nodes.10.0.0.13.get", 0.0),
+    ];
+    for (name, value) in figures {
+        let ev = event(&events, name);
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(value)), "{ev}");
+    }
+    // Basic credentials, Duct's two requests per tick, twice.
+    let heads = green.heads();
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.contains("Authorization: Basic ZWxhc3RpYzpzM2NyZXQ=")),
+        "{heads:?}"
+    );
+    let ev = event(&events, "partial.cluster.nodes");
+    assert_eq!((state(ev), metric(ev)), ("warning", Some(2.0)), "{ev}");
+    assert!(
+        description(ev).contains("1 of 3 did not answer: node_not_connected_exception"),
+        "{ev}"
+    );
+    let ev = event(&events, "partial.cluster.status");
+    assert_eq!((state(ev), metric(ev)), ("warning", Some(1.0)), "yellow: {ev}");
+    let ev = event(&events, "red.cluster.status");
+    assert_eq!((state(ev), metric(ev)), ("critical", Some(0.0)), "{ev}");
+    critical(&events, "truncated", "unexpected answer: not JSON (EOF while parsing");
+    critical(&events, "denied", "the server answered 401 Stand-in: \"{\\\"error\\\"");
+    check_faults(&events, ports, "unexpected answer: not JSON");
+}
+
+// ------------------------------------------------------------------ Riak
+
+#[test]
+fn riak_rates_from_a_stand_in_and_faults_are_critical() {
+    let riak = StandIn::tcp(vec![("/stats".into(), 200, fixture("riak", "stats-2.2.json"))]);
+    let (faults, ports) = fault_blocks("duct.sources.riak.RiakStats", "url", "/stats");
+    let dir = TempDir::new("riak-once");
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: riak, source: duct.sources.riak.RiakStats, url: 'http://127.0.0.1:{p}/stats'}}
+  - {{service: wrongpath, source: duct.sources.riak.RiakStats, url: 'http://127.0.0.1:{p}/ping'}}
+{faults}",
+            p = riak.port
+        ),
+    );
+    let ev = event(&events, "riak.gets_per_second");
+    assert_eq!((state(ev), metric(ev)), ("ok", Some(5430.0 / 60.0)), "{ev}");
+    let ev = event(&events, "riak.puts_per_second");
+    assert_eq!((state(ev), metric(ev)), ("ok", Some(1266.0 / 60.0)), "{ev}");
+    assert!(
+        riak.heads()[0].contains("User-Agent: Duct Riak stats checker"),
+        "{:?}",
+        riak.heads()
+    );
+    critical(&events, "wrongpath", "the server answered 404 Stand-in");
+    check_faults(&events, ports, "unexpected answer: not JSON");
 }

@@ -425,7 +425,7 @@ fn push_identifier(out: &mut String, chars: impl Iterator<Item = char>) {
 /// An attribute name as a label name; `None` for those the output sets
 /// itself (`host`, `state`). Names starting `__` are Prometheus' own, so
 /// they get `attr` before them.
-fn label_name(name: &str) -> Option<String> {
+pub(crate) fn label_name(name: &str) -> Option<String> {
     let mut label = String::new();
     push_identifier(&mut label, name.chars());
     if label.starts_with("__") {

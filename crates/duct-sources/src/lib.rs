@@ -8,6 +8,7 @@ pub mod generator;
 pub mod lines;
 pub mod linux;
 pub mod logs;
+pub mod nats;
 pub mod network;
 pub mod number_proxy;
 pub mod riemann;
@@ -24,6 +25,7 @@ pub fn register(registry: &mut Registry) {
     linux::register(registry);
     registry.add_source(number_proxy::spec());
     registry.set_plugins(exec::plugins());
+    registry.add_source(nats::spec());
     registry.add_source(riemann::spec());
     registry.add_source(riemann::udp::spec());
     network::register(registry);

@@ -14,6 +14,8 @@ mod rules;
 mod settings;
 mod sources;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::seconds::{check_interval, check_seconds, Zero};
@@ -70,11 +72,23 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
     let globals = Arc::new(config.globals.clone());
     let globals_identity = format!("{:?}", config.globals);
 
+    let mut alike = Alike::default();
+    let suggestions = Suggestions::default();
     let mut outputs = Vec::new();
     for (index, block) in config.outputs.iter().enumerate() {
-        if let Some(o) = plan_output(index, block, &globals, registry, &globals_identity, &mut diags) {
+        let from = diags.0.len();
+        if let Some(o) = plan_output(
+            index,
+            block,
+            &globals,
+            registry,
+            &globals_identity,
+            &suggestions,
+            &mut diags,
+        ) {
             outputs.push(o);
         }
+        alike.fold(&mut diags, from, block);
     }
     // Routes are checked against the names written, so that an output with
     // a problem of its own still counts as present.
@@ -111,11 +125,15 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
             output_names: &names,
             outputs_complete,
             globals_identity: &globals_identity,
+            suggestions: &suggestions,
         };
+        let from = diags.0.len();
         if let Some(s) = plan_source(index, block, &ctx, &mut diags) {
             sources.push(s);
         }
+        alike.fold(&mut diags, from, block);
     }
+    alike.finish(&mut diags);
     if config.outputs.is_empty() && !config.sources.is_empty() {
         diags.push(Diagnostic::warning(
             None,
@@ -165,6 +183,50 @@ fn without_repeats(diags: Diagnostics, loaded: &[Diagnostic]) -> Diagnostics {
     Diagnostics(out)
 }
 
+/// Folds the problems that many blocks share into one: every source a
+/// blueprint makes from one toolbox source has the same unknown option or
+/// bad value, at the same position, and 100,000 copies of it would bury
+/// everything else (and take minutes to print). The first is kept, saying
+/// how many more blocks have it.
+#[derive(Default)]
+struct Alike {
+    /// Position, severity and message without the block's name, to the
+    /// index of the kept diagnostic.
+    first: HashMap<(Option<Mark>, bool, String), usize>,
+    /// Index of a kept diagnostic to the number of blocks folded into it.
+    more: HashMap<usize, usize>,
+}
+
+impl Alike {
+    /// Folds what planning `block` added to `diags` from index `from` on.
+    fn fold(&mut self, diags: &mut Diagnostics, from: usize, block: &Block) {
+        let added: Vec<Diagnostic> = diags.0.drain(from..).collect();
+        for d in added {
+            let Some(rest) = d.message.strip_prefix(block.context.as_str()) else {
+                diags.push(d);
+                continue;
+            };
+            let key = (d.mark.clone(), d.is_error(), rest.to_string());
+            match self.first.get(&key) {
+                Some(&kept) => *self.more.entry(kept).or_default() += 1,
+                None => {
+                    self.first.insert(key, diags.0.len());
+                    diags.push(d);
+                }
+            }
+        }
+    }
+
+    fn finish(self, diags: &mut Diagnostics) {
+        for (kept, more) in self.more {
+            let noun = if more == 1 { "block" } else { "blocks" };
+            diags.0[kept]
+                .message
+                .push_str(&format!(" (and the same in {more} more {noun})"));
+        }
+    }
+}
+
 struct PlanContext<'a> {
     globals: &'a Arc<Globals>,
     /// `base_path`, once for every source.
@@ -176,6 +238,7 @@ struct PlanContext<'a> {
     /// reported as missing when the real problem is elsewhere.
     outputs_complete: bool,
     globals_identity: &'a str,
+    suggestions: &'a Suggestions,
 }
 
 fn required_name<'a>(block: &'a Block, key: &str, diags: &mut Diagnostics) -> Option<&'a str> {
@@ -272,8 +335,32 @@ fn build_guarded<T>(block: &Block, build: impl FnOnce() -> Result<T, Diagnostic>
     })
 }
 
+/// "Did you mean" for unknown options, by kind and option: the sources a
+/// blueprint makes share their unknown options, and finding the closest
+/// known name for each of 100,000 copies took minutes.
+#[derive(Default)]
+struct Suggestions(RefCell<HashMap<(&'static str, String), String>>);
+
+impl Suggestions {
+    fn for_option(&self, owner: &'static str, name: &str, known: &[&str]) -> String {
+        let key = (owner, name.to_string());
+        if let Some(s) = self.0.borrow().get(&key) {
+            return s.clone();
+        }
+        let s = did_you_mean(name, known.iter().copied());
+        self.0.borrow_mut().insert(key, s.clone());
+        s
+    }
+}
+
 /// Warns about keys that neither the common options nor the kind know.
-fn check_unknown_keys(block: &Block, owner: &str, known: &[&str], diags: &mut Diagnostics) {
+fn check_unknown_keys(
+    block: &Block,
+    owner: &'static str,
+    known: &[&str],
+    suggestions: &Suggestions,
+    diags: &mut Diagnostics,
+) {
     let Some(entries) = block.node.as_map() else {
         return;
     };
@@ -285,7 +372,7 @@ fn check_unknown_keys(block: &Block, owner: &str, known: &[&str], diags: &mut Di
                 format!(
                     "{}: unknown option `{name}` for {owner}{}",
                     block.context,
-                    did_you_mean(name, known.iter().copied())
+                    suggestions.for_option(owner, name, known)
                 ),
             ));
         }
@@ -354,5 +441,40 @@ sources:
             .unwrap();
         assert_eq!(err.errors().count(), 1, "{err}");
         assert!(err.to_string().contains("NOPE is not set"), "{err}");
+    }
+
+    #[test]
+    fn problems_shared_by_many_blueprint_sources_are_said_once() {
+        let text = "\
+toolbox:
+  t:
+    sources:
+      - {service: s, source: duct.sources.test.Test, levle: 1}
+blueprint:
+  - toolbox: t
+    sets:
+      hostname: [a, b, c]
+      level: [-1, -2]
+";
+        let err = plan_text(text).err().unwrap();
+        let warnings: Vec<&str> = err
+            .warnings()
+            .map(|d| d.message.as_str())
+            .filter(|m| m.contains("levle"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].ends_with("(and the same in 5 more blocks)"), "{warnings:?}");
+        // Each level value is at its own position: two errors, each for
+        // the three hosts.
+        let errors: Vec<&str> = err.errors().map(|d| d.message.as_str()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors.iter().all(|e| e.contains(".level: must not be negative")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().all(|e| e.ends_with("(and the same in 2 more blocks)")),
+            "{errors:?}"
+        );
     }
 }

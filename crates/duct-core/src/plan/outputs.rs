@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::settings::{common_output_options, CommonOutputOptions, OutputSettings, WhenFull};
-use super::{build_guarded, check_unknown_keys, required_name, Identity, OptionChecks};
+use super::{build_guarded, check_unknown_keys, required_name, Identity, OptionChecks, Suggestions};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
 use crate::output::Output;
@@ -58,6 +58,7 @@ pub(super) fn plan_output(
     globals: &Arc<Globals>,
     registry: &Registry,
     globals_identity: &str,
+    suggestions: &Suggestions,
     diags: &mut Diagnostics,
 ) -> Option<PlannedOutput> {
     let name = required_name(block, "output", diags)?;
@@ -78,7 +79,7 @@ pub(super) fn plan_output(
         .chain((spec.options)())
         .copied()
         .collect();
-    check_unknown_keys(block, spec.name, &known, diags);
+    check_unknown_keys(block, spec.name, &known, suggestions, diags);
     // As for sources: a bad common option does not hide the kind's own.
     let (common, common_ok) = match from_node_quiet::<CommonOutputOptions>(&block.node) {
         Ok(c) => (c, true),

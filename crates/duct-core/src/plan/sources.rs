@@ -84,7 +84,7 @@ pub(super) fn plan_source(
     };
     let mut known = common_source_options();
     known.extend((spec.options)());
-    check_unknown_keys(block, spec.name, &known, diags);
+    check_unknown_keys(block, spec.name, &known, ctx.suggestions, diags);
 
     // A common option of the wrong type is reported, and the kind is still
     // built on the defaults so that its own problems are reported too.

@@ -20,6 +20,7 @@
 //! swallowing a longer format's extra fields. `$time_local` and `$time_iso8601` have fixed widths. A
 //! field written as `-` is absent, as nginx means it.
 
+use duct_core::civil::seconds_from_civil;
 use memchr::memmem::Finder;
 
 /// Most split attempts per line before giving up on it: matching stays
@@ -123,14 +124,6 @@ impl<'a> Fields<'a> {
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
         let v = self.raw(i);
         (!v.is_empty() && v != b"-").then_some(v)
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
     }
 }
 
@@ -416,7 +409,7 @@ fn parse_local(v: &[u8]) -> Option<f64> {
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
     ];
     let month = MONTHS.iter().position(|m| *m == &v[3..6])? as i64 + 1;
-    let secs = civil(
+    let secs = seconds_from_civil(
         digits(&v[7..11])?,
         month,
         digits(&v[0..2])?,
@@ -432,7 +425,7 @@ fn parse_iso8601(v: &[u8]) -> Option<f64> {
     if v.len() != 25 || v[4] != b'-' || v[7] != b'-' || v[10] != b'T' {
         return None;
     }
-    let secs = civil(
+    let secs = seconds_from_civil(
         digits(&v[0..4])?,
         digits(&v[5..7])?,
         digits(&v[8..10])?,
@@ -443,51 +436,10 @@ fn parse_iso8601(v: &[u8]) -> Option<f64> {
     Some((secs - offset(&v[19..25])?) as f64)
 }
 
-/// Seconds since the epoch of a UTC civil time (Howard Hinnant's
-/// days-from-civil).
-fn civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<i64> {
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Seconds since the epoch as ISO 8601 in UTC (`2026-12-03T06:20:02Z`,
-/// with milliseconds when the time has them), for `@timestamp`.
-pub fn iso8601_utc(t: f64) -> String {
-    let millis = (t * 1000.0).round() as i64;
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    if ms == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use duct_core::civil::iso8601_utc;
 
     const COMBINED_LOG: &str = include_str!("../../tests/fixtures/nginx-log/combined.log");
     const MAIN_LOG: &str = include_str!("../../tests/fixtures/nginx-log/main.log");

@@ -58,10 +58,6 @@ impl FilePattern {
         &self.text
     }
 
-    pub fn is_glob(&self) -> bool {
-        self.components.is_some()
-    }
-
     /// The regular files the pattern names now, sorted. A plain path is
     /// returned whether or not it exists (the tailer waits for it).
     pub fn expand(&self) -> Vec<PathBuf> {
@@ -246,7 +242,6 @@ mod tests {
             std::fs::write(dir.join(f), "x\n").unwrap();
         }
         let all = FilePattern::new(&format!("{}/*/access.log*", dir.display()));
-        assert!(all.is_glob());
         let names: Vec<String> = all
             .expand()
             .iter()
@@ -255,7 +250,6 @@ mod tests {
         assert_eq!(names, ["a/access.log", "b/access.log", "b/access.log.1"]);
 
         let plain = FilePattern::new(&format!("{}/none.log", dir.display()));
-        assert!(!plain.is_glob());
         assert_eq!(plain.expand().len(), 1, "a plain path is kept until it appears");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use duct_core::civil::iso8601_utc;
 use duct_core::config::Diagnostic;
 use duct_core::event::now;
 use duct_core::throttle::Throttle;
@@ -29,7 +30,7 @@ use serde::Deserialize;
 
 use super::aggregate::{Aggregator, Request, Window, GROUPS};
 use super::checkpoint::{self, state_dir, Checkpoint};
-use super::format::{iso8601_utc, parse_time, Fields, LogFormat};
+use super::format::{parse_time, Fields, LogFormat};
 use super::glob::FilePattern;
 use super::tail::{FileKey, TailOptions, Tailer, ROTATED_IDLE};
 

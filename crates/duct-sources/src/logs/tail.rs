@@ -320,10 +320,6 @@ impl Tailer {
         (tailer, problem)
     }
 
-    pub fn pattern(&self) -> &FilePattern {
-        &self.pattern
-    }
-
     /// Finds new, rotated and truncated files, then reads every file,
     /// calling `out` with each complete line.
     pub fn poll(&mut self, out: &mut dyn FnMut(Line<'_>)) -> PollReport {
@@ -363,7 +359,8 @@ impl Tailer {
     }
 
     /// Names of the files followed now (rotated ones included).
-    pub fn followed(&self) -> Vec<PathBuf> {
+    #[cfg(test)]
+    fn followed(&self) -> Vec<PathBuf> {
         self.files.iter().map(|f| f.path.clone()).collect()
     }
 

@@ -16,7 +16,10 @@
 //! failures on), and a warning in the log at most once per
 //! [`LOG_EVERY`] while the fault lasts ([`Faults`]); the agent carries on.
 
+mod apache;
 mod conn;
+mod elasticsearch;
+mod haproxy;
 mod memcache;
 mod munin;
 mod nginx;
@@ -24,6 +27,7 @@ mod nut;
 mod postfix;
 mod postgresql;
 mod redis;
+mod riak;
 mod unbound;
 mod web;
 
@@ -46,6 +50,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(postfix::spec());
     registry.add_source(postgresql::spec());
     registry.add_source(nginx::spec());
+    registry.add_source(apache::spec());
+    registry.add_source(haproxy::spec());
+    registry.add_source(elasticsearch::spec());
+    registry.add_source(riak::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.

@@ -35,6 +35,9 @@ pub(crate) enum WebError {
     /// The body is not what this source reads.
     #[error("unexpected answer: {0}")]
     Garbage(String),
+    /// The whole tick, over several requests, ran past the budget.
+    #[error("timed out after {0} s")]
+    Timeout(f64),
 }
 
 impl WebError {
@@ -99,6 +102,13 @@ impl Api {
         })
     }
 
+    /// Sends `User-Agent: agent` instead of ductd's.
+    pub fn user_agent(mut self, args: &SourceArgs<'_>, key: &str, agent: &str) -> Result<Api, Diagnostic> {
+        let value = client::HeaderValue::from_str(agent).map_err(|_| args.invalid(key, "is not a header value"))?;
+        self.request.user_agent = Some(value);
+        Ok(self)
+    }
+
     /// The URL read, without credentials: for descriptions and logs.
     pub fn url(&self) -> &Url {
         self.request.url()
@@ -107,6 +117,25 @@ impl Api {
     /// The configured URL's body.
     pub async fn get(&self) -> Result<Bytes, WebError> {
         answer(self.client.send(&self.request).await?)
+    }
+
+    /// The body of `path` (`/_cluster/stats`, `/containers/json`) under the
+    /// configured URL: appended to its path (`http://h:2375/v1.41` +
+    /// `/containers/json`), or sent over its Unix socket.
+    pub async fn get_path(&self, path: &str) -> Result<Bytes, WebError> {
+        let full = match self.request.url().scheme() {
+            "unix" => path.to_string(),
+            _ => format!("{}{path}", self.request.url().path().trim_end_matches('/')),
+        };
+        let request = self.request.clone().path(&full);
+        answer(self.client.send(&request).await?)
+    }
+
+    /// Runs a tick's several requests within the budget as a whole.
+    pub async fn within<T>(&self, work: impl std::future::Future<Output = Result<T, WebError>>) -> Result<T, WebError> {
+        tokio::time::timeout(self.request.timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(WebError::Timeout(self.request.timeout.as_secs_f64())))
     }
 }
 
@@ -131,4 +160,10 @@ fn answer(response: client::Response) -> Result<Bytes, WebError> {
 pub(crate) fn text(body: &[u8]) -> Result<&str, WebError> {
     std::str::from_utf8(body)
         .map_err(|_| WebError::garbage(format!("not text: {}", shown(&String::from_utf8_lossy(body)))))
+}
+
+/// A body as JSON, or the complaint that it is not.
+pub(crate) fn json(body: &[u8]) -> Result<serde_json::Value, WebError> {
+    serde_json::from_slice(body)
+        .map_err(|e| WebError::garbage(format!("not JSON ({e}): {}", shown(&String::from_utf8_lossy(body)))))
 }

@@ -1,0 +1,486 @@
+//! NATS end to end against a real `nats-server` (Debian package
+//! nats-server), plain and JetStream: the output's every format read by a
+//! subscriber the test speaks the protocol with itself, JetStream delivery
+//! across a server restart counted exactly, and the source fed by the
+//! test's own PUBs, garbage included.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{free_port, metric, require_binary, service, Running, Server, TempDir};
+use serde_json::Value;
+
+/// A nats-server on a free loopback port; JetStream keeping its data in
+/// `store` when given.
+fn start_nats(binary: &Path, port: u16, store: Option<&Path>) -> Server {
+    let mut cmd = Command::new(binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(dir) = store {
+        cmd.arg("-js").arg("-sd").arg(dir);
+    }
+    Server::spawn(cmd, port, TempDir::new("nats-run"), "nats-server")
+}
+
+/// One message as the server delivered it.
+#[derive(Debug)]
+struct Msg {
+    subject: String,
+    payload: Vec<u8>,
+}
+
+/// The few lines of the NATS client protocol a test needs: CONNECT, SUB,
+/// PUB, and reading MSG/HMSG (answering PINGs).
+struct RawNats {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    sids: u32,
+}
+
+impl RawNats {
+    fn connect(port: u16) -> RawNats {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nats-server");
+        stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut nats = RawNats {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            sids: 0,
+        };
+        let info = nats.line().expect("INFO");
+        assert!(info.starts_with("INFO "), "{info}");
+        nats.send(
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}\r\nPING\r\n",
+        );
+        loop {
+            match nats.line().as_deref() {
+                Some("PONG") => return nats,
+                Some(l) if l.starts_with("-ERR") => panic!("{l}"),
+                Some(_) => {}
+                None => panic!("no PONG"),
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to nats-server");
+    }
+
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end().to_string()),
+            Err(_) => None,
+        }
+    }
+
+    fn sub(&mut self, subject: &str) {
+        self.sids += 1;
+        let cmd = format!("SUB {subject} {}\r\nPING\r\n", self.sids);
+        self.send(cmd.as_bytes());
+    }
+
+    fn publish(&mut self, subject: &str, reply: Option<&str>, payload: &[u8]) {
+        let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
+        let mut cmd = format!("PUB {subject}{reply} {}\r\n", payload.len()).into_bytes();
+        cmd.extend_from_slice(payload);
+        cmd.extend_from_slice(b"\r\n");
+        self.send(&cmd);
+    }
+
+    /// The next message within `timeout`.
+    fn next(&mut self, timeout: Duration) -> Option<Msg> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Some(line) = self.line() else { continue };
+            let words: Vec<&str> = line.split(' ').collect();
+            let (subject, header_len, total) = match words[0] {
+                "PING" => {
+                    self.send(b"PONG\r\n");
+                    continue;
+                }
+                "MSG" => (words[1], 0, words[words.len() - 1].parse::<usize>().unwrap()),
+                "HMSG" => (
+                    words[1],
+                    words[words.len() - 2].parse::<usize>().unwrap(),
+                    words[words.len() - 1].parse::<usize>().unwrap(),
+                ),
+                w if w.starts_with("-ERR") => panic!("{line}"),
+                _ => continue,
+            };
+            let subject = subject.to_string();
+            let mut body = vec![0u8; total + 2];
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            self.reader.read_exact(&mut body).expect("message body");
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
+            body.truncate(total);
+            return Some(Msg {
+                subject,
+                payload: body.split_off(header_len),
+            });
+        }
+        None
+    }
+
+    /// A request and its JSON answer (the JetStream API).
+    fn request(&mut self, subject: &str, payload: &str) -> Value {
+        self.sids += 1;
+        let inbox = format!("_INBOX.test{}", self.sids);
+        self.sub(&inbox);
+        self.publish(subject, Some(&inbox), payload.as_bytes());
+        loop {
+            let m = self.next(Duration::from_secs(10)).expect("an answer");
+            if m.subject == inbox {
+                return serde_json::from_slice(&m.payload).expect("JSON answer");
+            }
+        }
+    }
+}
+
+fn start_agent(dir: &TempDir, config: &str) -> Running {
+    let path: PathBuf = dir.write("duct.yml", config);
+    Running::start(&["-c", path.to_str().expect("utf-8 path")])
+}
+
+/// The counter's value in a SenML CBOR pack's first record, read by hand:
+/// `[{"bn": "web1/", "bt": <f64>, "n": "counter", "v": <uint>}, …]`.
+fn cbor_counter(payload: &[u8]) -> Option<i64> {
+    let bn = b"\x62bn\x65web1/\x62bt\xfb";
+    let at = payload.windows(bn.len()).position(|w| w == bn)?;
+    let rest = &payload[at + bn.len() + 8..];
+    let rest = rest.strip_prefix(b"\x61n\x67counter\x61v")?;
+    match rest {
+        [n, ..] if *n < 24 => Some(i64::from(*n)),
+        [0x18, n, ..] => Some(i64::from(*n)),
+        [0x19, a, b, ..] => Some(i64::from(u16::from_be_bytes([*a, *b]))),
+        _ => None,
+    }
+}
+
+/// What each format's payload says the counter is.
+fn counter_in(format: &str, payload: &[u8]) -> Option<i64> {
+    match format {
+        "json" => {
+            let v: Value = serde_json::from_slice(payload).ok()?;
+            assert_eq!(v["hostname"], "web1");
+            assert_eq!(v["type"], "metric");
+            Some(v["metric"].as_f64()? as i64)
+        }
+        "senml-json" => {
+            let v: Value = serde_json::from_slice(payload).ok()?;
+            assert_eq!(v[0]["bn"], "web1/");
+            assert_eq!(v[0]["n"], "counter");
+            assert!(v.as_array()?.iter().any(|r| r["n"] == "counter/ttl"), "{v}");
+            Some(v[0]["v"].as_f64()? as i64)
+        }
+        "senml-cbor" => {
+            assert_eq!(payload[0], 0x81, "one record");
+            cbor_counter(payload)
+        }
+        "senml-cbor-extended" => {
+            assert!(payload[0] > 0x81 && payload[0] < 0x98, "more than one record");
+            assert!(payload.windows(11).any(|w| w == b"counter/ttl"));
+            cbor_counter(payload)
+        }
+        _ => None,
+    }
+}
+
+const FORMATS: [&str; 4] = ["json", "senml-json", "senml-cbor", "senml-cbor-extended"];
+
+#[test]
+fn every_format_reaches_a_subscriber() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let _server = start_nats(&binary, port, None);
+    let mut sub = RawNats::connect(port);
+    sub.sub("fmt.>");
+    let mut outputs = String::new();
+    for f in FORMATS {
+        outputs.push_str(&format!(
+            "  - output: duct.outputs.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    prefix: fmt.{f}
+    format: {f}
+    interval: 0.1
+"
+        ));
+    }
+    let dir = TempDir::new("nats-formats");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+{outputs}sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+"
+        ),
+    );
+    let mut seen: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 4 || seen.values().any(|v| v.len() < 10) {
+        assert!(Instant::now() < deadline, "{seen:?}\n{}", agent.stderr());
+        let Some(m) = sub.next(Duration::from_secs(1)) else {
+            continue;
+        };
+        let format = FORMATS
+            .iter()
+            .find(|f| m.subject == format!("fmt.{f}.web1.counter"))
+            .unwrap_or_else(|| panic!("unexpected subject {}", m.subject));
+        let n = counter_in(format, &m.payload).unwrap_or_else(|| panic!("{format}: {:?}", m.payload));
+        seen.entry(format).or_default().push(n);
+    }
+    for (format, values) in &seen {
+        // In order, none missed, from the first: every event, each once.
+        let first = values[0];
+        let want: Vec<i64> = (first..first + values.len() as i64).collect();
+        assert_eq!(values, &want, "{format}");
+        assert!(first <= 2, "{format} starts at {first}");
+    }
+}
+
+/// JetStream's answer to a stream info request: messages stored.
+fn stream_messages(nats: &mut RawNats, stream: &str) -> u64 {
+    let info = nats.request(&format!("$JS.API.STREAM.INFO.{stream}"), "");
+    info["state"]["messages"].as_u64().unwrap_or_else(|| panic!("{info}"))
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        acc = acc << 6 | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn jetstream_keeps_every_event_across_a_server_restart() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let store = TempDir::new("nats-js");
+    let server = start_nats(&binary, port, Some(store.path()));
+    let mut nats = RawNats::connect(port);
+    let created = nats.request(
+        "$JS.API.STREAM.CREATE.DUCT",
+        r#"{"name":"DUCT","subjects":["ductd.>"],"storage":"file"}"#,
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    let dir = TempDir::new("nats-js-agent");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    prefix: ductd
+    format: json
+    jetstream: true
+    interval: 0.1
+    backoff_max: 0.5
+    write_timeout: 2
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.05
+"
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_messages(&mut nats, "DUCT") < 20 {
+        assert!(Instant::now() < deadline, "{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(nats);
+    drop(server);
+    std::thread::sleep(Duration::from_secs(2));
+    let _server = start_nats(&binary, port, Some(store.path()));
+    let mut nats = RawNats::connect(port);
+    let before = stream_messages(&mut nats, "DUCT");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while stream_messages(&mut nats, "DUCT") < before + 60 {
+        assert!(Instant::now() < deadline, "{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = agent.stderr();
+    assert!(log.contains("delivery failed"), "the server was away: {log}");
+    let (code, _) = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    let stored = stream_messages(&mut nats, "DUCT");
+    let mut values = Vec::new();
+    for seq in 1..=stored {
+        let got = nats.request("$JS.API.STREAM.MSG.GET.DUCT", &format!("{{\"seq\":{seq}}}"));
+        let message = &got["message"];
+        assert_eq!(message["subject"], "ductd.web1.counter", "{got}");
+        let event: Value = serde_json::from_slice(&base64_decode(message["data"].as_str().unwrap())).unwrap();
+        values.push(event["metric"].as_f64().unwrap() as i64);
+    }
+    values.sort_unstable();
+    // Every event the counter made while the server was away is there,
+    // and none twice.
+    let want: Vec<i64> = (1..=stored as i64).collect();
+    assert_eq!(values, want, "stored {stored}");
+}
+
+#[test]
+fn the_source_takes_published_events_and_passes_over_garbage() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let _server = start_nats(&binary, port, None);
+    let dir = TempDir::new("nats-source");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: nats
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    topics: [\"in.>\"]
+    format: senml-json
+    append_topic: true
+"
+        ),
+    );
+    assert!(
+        agent.wait_for_log("subscribed", Duration::from_secs(20)),
+        "{}",
+        agent.stderr()
+    );
+    let mut publisher = RawNats::connect(port);
+    publisher.publish("in.a", None, b"not json at all");
+    publisher.publish("in.a", None, br#"[{"bn": "sensor1/", "bt": 1700000000.5, "n": "temp", "v": 21.5}, {"n": "temp/state", "vs": "warning"}, {"n": "temp/tags", "vs": "x,y"}]"#);
+    publisher.publish("in.b", None, br#"{"not": "a pack"}"#);
+    publisher.publish("in.b", None, br#"[{"bn": "sensor2/", "n": "hum", "v": 40}]"#);
+    let events = agent.wait_for(Duration::from_secs(20), |e| service(e) == "in.b.hum");
+    let temp = events
+        .iter()
+        .find(|e| service(e) == "in.a.temp")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(temp["host"], "sensor1");
+    assert_eq!(temp["state"], "warning");
+    assert_eq!(temp["time"], 1700000000.5);
+    assert_eq!(metric(temp), Some(21.5));
+    assert_eq!(temp["tags"], serde_json::json!(["x", "y"]));
+    let hum = events.last().unwrap();
+    assert_eq!((hum["host"].as_str(), metric(hum)), (Some("sensor2"), Some(40.0)));
+    assert!(
+        agent.stderr().contains("is not a senml-json event"),
+        "{}",
+        agent.stderr()
+    );
+    // Garbage did not stop it: more events still come through.
+    for i in 0..50 {
+        publisher.publish(
+            "in.c",
+            None,
+            format!(r#"[{{"bn": "h/", "n": "n", "v": {i}}}]"#).as_bytes(),
+        );
+    }
+    let more = agent.wait_for(Duration::from_secs(20), |e| metric(e) == Some(49.0));
+    let counted = more.iter().filter(|e| service(e) == "in.c.n").count();
+    assert_eq!(counted, 50, "every message an event");
+}
+
+#[test]
+fn a_durable_jetstream_consumer_takes_up_where_it_left_off() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let store = TempDir::new("nats-js-source");
+    let _server = start_nats(&binary, port, Some(store.path()));
+    let mut nats = RawNats::connect(port);
+    let created = nats.request(
+        "$JS.API.STREAM.CREATE.IN",
+        r#"{"name":"IN","subjects":["js.>"],"storage":"file"}"#,
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    let publish = |nats: &mut RawNats, from: i64, to: i64| {
+        for i in from..to {
+            nats.publish(
+                "js.x",
+                None,
+                format!(r#"{{"hostname": "h", "service": "s", "metric": {i}}}"#).as_bytes(),
+            );
+        }
+        nats.publish("js.x", None, b"\xff garbage");
+        // Stored before the agent looks.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stream_messages(nats, "IN") < (to + (to / 20)) as u64 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    publish(&mut nats, 0, 20);
+    let dir = TempDir::new("nats-js-source-agent");
+    let config = format!(
+        "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: nats
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    topics: [\"js.>\"]
+    format: json
+    jetstream: true
+    durable: ductd-test
+"
+    );
+    let agent = start_agent(&dir, &config);
+    let events = agent.wait_for(Duration::from_secs(20), |e| metric(e) == Some(19.0));
+    let values: Vec<i64> = events.iter().filter_map(metric).map(|m| m as i64).collect();
+    assert_eq!(values, (0..20).collect::<Vec<_>>(), "each message once, in order");
+    // Acknowledged once in the pipeline: the agent stopped, the next
+    // agent gets only what came meanwhile.
+    let (code, rest) = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(rest.is_empty(), "{rest:?}");
+    publish(&mut nats, 20, 40);
+    let agent = start_agent(&dir, &config);
+    let events = agent.wait_for(Duration::from_secs(20), |e| metric(e) == Some(39.0));
+    let values: Vec<i64> = events.iter().filter_map(metric).map(|m| m as i64).collect();
+    assert_eq!(values, (20..40).collect::<Vec<_>>(), "nothing again, nothing missed");
+    let more = agent.collect_for(Duration::from_millis(500));
+    assert!(more.is_empty(), "{more:?}");
+}
