@@ -16,6 +16,9 @@ use common::{ductd_output, free_port, metric, require_binary, service, state, Ru
 use serde_json::Value;
 
 const COMMUNITY: &str = "ductpub";
+const V3_USER: &str = "ductv3";
+const V3_AUTH: &str = "ductauthpass";
+const V3_PRIV: &str = "ductprivpass";
 
 /// snmpd on 127.0.0.1:PORT (UDP, and TCP so that readiness can be seen),
 /// answering once `snmpget` gets an answer.
@@ -23,7 +26,12 @@ fn start_snmpd() -> Option<Server> {
     let snmpd = require_binary("snmpd", "snmpd")?;
     require_binary("snmpwalk", "snmp")?;
     let dir = TempDir::new("snmpd");
-    let conf = dir.write("snmpd.conf", &format!("rocommunity {COMMUNITY} 127.0.0.1\n"));
+    let conf = dir.write(
+        "snmpd.conf",
+        &format!(
+            "rocommunity {COMMUNITY} 127.0.0.1\ncreateUser {V3_USER} SHA {V3_AUTH} AES {V3_PRIV}\nrouser {V3_USER} priv\n"
+        ),
+    );
     let port = free_port();
     let mut cmd = Command::new(snmpd);
     cmd.env("MIBS", "")
@@ -145,6 +153,9 @@ sources:
   - {{service: old, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {port}, community: {COMMUNITY}, version: 1}}
   - {{service: wrong, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {port}, community: nope, request_timeout: 0.3, retries: 1}}
   - {{service: down, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {silent_port}, request_timeout: 0.3, retries: 0}}
+  - {{service: v3, source: duct.sources.snmp.SNMP, port: {port}, version: 3, username: {V3_USER}, auth_password: {V3_AUTH}, priv_password: {V3_PRIV}}}
+  - {{service: v3auth, source: duct.sources.snmp.SNMP, port: {port}, version: 3, username: {V3_USER}, auth_password: not-the-password, priv_password: {V3_PRIV}}}
+  - {{service: v3user, source: duct.sources.snmp.SNMP, port: {port}, version: 3, username: nobody, auth_password: {V3_AUTH}, priv_password: {V3_PRIV}}}
 "
         ),
     );
@@ -197,6 +208,23 @@ sources:
     assert!(raw(lo) <= now && raw(lo) >= before[&("lo".into(), "ifInOctets".into())] % (1 << 32));
     assert!(
         events.contains_key("old.eth0.ifOutErrors") || !before.contains_key(&("eth0".into(), "ifOutErrors".into()))
+    );
+
+    // SNMPv3 authPriv (SHA/AES): the same counters, HC preferred.
+    let lo_pair = ("lo".to_string(), "ifInOctets".to_string());
+    let v3 = &events["v3.lo.ifInOctets"];
+    assert_eq!(state(v3), "ok", "{v3}");
+    assert!(before[&lo_pair] <= raw(v3) && raw(v3) <= after[&lo_pair], "{v3}");
+    assert_eq!(state(&events["v3auth"]), "critical");
+    assert!(
+        description(&events["v3auth"]).contains("usmStatsWrongDigests"),
+        "{}",
+        events["v3auth"]
+    );
+    assert!(
+        description(&events["v3user"]).contains("usmStatsUnknownUserNames"),
+        "{}",
+        events["v3user"]
     );
 
     // Faults: critical, no metric, the cause named.

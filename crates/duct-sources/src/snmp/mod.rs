@@ -22,6 +22,7 @@
 pub mod ber;
 pub mod client;
 pub mod raritan_px;
+pub mod v3;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -69,6 +70,12 @@ struct Options {
     request_timeout: f64,
     /// Seconds the whole walk may take (also the common option).
     timeout: Option<f64>,
+    /// SNMPv3 (authPriv): the user, and SHA / AES with their passwords.
+    username: Option<String>,
+    auth_protocol: String,
+    auth_password: Option<String>,
+    priv_protocol: String,
+    priv_password: Option<String>,
 }
 
 impl Default for Options {
@@ -81,6 +88,11 @@ impl Default for Options {
             retries: DEFAULT_RETRIES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             timeout: None,
+            username: None,
+            auth_protocol: "SHA".into(),
+            auth_password: None,
+            priv_protocol: "AES".into(),
+            priv_password: None,
         }
     }
 }
@@ -109,16 +121,27 @@ pub(crate) struct Session {
     pub community: Vec<u8>,
     pub request_timeout: Duration,
     pub retries: u32,
+    /// SNMPv3 (the PDUs are v2c's then).
+    pub v3: Option<std::sync::Arc<v3::User>>,
 }
 
 pub(crate) fn session(args: &SourceArgs<'_>) -> Result<(Session, Duration), Diagnostic> {
     let o: Options = args.options()?;
+    let mut v3_user = None;
     let version = match &o.version {
+        serde_json::Value::String(s) if matches!(s.trim(), "3" | "v3") => {
+            v3_user = Some(v3_options(args, &o)?);
+            Version::V2c
+        }
+        serde_json::Value::Number(n) if n.as_i64() == Some(3) => {
+            v3_user = Some(v3_options(args, &o)?);
+            Version::V2c
+        }
         serde_json::Value::String(s) if matches!(s.trim(), "2c" | "2" | "v2c") => Version::V2c,
         serde_json::Value::String(s) if matches!(s.trim(), "1" | "v1") => Version::V1,
         serde_json::Value::Number(n) if n.as_i64() == Some(1) => Version::V1,
         serde_json::Value::Number(n) if n.as_i64() == Some(2) => Version::V2c,
-        other => return Err(args.invalid("version", format!("`{other}` is not an SNMP version (1 or 2c)"))),
+        other => return Err(args.invalid("version", format!("`{other}` is not an SNMP version (1, 2c or 3)"))),
     };
     if !(0..=10).contains(&o.retries) {
         return Err(args.invalid("retries", "must be 0 to 10"));
@@ -133,8 +156,33 @@ pub(crate) fn session(args: &SourceArgs<'_>) -> Result<(Session, Duration), Diag
         community: o.community.into_bytes(),
         request_timeout: Duration::from_secs_f64(o.request_timeout),
         retries: o.retries as u32,
+        v3: v3_user.map(std::sync::Arc::new),
     };
     Ok((session, budget(args, DEFAULT_TIMEOUT)))
+}
+
+/// The v3 user of a `version: 3` block.
+fn v3_options(args: &SourceArgs<'_>, o: &Options) -> Result<v3::User, Diagnostic> {
+    let name = o
+        .username
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| args.invalid("username", "SNMPv3 needs a `username`"))?;
+    if !o.auth_protocol.eq_ignore_ascii_case("SHA") {
+        return Err(args.invalid("auth_protocol", "only SHA (HMAC-SHA-96) is supported"));
+    }
+    if !o.priv_protocol.eq_ignore_ascii_case("AES") {
+        return Err(args.invalid("priv_protocol", "only AES (AES-128-CFB) is supported"));
+    }
+    let auth = o
+        .auth_password
+        .as_deref()
+        .ok_or_else(|| args.invalid("auth_password", "SNMPv3 authPriv needs an `auth_password`"))?;
+    let privacy = o
+        .priv_password
+        .as_deref()
+        .ok_or_else(|| args.invalid("priv_password", "SNMPv3 authPriv needs a `priv_password`"))?;
+    v3::User::new(name, auth, privacy).map_err(|e| args.invalid("auth_password", e))
 }
 
 pub fn cisco837_spec() -> SourceSpec {
@@ -205,6 +253,9 @@ impl Session {
 
     /// One request and its Response PDU (error status not judged).
     pub async fn request(&self, addr: SocketAddr, kind: RequestKind, oids: &[Oid]) -> Result<Pdu, SnmpError> {
+        if let Some(user) = &self.v3 {
+            return v3::request(user, addr, kind, oids, self.request_timeout, self.retries).await;
+        }
         let id = client::next_request_id();
         let message =
             encode_request(self.version, &self.community, kind, id, oids).map_err(|e| SnmpError::Garbage(addr, e))?;

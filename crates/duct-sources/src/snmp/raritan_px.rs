@@ -47,6 +47,11 @@ struct Options {
     retries: i64,
     request_timeout: f64,
     timeout: Option<f64>,
+    username: Option<String>,
+    auth_protocol: String,
+    auth_password: Option<String>,
+    priv_protocol: String,
+    priv_password: Option<String>,
     /// Duct's directory of compiled MIBs: accepted, not needed.
     mib_path: String,
 }
@@ -61,6 +66,11 @@ impl Default for Options {
             retries: super::DEFAULT_RETRIES,
             request_timeout: super::DEFAULT_REQUEST_TIMEOUT,
             timeout: None,
+            username: None,
+            auth_protocol: "SHA".into(),
+            auth_password: None,
+            priv_protocol: "AES".into(),
+            priv_password: None,
             mib_path: "/var/lib/duct/mibs".into(),
         }
     }
