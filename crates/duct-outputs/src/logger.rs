@@ -1,4 +1,5 @@
-//! `duct.outputs.logger.Logger`: events as JSON lines (SPEC §1), on
+//! `duct.outputs.logger.Logger`: events as JSON lines (the event's JSON
+//! form, see `duct_core::Event`), on
 //! standard output or appended to `logfile`.
 //!
 //! The file is opened when the output starts and reopened when it has been

@@ -1,5 +1,5 @@
 //! `duct.outputs.riemann.RiemannTCP` and `RiemannUDP`: events to a Riemann
-//! server (or another ductd's listener), as protobuf `Msg`s (SPEC §1, §7).
+//! server (or another ductd's listener), as protobuf `Msg`s (docs/riemann.md).
 //!
 //! TCP: each batch the output actor hands over is cut into messages of
 //! `events_per_message` events, up to `pressure` of them are written ahead

@@ -1,4 +1,5 @@
-//! Events to and from Riemann's protobuf form (SPEC §1).
+//! Events to and from Riemann's protobuf form (docs/riemann.md, "Wire
+//! format").
 //!
 //! Outgoing: integers go as `metric_sint64`, floats as `metric_d`, each with
 //! `metric_f` beside it for clients that read only that; `time` and

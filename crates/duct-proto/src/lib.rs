@@ -1,4 +1,4 @@
-//! Riemann's protocol for ductd (SPEC §1): the protobuf messages, their
+//! Riemann's protocol for ductd (docs/riemann.md): the protobuf messages, their
 //! conversion from and to [`duct_core::Event`], the TCP framing codec, and
 //! TLS set-up shared by the listener and the TCP output.
 //!

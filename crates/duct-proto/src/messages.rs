@@ -1,5 +1,5 @@
-//! Riemann's protobuf messages (proto2), field numbers as in SPEC §1 and
-//! Riemann's `proto.proto`. Written as `prost` derives so that no `protoc`
+//! Riemann's protobuf messages (proto2), field numbers as in Riemann's
+//! `proto.proto` (see docs/riemann.md, "Wire format"). Written as `prost` derives so that no `protoc`
 //! is needed to build; every field is optional, as in proto2, so that an
 //! absent field and an empty one stay apart on decode.
 

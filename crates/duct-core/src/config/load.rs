@@ -284,6 +284,10 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
             paths.extend(string_list(&node, key, diags));
         }
     }
+    // A file is merged once however often it is named (twice would
+    // duplicate its sources; ten thousand times, from a short list, would
+    // read it ten thousand times into memory).
+    let mut merged = std::collections::HashSet::new();
     for (path, mark) in paths {
         let candidates = [base.join(&path), PathBuf::from(&path)];
         let Some(found) = candidates.iter().find(|p| p.exists()) else {
@@ -316,6 +320,13 @@ fn merge_includes(root: &mut Node, base: &Path, env: &dyn Fn(&str) -> Option<Str
             vec![found.clone()]
         };
         for file in files {
+            if !merged.insert(std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone())) {
+                diags.push(Diagnostic::warning(
+                    mark.clone(),
+                    format!("{} is included already; merged once", file.display()),
+                ));
+                continue;
+            }
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -946,6 +957,28 @@ blueprint:
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_file_included_twice_is_merged_once() {
+        let dir = tempdir("twice");
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(dir.join("conf.d/a.yml"), "sources:\n  - service: a\n").unwrap();
+        std::os::unix::fs::symlink(dir.join("conf.d"), dir.join("alias.d")).unwrap();
+        let (tree, diags) = load_in(
+            "include: [conf.d, conf.d, alias.d, conf.d/a.yml]\nsources:\n  - service: main\n",
+            &dir,
+            &[],
+        );
+        assert!(!diags.has_errors(), "{diags}");
+        assert_eq!(services(&tree.unwrap()), ["main", "a"]);
+        let warnings: Vec<&str> = diags.warnings().map(|w| w.message.as_str()).collect();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.ends_with("is included already; merged once")),
+            "{warnings:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

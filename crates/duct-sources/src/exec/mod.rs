@@ -1,4 +1,5 @@
-//! Exec plugins: user sources in any language (SPEC §5).
+//! Exec plugins: user sources in any language
+//! (docs/writing-sources.md, "Exec plugins").
 //!
 //! `source: hello.HelloWorld` that names no built-in runs an executable
 //! `hello` (or `hello.HelloWorld`) found in the source's `path`, then in

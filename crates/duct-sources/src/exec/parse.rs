@@ -1,6 +1,6 @@
-//! What an exec plugin prints, turned into events (SPEC §5). Pure
-//! functions: the output, the exit code and a template event in; events and
-//! the problems worth logging out.
+//! What an exec plugin prints, turned into events (docs/writing-sources.md,
+//! "Exec plugins"). Pure functions: the output, the exit code and a
+//! template event in; events and the problems worth logging out.
 //!
 //! Three forms are understood:
 //! - JSON lines: one object per line with any of the event's fields;

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::format::{Fields, LogFormat};
 use super::tail::FileKey;
 
 /// How far past a window's end its last lines may still arrive.
@@ -34,6 +35,34 @@ pub struct Request<'a> {
     pub keys: [Option<&'a str>; 4],
     /// Seconds.
     pub request_time: Option<f64>,
+}
+
+impl<'a> Request<'a> {
+    /// What a line parsed by `format` contributes; `read_at` stands in for
+    /// a time the format lacks.
+    pub fn of(format: &LogFormat, fields: &Fields<'a>, read_at: f64) -> Request<'a> {
+        let roles = &format.roles;
+        let text = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| std::str::from_utf8(v).ok());
+        let number = |i: Option<usize>| text(i).and_then(|v| v.parse::<f64>().ok());
+        // Duct's request key: the path of the request line, without the
+        // query (its dots become commas when the window is handed on).
+        let path = text(roles.request).and_then(|v| {
+            let target = if roles.request_is_line {
+                v.split_ascii_whitespace().nth(1)?
+            } else {
+                v
+            };
+            target.split('?').next()
+        });
+        Request {
+            time: format.time_of(fields).unwrap_or(read_at),
+            bytes: text(roles.bytes).and_then(|v| v.parse().ok()).unwrap_or(0),
+            keys: [text(roles.status), text(roles.client), text(roles.user_agent), path],
+            request_time: roles
+                .request_time
+                .and_then(|(i, scale)| number(Some(i)).map(|v| v * scale)),
+        }
+    }
 }
 
 /// The sums of one window.

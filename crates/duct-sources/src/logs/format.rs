@@ -217,6 +217,13 @@ impl LogFormat {
         &self.names
     }
 
+    /// The time a parsed line carries (`$time_local`, `$time_iso8601` or
+    /// `$msec`), in seconds since the epoch.
+    pub fn time_of(&self, fields: &Fields<'_>) -> Option<f64> {
+        let (i, kind) = self.roles.time?;
+        parse_time(kind, fields.raw(i))
+    }
+
     /// Splits `line` into fields, using `spans` as scratch (no allocation
     /// once it has grown); `None` when the line does not fit the format.
     pub fn parse<'a>(&self, line: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Option<Fields<'a>> {

@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use super::aggregate::{Aggregator, Request, Window, GROUPS};
 use super::checkpoint::{self, state_dir, Checkpoint};
-use super::format::{parse_time, Fields, LogFormat};
+use super::format::{Fields, LogFormat};
 use super::glob::FilePattern;
 use super::tail::{FileKey, TailOptions, Tailer, ROTATED_IDLE};
 
@@ -361,9 +361,7 @@ impl Engine {
                 }
                 Mode::Metrics(agg) => match parsed {
                     Some(fields) => {
-                        let path = request_path(format, &fields);
-                        let r = request(format, &fields, path, read_at);
-                        agg.add(line.key, line.end, &r);
+                        agg.add(line.key, line.end, &Request::of(format, &fields, read_at));
                     }
                     None => {
                         if let Some((k, e)) = agg.skip(line.key, line.end) {
@@ -483,44 +481,6 @@ fn text(v: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(v)
 }
 
-fn number<T: std::str::FromStr>(v: Option<&[u8]>) -> Option<T> {
-    std::str::from_utf8(v?).ok()?.parse().ok()
-}
-
-/// The line's time: its time field, else when it was read.
-fn line_time(format: &LogFormat, fields: &Fields<'_>, read_at: f64) -> f64 {
-    format
-        .roles
-        .time
-        .and_then(|(i, kind)| parse_time(kind, fields.raw(i)))
-        .unwrap_or(read_at)
-}
-
-/// Duct's request key: the path of the request line, without the query
-/// (its dots become commas when the window is handed on).
-fn request_path<'a>(format: &LogFormat, fields: &Fields<'a>) -> Option<&'a str> {
-    let v = std::str::from_utf8(fields.get(format.roles.request?)?).ok()?;
-    let target = if format.roles.request_is_line {
-        v.split_ascii_whitespace().nth(1)?
-    } else {
-        v
-    };
-    target.split('?').next()
-}
-
-fn request<'a>(format: &LogFormat, fields: &Fields<'a>, path: Option<&'a str>, read_at: f64) -> Request<'a> {
-    let roles = &format.roles;
-    let key = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| std::str::from_utf8(v).ok());
-    Request {
-        time: line_time(format, fields, read_at),
-        bytes: number(roles.bytes.and_then(|i| fields.get(i))).unwrap_or(0),
-        keys: [key(roles.status), key(roles.client), key(roles.user_agent), path],
-        request_time: roles
-            .request_time
-            .and_then(|(i, scale)| number::<f64>(fields.get(i)).map(|v| v * scale)),
-    }
-}
-
 /// One window's events under Duct's names.
 fn window_events(ctx: &SourceContext, format: &LogFormat, w: &Window) -> Vec<Event> {
     let mut events = vec![
@@ -599,7 +559,7 @@ fn log_event(
                     ev.attributes.push((name.clone(), text(v).into_owned()));
                 }
             }
-            line_time(format, f, read_at)
+            format.time_of(f).unwrap_or(read_at)
         }
         None => {
             ev.attributes
