@@ -1,5 +1,7 @@
 //! SNMP sources under Duct's names: `duct.sources.snmp.SNMP`, the IF-MIB
-//! interface table of a device, polled over SNMP v1 or v2c.
+//! interface table of a device, polled over SNMP v1, v2c or v3 (authPriv,
+//! [`v3`]); `SNMPCisco837` (plus ADSL-LINE-MIB) and
+//! `power.raritan_px.RaritanPX` ([`raritan_px`]) use the same session.
 //!
 //! Messages are made and read by [`ber`] (pure functions, tested on
 //! datagrams captured from net-snmp's snmpd); every SNMP source of the
@@ -101,7 +103,8 @@ pub fn spec() -> SourceSpec {
     SourceSpec::new::<Options>(
         "duct.sources.snmp.SNMP",
         "The IF-MIB interface table of an SNMP agent: `ip` (127.0.0.1), `port` (161), `community` (public), \
-         `version` (2c, or 1), `retries` (2), `request_timeout` (5 s a try), `timeout` (the whole walk)",
+         `version` (2c, 1, or 3 with `username`, `auth_password`, `priv_password`: authPriv SHA/AES), `retries` (2), \
+         `request_timeout` (5 s a try), `timeout` (the whole walk)",
         &[
             "(service).(ifDescr).(ifInOctets, ifInUcastPkts, ifInNUcastPkts, ifInErrors, ifInDiscards, ifOutOctets, \
              ifOutUcastPkts, ifOutNUcastPkts, ifOutErrors, ifOutDiscards): rates per second (Counter32, or Counter64 \
