@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric, require_binary, service, Running, Server, TempDir};
+use common::{free_port, make_certificates, metric, require_binary, service, Running, Server, TempDir};
 use serde_json::Value;
 
 /// A nats-server on a free loopback port; JetStream keeping its data in
@@ -483,4 +483,273 @@ sources:
     assert_eq!(values, (20..40).collect::<Vec<_>>(), "nothing again, nothing missed");
     let more = agent.collect_for(Duration::from_millis(500));
     assert!(more.is_empty(), "{more:?}");
+}
+
+#[test]
+fn output_and_source_over_tls_checked_against_the_ca() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let certs_dir = TempDir::new("nats-tls-certs");
+    let Some(certs) = make_certificates(certs_dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let mut cmd = Command::new(&binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls"])
+        .arg("--tlscert")
+        .arg(&certs.cert)
+        .arg("--tlskey")
+        .arg(&certs.key);
+    let _server = Server::spawn(cmd, port, TempDir::new("nats-tls-run"), "nats-server");
+    let dir = TempDir::new("nats-tls-agent");
+    let (ca, wrong) = (certs.ca.display(), certs.wrong_ca.display());
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    prefix: tls
+    format: senml-cbor-extended
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: nats
+  - service: in
+    source: duct.sources.nats.Nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    topics: [\"tls.>\"]
+    format: senml-cbor
+    route: log
+  - service: untrusted
+    source: duct.sources.nats.Nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {wrong}
+    route: log
+"
+        ),
+    );
+    let events = agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "counter" && metric(e) >= Some(5.0)
+    });
+    let last = events.last().unwrap();
+    assert_eq!(last["host"], "web1");
+    assert!(
+        agent.wait_for_log("cannot connect to NATS", Duration::from_secs(10)),
+        "the wrong CA is refused: {}",
+        agent.stderr()
+    );
+}
+
+#[test]
+fn nkey_seed_file_authenticates_and_no_key_is_refused() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let dir = TempDir::new("nats-nkey");
+    let user = nkeys::KeyPair::new_user();
+    let seed = dir.write("user.nk", &format!("{}\n", user.seed().unwrap()));
+    let port = free_port();
+    let conf = dir.write(
+        "nats.conf",
+        &format!("authorization {{ users = [ {{ nkey: {} }} ] }}\n", user.public_key()),
+    );
+    let mut cmd = Command::new(&binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"]).arg(&conf);
+    let _server = Server::spawn(cmd, port, TempDir::new("nats-nkey-run"), "nats-server");
+    let seed = seed.display();
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    nkey_seed_file: {seed}
+    prefix: nk
+    format: json
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: nats
+  - service: in
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    nkey_seed_file: {seed}
+    topics: [\"nk.>\"]
+    format: json
+    route: log
+  - service: anonymous
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    route: log
+"
+        ),
+    );
+    let mut events = agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "counter" && metric(e) >= Some(5.0)
+    });
+    assert!(
+        agent.wait_for_log("cannot connect to NATS", Duration::from_secs(10)),
+        "without the key the server refuses: {}",
+        agent.stderr()
+    );
+    if !events.iter().any(|e| service(e) == "anonymous") {
+        events.extend(agent.wait_for(Duration::from_secs(10), |e| service(e) == "anonymous"));
+    }
+    let refused = events.iter().find(|e| service(e) == "anonymous").unwrap();
+    assert_eq!(refused["state"], "critical");
+    assert!(
+        refused["description"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to NATS"),
+        "{refused}"
+    );
+}
+
+/// Appends a protobuf varint.
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A Riemann frame of `n` events (service `bulk`, host `h`, metrics 0 to
+/// n-1), encoded by hand.
+fn riemann_frame(n: u64) -> Vec<u8> {
+    let mut msg = Vec::new();
+    for i in 0..n {
+        let mut ev = vec![3 << 3 | 2, 4];
+        ev.extend_from_slice(b"bulk");
+        ev.extend_from_slice(&[4 << 3 | 2, 1, b'h', 13 << 3]);
+        varint(&mut ev, i << 1);
+        msg.push(6 << 3 | 2);
+        varint(&mut msg, ev.len() as u64);
+        msg.extend(ev);
+    }
+    let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
+    frame.extend(msg);
+    frame
+}
+
+#[test]
+fn a_jetstream_batch_larger_than_the_clients_ack_window_is_stored_whole() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let store = TempDir::new("nats-js-bulk");
+    let _server = start_nats(&binary, port, Some(store.path()));
+    let mut nats = RawNats::connect(port);
+    let created = nats.request(
+        "$JS.API.STREAM.CREATE.BULK",
+        r#"{"name":"BULK","subjects":["bulk.>"],"storage":"file"}"#,
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    let riemann = free_port();
+    let dir = TempDir::new("nats-js-bulk-agent");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "outputs:
+  - output: duct.outputs.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    prefix: bulk
+    format: senml-cbor
+    jetstream: true
+    interval: 0.5
+sources:
+  - service: riemann
+    source: duct.sources.riemann.RiemannTCP
+    bind: 127.0.0.1
+    port: {riemann}
+"
+        ),
+    );
+    assert!(agent.wait_for_log("Riemann listener ready", Duration::from_secs(10)));
+    let mut client = TcpStream::connect(("127.0.0.1", riemann)).unwrap();
+    // More than the client's 5000 unanswered publishes, in one batch.
+    client.write_all(&riemann_frame(7000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stream_messages(&mut nats, "BULK") < 7000 {
+        assert!(Instant::now() < deadline, "{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stream_messages(&mut nats, "BULK"), 7000);
+    assert!(!agent.stderr().contains("delivery failed"), "{}", agent.stderr());
+}
+
+#[test]
+fn the_source_subscribes_again_after_a_server_restart() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let server = start_nats(&binary, port, None);
+    let dir = TempDir::new("nats-source-restart");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "outputs:
+  - output: duct.outputs.logger.Logger
+    interval: 0.05
+sources:
+  - service: nats
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    topics: [\"r.>\"]
+    format: json
+"
+        ),
+    );
+    assert!(
+        agent.wait_for_log("subscribed", Duration::from_secs(20)),
+        "{}",
+        agent.stderr()
+    );
+    let mut publisher = RawNats::connect(port);
+    publisher.publish("r.x", None, br#"{"service": "before", "metric": 1}"#);
+    agent.wait_for(Duration::from_secs(20), |e| service(e) == "before");
+    drop(publisher);
+    drop(server);
+    std::thread::sleep(Duration::from_secs(1));
+    let _server = start_nats(&binary, port, None);
+    // The client reconnects by itself and renews the subscription; until
+    // it has, what is published goes to no one (core NATS), so keep
+    // publishing until one arrives.
+    let mut publisher = RawNats::connect(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "{}", agent.stderr());
+        publisher.publish("r.x", None, br#"{"service": "after", "metric": 2}"#);
+        if let Some(e) = agent.next_event(Duration::from_millis(300)) {
+            if service(&e) == "after" {
+                break;
+            }
+        }
+    }
 }

@@ -13,35 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    answering_server, closed_port, ductd_output, free_port, metric, require_binary, service, state, Running, Server,
-    TempDir,
+    answering_server, closed_port, description, ductd_output, event, free_port, metric, once, require_binary, service,
+    state, Running, Server, TempDir,
 };
 use serde_json::Value;
-
-/// Runs `ductd once` on `config` (written in `dir`); the events by service.
-fn once(dir: &TempDir, config: &str) -> HashMap<String, Value> {
-    let path = dir.write("duct.yml", config);
-    let (code, stdout, stderr) = ductd_output(&["once", "-c", path.to_str().expect("utf-8 path")]);
-    assert_eq!(code, 0, "ductd once failed:\n{stderr}");
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .map(|v| (service(&v).to_string(), v))
-        .collect()
-}
-
-/// The event for `name`, or a panic listing what there was.
-fn event<'a>(events: &'a HashMap<String, Value>, name: &str) -> &'a Value {
-    events.get(name).unwrap_or_else(|| {
-        let mut names: Vec<&String> = events.keys().collect();
-        names.sort();
-        panic!("no event {name}; got {names:?}")
-    })
-}
-
-fn description(ev: &Value) -> &str {
-    ev["description"].as_str().unwrap_or("")
-}
 
 /// Asserts that `name` is critical, has no metric unless `metric_ok`, and
 /// that its description contains `reason`.

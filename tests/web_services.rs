@@ -18,35 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    answering_server, closed_port, ductd_output, free_port, metric, require_binary, service, state, Running, Server,
-    TempDir,
+    answering_server, closed_port, description, event, free_port, metric, once, require_binary, service, state,
+    Running, Server, TempDir,
 };
 use serde_json::Value;
-
-/// Runs `ductd once` on `config` (written in `dir`); the events by service.
-fn once(dir: &TempDir, config: &str) -> HashMap<String, Value> {
-    let path = dir.write("duct.yml", config);
-    let (code, stdout, stderr) = ductd_output(&["once", "-c", path.to_str().expect("utf-8 path")]);
-    assert_eq!(code, 0, "ductd once failed:\n{stderr}");
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .map(|v| (service(&v).to_string(), v))
-        .collect()
-}
-
-/// The event for `name`, or a panic listing what there was.
-fn event<'a>(events: &'a HashMap<String, Value>, name: &str) -> &'a Value {
-    events.get(name).unwrap_or_else(|| {
-        let mut names: Vec<&String> = events.keys().collect();
-        names.sort();
-        panic!("no event {name}; got {names:?}")
-    })
-}
-
-fn description(ev: &Value) -> &str {
-    ev["description"].as_str().unwrap_or("")
-}
 
 fn time(ev: &Value) -> f64 {
     ev["time"].as_f64().expect("events have a time")
@@ -647,6 +622,20 @@ impl StandIn {
         StandIn { port, heads }
     }
 
+    /// The stand-in on a Unix socket at `path` (`port` is 0).
+    fn unix(path: &Path, routes: Routes) -> StandIn {
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind a Unix stand-in");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let log = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                serve(stream, &routes, &log);
+            }
+        });
+        StandIn { port: 0, heads }
+    }
+
     /// The heads of the requests so far.
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
@@ -665,11 +654,23 @@ fn serve(mut stream: impl Read + Write, routes: &Routes, log: &Mutex<Vec<String>
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    log.lock().unwrap().push(head);
-    let (status, body) = routes
+    // A target listed several times gets its answers in turn, the last
+    // one again after that.
+    let mut log = log.lock().unwrap();
+    let asked_before = log
         .iter()
-        .find(|(t, _, _)| *t == target)
+        .filter(|h| h.split_whitespace().nth(1) == Some(target.as_str()))
+        .count();
+    log.push(head);
+    drop(log);
+    let answers: Vec<(u16, &str)> = routes
+        .iter()
+        .filter(|(t, _, _)| *t == target)
         .map(|(_, s, b)| (*s, b.as_str()))
+        .collect();
+    let (status, body) = answers
+        .get(asked_before.min(answers.len().saturating_sub(1)))
+        .copied()
         .unwrap_or((404, r#"{"message":"page not found"}"#));
     let _ = write!(
         stream,
@@ -784,4 +785,360 @@ sources:
     );
     critical(&events, "wrongpath", "the server answered 404 Stand-in");
     check_faults(&events, ports, "unexpected answer: not JSON");
+}
+
+// ---------------------------------------------------------------- Docker
+
+#[test]
+fn docker_container_stats_over_a_unix_socket_and_faults_are_critical() {
+    let d = |name: &str| fixture("docker", name);
+    let web = "8dfafdbc3a40b9e1f2c5b8e4a6c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5";
+    let worker = "9cd87474be90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607182930";
+    let stats = |id: &str| format!("/containers/{id}/stats?stream=false&one-shot=true");
+    let routes: Routes = vec![
+        ("/containers/json".into(), 200, d("containers-1.43.json")),
+        (stats(web), 200, d("stats-web-1.json")),
+        (stats(web), 200, d("stats-web-2.json")),
+        (stats(worker), 200, d("stats-worker-1.json")),
+        (stats(worker), 200, d("stats-worker-2.json")),
+        (format!("/containers/{web}/json"), 200, d("inspect-web.json")),
+        (format!("/containers/{worker}/json"), 200, d("inspect-worker.json")),
+    ];
+    let dir = TempDir::new("docker");
+    let sock = dir.path().join("docker.sock");
+    let daemon = StandIn::unix(&sock, routes.clone());
+    // The same daemon, but `web` is gone by the time its stats are asked.
+    let gone = dir.path().join("gone.sock");
+    let _gone = StandIn::unix(
+        &gone,
+        routes
+            .into_iter()
+            .filter(|(t, _, _)| !t.contains(&format!("{web}/stats")))
+            .collect(),
+    );
+    let html = dir.path().join("html.sock");
+    let _html = StandIn::unix(&html, vec![("/containers/json".into(), 200, "<html></html>".into())]);
+    let missing = dir.path().join("missing.sock");
+    let src = "duct.sources.docker.ContainerStats";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: docker, source: {src}, url: 'unix:{}'}}
+  - {{service: gone, source: {src}, url: 'unix:{}'}}
+  - {{service: html, source: {src}, url: 'unix:{}'}}
+  - {{service: down, source: {src}, url: 'unix:{}'}}
+",
+            sock.display(),
+            gone.display(),
+            html.display(),
+            missing.display()
+        ),
+    );
+    // The second samples, and the CPU share between the two.
+    for (name, value) in [
+        ("docker.web.mem_limit", 2147483648.0),
+        ("docker.web.mem_used", 53477376.0),
+        ("docker.web.cpu", 5.0),
+        ("docker.data/worker.mem_used", 211812352.0),
+        ("docker.data/worker.cpu", 25.0),
+        ("docker.data/worker.io_read", 0.0),
+    ] {
+        let ev = event(&events, name);
+        assert_eq!((state(ev), metric(ev)), ("ok", Some(value)), "{ev}");
+    }
+    for op in ["read", "write", "sync", "async", "total"] {
+        let ev = event(&events, &format!("docker.web.io_{op}"));
+        assert!(metric(ev).is_some_and(|r| r >= 0.0), "{ev}");
+    }
+    assert!(metric(event(&events, "docker.web.io_write")) > Some(0.0));
+    assert!(
+        !events.contains_key("docker.data/worker.io_sync"),
+        "cgroup v2 lists read and write only"
+    );
+    assert!(
+        !events.contains_key("docker.mesos-3f1c2a9e-worker.mem_used"),
+        "named by MARATHON_APP_ID"
+    );
+    let heads = daemon.heads();
+    assert!(
+        heads[0].starts_with("GET /containers/json HTTP/1.1\r\nHost: localhost\r\n"),
+        "{heads:?}"
+    );
+    critical(&events, "gone.web", "container web - the server answered 404 Stand-in");
+    assert_eq!(
+        metric(event(&events, "gone.data/worker.cpu")),
+        Some(25.0),
+        "the others are still read"
+    );
+    critical(&events, "html", "unexpected answer: not JSON");
+    critical(&events, "down", &format!("cannot connect to {}", missing.display()));
+}
+
+// ----------------------------------------------------------------- uWSGI
+
+/// A uWSGI emperor with two vassals (`alpha.ini`, `beta.ini`, each a
+/// master and one worker on a socket of its own) and its stats server on
+/// the returned port; stopped with SIGINT, which takes the vassals down.
+struct Emperor {
+    server: Server,
+}
+
+impl Drop for Emperor {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the test's own child.
+        unsafe {
+            libc::kill(self.server.child.id() as i32, libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn start_emperor() -> Option<Emperor> {
+    let uwsgi = require_binary("uwsgi-core", "uwsgi-core")?;
+    let dir = TempDir::new("uwsgi");
+    for name in ["alpha", "beta"] {
+        dir.write(
+            &format!("vassals/{name}.ini"),
+            &format!(
+                "[uwsgi]\nsocket = 127.0.0.1:{}\nmaster = true\nprocesses = 1\n",
+                free_port()
+            ),
+        );
+    }
+    let port = free_port();
+    let mut cmd = Command::new(uwsgi);
+    cmd.arg("--emperor")
+        .arg(dir.path().join("vassals"))
+        .args(["--emperor-stats", &format!("127.0.0.1:{port}")]);
+    let emperor = Emperor {
+        server: Server::spawn(cmd, port, dir, "the uWSGI emperor"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while emperor_stats(port)["vassals"]
+        .as_array()
+        .map_or(0, |v| v.iter().filter(|v| v["accepting"] == 1).count())
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "the vassals never accept");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(emperor)
+}
+
+/// The emperor's stats, as it writes them.
+fn emperor_stats(port: u16) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the emperor");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the stats");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn uwsgi_emperor_vassals_agree_with_its_stats_and_faults_are_critical() {
+    let Some(emperor) = start_emperor() else {
+        return;
+    };
+    let p = emperor.server.port;
+    let closed = closed_port();
+    let silent = answering_server(b"");
+    let garbage = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let dir = TempDir::new("uwsgi-once");
+    let src = "duct.sources.python.uwsgi.Emperor";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: uwsgi, source: {src}, host: 127.0.0.1, port: {p}}}
+  - {{service: down, source: {src}, host: 127.0.0.1, port: {closed}}}
+  - {{service: hung, source: {src}, host: 127.0.0.1, port: {silent}, timeout: 0.5}}
+  - {{service: garbage, source: {src}, host: 127.0.0.1, port: {garbage}}}
+"
+        ),
+    );
+    let stats = emperor_stats(p);
+    let vassals = stats["vassals"].as_array().unwrap();
+    assert_eq!(vassals.len(), 2);
+    for v in vassals {
+        let id = v["id"].as_str().unwrap();
+        for key in ["accepting", "respawns"] {
+            let ev = event(&events, &format!("uwsgi.{id}.{key}"));
+            assert_eq!(metric(ev), v[key].as_f64(), "{ev} vs the emperor's {v}");
+        }
+    }
+    assert_eq!(metric(event(&events, "uwsgi.total.active")), Some(2.0));
+    assert_eq!(metric(event(&events, "uwsgi.total.accepting")), Some(2.0));
+    assert_eq!(metric(event(&events, "uwsgi.total.respawns")), Some(0.0));
+    critical(&events, "down", &format!("127.0.0.1:{closed} - connection refused"));
+    critical(&events, "hung", "timed out after 0.5 s waiting for the emperor's stats");
+    critical(&events, "garbage", "not JSON");
+}
+
+// -------------------------------------------------------------- RabbitMQ
+
+/// A RabbitMQ broker of its own (node name, AMQP, distribution, epmd and
+/// management ports all free ones, data and logs in a temporary
+/// directory), with `rabbitmqctl` wrapped in a script that reaches it.
+/// Stopped with `rabbitmqctl stop` (and its epmd killed) when dropped.
+struct Rabbit {
+    server: Server,
+    api: u16,
+    ctl: std::path::PathBuf,
+    epmd: u16,
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.ctl).arg("stop").output();
+        let _ = Command::new("epmd")
+            .args(["-port", &self.epmd.to_string(), "-kill"])
+            .output();
+        let _ = self.server.child.kill();
+    }
+}
+
+fn start_rabbit() -> Option<Rabbit> {
+    let server_bin = require_binary("rabbitmq-server", "rabbitmq-server")?;
+    let ctl_bin = require_binary("rabbitmqctl", "rabbitmq-server")?;
+    let dir = TempDir::new("rabbitmq");
+    let d = dir.path().display().to_string();
+    let [amqp, dist, epmd, api] = [free_port(), free_port(), free_port(), free_port()];
+    let node = format!("ductd-test-{amqp}@localhost");
+    for sub in ["mnesia", "log"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    dir.write("enabled_plugins", "[rabbitmq_management].\n");
+    dir.write(
+        "rabbitmq.conf",
+        &format!("management.tcp.port = {api}\nmanagement.tcp.ip = 127.0.0.1\ncollect_statistics_interval = 500\n"),
+    );
+    let env = [
+        ("HOME", d.clone()),
+        ("RABBITMQ_NODENAME", node.clone()),
+        ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".into()),
+        ("RABBITMQ_NODE_PORT", amqp.to_string()),
+        ("RABBITMQ_DIST_PORT", dist.to_string()),
+        ("ERL_EPMD_PORT", epmd.to_string()),
+        ("RABBITMQ_MNESIA_BASE", format!("{d}/mnesia")),
+        ("RABBITMQ_LOG_BASE", format!("{d}/log")),
+        ("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{d}/enabled_plugins")),
+        ("RABBITMQ_CONFIG_FILE", format!("{d}/rabbitmq")),
+        ("RABBITMQ_FEATURE_FLAGS_FILE", format!("{d}/mnesia/feature_flags")),
+    ];
+    // As root, Debian's scripts run the broker as `rabbitmq`, which must
+    // be able to write here.
+    let _ = Command::new("chmod").args(["-R", "0777", &d]).output();
+    let exports: String = env.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+    let ctl = dir.write(
+        "rabbitmqctl",
+        &format!("#!/bin/sh\n{exports}exec {} -n '{node}' \"$@\"\n", ctl_bin.display()),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(server_bin);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    // The management listener starts last: the broker is up when it
+    // accepts.
+    let server = Server::spawn(cmd, api, dir, "rabbitmq-server");
+    Some(Rabbit { server, api, ctl, epmd })
+}
+
+/// A request with a JSON body to the management API as guest: (status
+/// line, body).
+fn rabbit_api(port: u16, method: &str, path: &str, body: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the management API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+#[test]
+fn rabbitmq_queues_by_rabbitmqctl_and_the_api_agree_with_the_broker() {
+    let Some(rabbit) = start_rabbit() else {
+        return;
+    };
+    let api = rabbit.api;
+    for q in ["jobs", "mail"] {
+        let (status, body) = rabbit_api(api, "PUT", &format!("/api/queues/%2F/{q}"), r#"{"durable":false}"#);
+        assert!(status.contains("201") || status.contains("204"), "{status} {body}");
+    }
+    for _ in 0..7 {
+        let publish = r#"{"properties":{},"routing_key":"jobs","payload":"x","payload_encoding":"string"}"#;
+        let (_, body) = rabbit_api(api, "POST", "/api/exchanges/%2F/amq.default/publish", publish);
+        assert_eq!(body, r#"{"routed":true}"#);
+    }
+    // The broker's own count, by its own tool.
+    let listed = Command::new(&rabbit.ctl)
+        .args(["list_queues", "-p", "/", "name", "messages_ready"])
+        .output()
+        .expect("run rabbitmqctl");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.lines().any(|l| l == "jobs\t7"), "{listed}");
+    // The management statistics lag behind by a collection interval.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !rabbit_api(api, "GET", "/api/queues/%2F/jobs", "")
+        .1
+        .contains("\"messages_ready\":7")
+    {
+        assert!(std::time::Instant::now() < deadline, "the API never shows the messages");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed = closed_port();
+    let dir = TempDir::new("rabbitmq-once");
+    let src = "duct.sources.rabbitmq.Queues";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: ctl, source: {src}, rabbitmqctl: '{ctl}', timeout: 30}}
+  - {{service: api, source: {src}, url: 'http://127.0.0.1:{api}'}}
+  - {{service: badpass, source: {src}, url: 'http://127.0.0.1:{api}', password: wrong}}
+  - {{service: novhost, source: {src}, url: 'http://127.0.0.1:{api}', vhost: nosuch}}
+  - {{service: down, source: {src}, url: 'http://127.0.0.1:{closed}'}}
+  - {{service: noctl, source: {src}, rabbitmqctl: /nonexistent/rabbitmqctl}}
+",
+            ctl = rabbit.ctl.display()
+        ),
+    );
+    for name in ["ctl", "api"] {
+        let figures = [
+            ("jobs.ready", 7.0),
+            ("jobs.unack", 0.0),
+            ("mail.ready", 0.0),
+            ("jobs.ready_rate", 0.0),
+            ("total.ready", 7.0),
+            ("total.unack", 0.0),
+            ("total.ready_rate", 0.0),
+        ];
+        for (figure, value) in figures {
+            let ev = event(&events, &format!("{name}.{figure}"));
+            assert_eq!((state(ev), metric(ev)), ("ok", Some(value)), "{ev}");
+        }
+    }
+    critical(&events, "badpass", "the server answered 401 Unauthorized");
+    critical(&events, "novhost", "the server answered 404 Not Found");
+    critical(&events, "down", &format!("connection refused by 127.0.0.1:{closed}"));
+    critical(&events, "noctl", "/nonexistent/rabbitmqctl");
 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -444,4 +445,45 @@ pub fn make_certificates(dir: &Path) -> Option<Certificates> {
         key: path("server.key"),
         not_after,
     })
+}
+
+/// Runs `ductd once` on `config` (written in `dir`); the events by service.
+pub fn once(dir: &TempDir, config: &str) -> HashMap<String, Value> {
+    once_with(dir, config, None)
+}
+
+/// Like [`once`], run by `runner` (e.g. setpriv) when given.
+pub fn once_with(dir: &TempDir, config: &str, runner: Option<Command>) -> HashMap<String, Value> {
+    let path = dir.write("duct.yml", config);
+    let path = path.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = match runner {
+        None => ductd_output(&["once", "-c", path]),
+        Some(mut cmd) => {
+            let out = cmd.args(["once", "-c", path]).output().expect("run ductd");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    assert_eq!(code, 0, "ductd once failed:\n{stderr}");
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|v| (service(&v).to_string(), v))
+        .collect()
+}
+
+/// The event for `name`, or a panic listing what there was.
+pub fn event<'a>(events: &'a HashMap<String, Value>, name: &str) -> &'a Value {
+    events.get(name).unwrap_or_else(|| {
+        let mut names: Vec<&String> = events.keys().collect();
+        names.sort();
+        panic!("no event {name}; got {names:?}")
+    })
+}
+
+pub fn description(ev: &Value) -> &str {
+    ev["description"].as_str().unwrap_or("")
 }

@@ -129,6 +129,7 @@ impl Connection {
                     match event {
                         async_nats::Event::Connected => tracing::info!(%servers, "NATS connected"),
                         async_nats::Event::Disconnected => tracing::warn!(%servers, "NATS disconnected"),
+                        async_nats::Event::Closed => tracing::debug!(%servers, "NATS connection closed"),
                         other => tracing::warn!(%servers, "NATS: {other}"),
                     }
                 }

@@ -164,7 +164,7 @@ impl Nats {
             )));
         }
         let mut refused = 0;
-        let mut acks = Vec::new();
+        let mut acks = std::collections::VecDeque::new();
         for (i, event) in batch.iter().enumerate() {
             let subject = match self.subject(event) {
                 Ok(s) => s,
@@ -186,7 +186,14 @@ impl Nats {
                     .publish_with_headers(subject, headers, payload)
                     .await
                     .map_err(|e| OutputError::new(format!("JetStream publish failed: {e}")))?;
-                acks.push((i, ack));
+                acks.push_back((i, ack));
+                // Answers awaited as the window fills: the client lends
+                // only so many unanswered publishes at once.
+                while acks.len() >= ACK_WINDOW {
+                    if let Some((i, ack)) = acks.pop_front() {
+                        await_ack(batch, i, ack).await?;
+                    }
+                }
             } else {
                 client
                     .publish(subject, payload)
@@ -196,10 +203,7 @@ impl Nats {
         }
         if self.jetstream {
             for (i, ack) in acks {
-                if let Err(e) = ack.await {
-                    return Err(OutputError::new(format!("JetStream did not store the event: {e}")).after(i));
-                }
-                batch.acknowledge(i + 1);
+                await_ack(batch, i, ack).await?;
             }
         } else {
             client
@@ -214,6 +218,18 @@ impl Nats {
         }
         Ok(())
     }
+}
+
+/// JetStream publishes in flight at most (the client's own limit is 5000).
+const ACK_WINDOW: usize = 1000;
+
+/// Waits for the stream's answer to the batch's event `i`.
+async fn await_ack(batch: &Batch, i: usize, ack: jetstream::context::PublishAckFuture) -> Result<(), OutputError> {
+    if let Err(e) = ack.await {
+        return Err(OutputError::new(format!("JetStream did not store the event: {e}")).after(i));
+    }
+    batch.acknowledge(i + 1);
+    Ok(())
 }
 
 impl Output for Nats {

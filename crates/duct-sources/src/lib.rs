@@ -13,6 +13,7 @@ pub mod network;
 pub mod number_proxy;
 pub mod riemann;
 pub mod services;
+pub mod sflow;
 pub mod snmp;
 
 use duct_core::Registry;
@@ -31,6 +32,7 @@ pub fn register(registry: &mut Registry) {
     services::register(registry);
     logs::register(registry);
     snmp::register(registry);
+    sflow::register(registry);
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! event in the format is counted (`messages refused` in the agent's
 //! telemetry), logged at most once a minute, acknowledged on JetStream (it
 //! would never parse), and passed over. An unreachable server is reported
-//! as the source's problem and tried again with a growing delay; once
+//! as the source's problem, with one critical event on the source's
+//! service naming the cause, and tried again with a growing delay; once
 //! connected the client reconnects by itself.
 
 use std::path::PathBuf;
@@ -94,12 +95,9 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     connection
         .check()
         .map_err(|e| args.invalid(e.option().unwrap_or("servers"), e))?;
-    let format = match Format::from_name(&opts.format) {
-        Some(Format::SenmlCborExtended) | None => {
-            return Err(args.invalid("format", "must be json, senml-json or senml-cbor"));
-        }
-        Some(f) => f,
-    };
+    // senml-cbor-extended (the output's) reads as senml-cbor.
+    let format =
+        Format::from_name(&opts.format).ok_or_else(|| args.invalid("format", format!("must be {}", Format::NAMES)))?;
     if opts.topics.is_empty()
         || opts
             .topics
@@ -175,6 +173,12 @@ async fn run(config: std::sync::Arc<Config>, ctx: SourceContext) {
             }
             Err(why) => {
                 ctx.report_problem(&why);
+                // One critical event per outage (its first failure), on
+                // the source's own service, naming the cause.
+                if delay == Duration::from_secs(1) {
+                    let event = ctx.create_event("critical", why.clone(), None::<f64>);
+                    ctx.queue_back(vec![event]);
+                }
                 if let Some(held) = report.allow(REPORT_EVERY) {
                     tracing::warn!(service = %ctx.service(), held_back = held, retry_in = ?delay, "{why}");
                 }

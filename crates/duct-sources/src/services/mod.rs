@@ -18,6 +18,7 @@
 
 mod apache;
 mod conn;
+mod docker;
 mod ds18b20;
 mod elasticsearch;
 mod haproxy;
@@ -29,9 +30,11 @@ mod nginx;
 mod nut;
 mod postfix;
 mod postgresql;
+mod rabbitmq;
 mod redis;
 mod riak;
 mod unbound;
+mod uwsgi;
 mod web;
 
 use std::fmt::Display;
@@ -62,6 +65,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(mpl115::spec());
     registry.add_source(mpl115::alias_spec());
     registry.add_source(libav::spec());
+    registry.add_source(docker::spec());
+    registry.add_source(uwsgi::spec());
+    registry.add_source(rabbitmq::spec());
 }
 
 /// A fault that repeats every tick is logged at most this often.

@@ -174,7 +174,7 @@ async fn receive(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
             }
         };
         let datagram = &buf[..n];
-        let id = peek_request_id(datagram);
+        let id = peek_request_id(datagram).or_else(|| super::v3::peek_request_id(datagram));
         let waiter = id.and_then(|id| {
             let mut w = lock(&waiters);
             match w.get(&id) {

@@ -1,5 +1,7 @@
 //! SNMP sources under Duct's names: `duct.sources.snmp.SNMP`, the IF-MIB
-//! interface table of a device, polled over SNMP v1 or v2c.
+//! interface table of a device, polled over SNMP v1, v2c or v3 (authPriv,
+//! [`v3`]); `SNMPCisco837` (plus ADSL-LINE-MIB) and
+//! `power.raritan_px.RaritanPX` ([`raritan_px`]) use the same session.
 //!
 //! Messages are made and read by [`ber`] (pure functions, tested on
 //! datagrams captured from net-snmp's snmpd); every SNMP source of the
@@ -21,6 +23,8 @@
 
 pub mod ber;
 pub mod client;
+pub mod raritan_px;
+pub mod v3;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +43,8 @@ use crate::services::{budget, host_option, port_option, Faults};
 /// Adds the SNMP sources to `registry`.
 pub fn register(registry: &mut Registry) {
     registry.add_source(spec());
+    registry.add_source(cisco837_spec());
+    registry.add_source(raritan_px::spec());
 }
 
 /// Duct's (pysnmp's) wait for each try, and its number of retries.
@@ -66,6 +72,12 @@ struct Options {
     request_timeout: f64,
     /// Seconds the whole walk may take (also the common option).
     timeout: Option<f64>,
+    /// SNMPv3 (authPriv): the user, and SHA / AES with their passwords.
+    username: Option<String>,
+    auth_protocol: String,
+    auth_password: Option<String>,
+    priv_protocol: String,
+    priv_password: Option<String>,
 }
 
 impl Default for Options {
@@ -78,6 +90,11 @@ impl Default for Options {
             retries: DEFAULT_RETRIES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             timeout: None,
+            username: None,
+            auth_protocol: "SHA".into(),
+            auth_password: None,
+            priv_protocol: "AES".into(),
+            priv_password: None,
         }
     }
 }
@@ -86,7 +103,8 @@ pub fn spec() -> SourceSpec {
     SourceSpec::new::<Options>(
         "duct.sources.snmp.SNMP",
         "The IF-MIB interface table of an SNMP agent: `ip` (127.0.0.1), `port` (161), `community` (public), \
-         `version` (2c, or 1), `retries` (2), `request_timeout` (5 s a try), `timeout` (the whole walk)",
+         `version` (2c, 1, or 3 with `username`, `auth_password`, `priv_password`: authPriv SHA/AES), `retries` (2), \
+         `request_timeout` (5 s a try), `timeout` (the whole walk)",
         &[
             "(service).(ifDescr).(ifInOctets, ifInUcastPkts, ifInNUcastPkts, ifInErrors, ifInDiscards, ifOutOctets, \
              ifOutUcastPkts, ifOutNUcastPkts, ifOutErrors, ifOutDiscards): rates per second (Counter32, or Counter64 \
@@ -106,16 +124,27 @@ pub(crate) struct Session {
     pub community: Vec<u8>,
     pub request_timeout: Duration,
     pub retries: u32,
+    /// SNMPv3 (the PDUs are v2c's then).
+    pub v3: Option<std::sync::Arc<v3::User>>,
 }
 
 pub(crate) fn session(args: &SourceArgs<'_>) -> Result<(Session, Duration), Diagnostic> {
     let o: Options = args.options()?;
+    let mut v3_user = None;
     let version = match &o.version {
+        serde_json::Value::String(s) if matches!(s.trim(), "3" | "v3") => {
+            v3_user = Some(v3_options(args, &o)?);
+            Version::V2c
+        }
+        serde_json::Value::Number(n) if n.as_i64() == Some(3) => {
+            v3_user = Some(v3_options(args, &o)?);
+            Version::V2c
+        }
         serde_json::Value::String(s) if matches!(s.trim(), "2c" | "2" | "v2c") => Version::V2c,
         serde_json::Value::String(s) if matches!(s.trim(), "1" | "v1") => Version::V1,
         serde_json::Value::Number(n) if n.as_i64() == Some(1) => Version::V1,
         serde_json::Value::Number(n) if n.as_i64() == Some(2) => Version::V2c,
-        other => return Err(args.invalid("version", format!("`{other}` is not an SNMP version (1 or 2c)"))),
+        other => return Err(args.invalid("version", format!("`{other}` is not an SNMP version (1, 2c or 3)"))),
     };
     if !(0..=10).contains(&o.retries) {
         return Err(args.invalid("retries", "must be 0 to 10"));
@@ -130,8 +159,48 @@ pub(crate) fn session(args: &SourceArgs<'_>) -> Result<(Session, Duration), Diag
         community: o.community.into_bytes(),
         request_timeout: Duration::from_secs_f64(o.request_timeout),
         retries: o.retries as u32,
+        v3: v3_user.map(std::sync::Arc::new),
     };
     Ok((session, budget(args, DEFAULT_TIMEOUT)))
+}
+
+/// The v3 user of a `version: 3` block.
+fn v3_options(args: &SourceArgs<'_>, o: &Options) -> Result<v3::User, Diagnostic> {
+    let name = o
+        .username
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| args.invalid("username", "SNMPv3 needs a `username`"))?;
+    if !o.auth_protocol.eq_ignore_ascii_case("SHA") {
+        return Err(args.invalid("auth_protocol", "only SHA (HMAC-SHA-96) is supported"));
+    }
+    if !o.priv_protocol.eq_ignore_ascii_case("AES") {
+        return Err(args.invalid("priv_protocol", "only AES (AES-128-CFB) is supported"));
+    }
+    let auth = o
+        .auth_password
+        .as_deref()
+        .ok_or_else(|| args.invalid("auth_password", "SNMPv3 authPriv needs an `auth_password`"))?;
+    let privacy = o
+        .priv_password
+        .as_deref()
+        .ok_or_else(|| args.invalid("priv_password", "SNMPv3 authPriv needs a `priv_password`"))?;
+    v3::User::new(name, auth, privacy).map_err(|e| args.invalid("auth_password", e))
+}
+
+pub fn cisco837_spec() -> SourceSpec {
+    SourceSpec::new::<Options>(
+        "duct.sources.snmp.SNMPCisco837",
+        "SNMP's interface table plus the ADSL line (ADSL-LINE-MIB) of a Cisco 837 or any ADSL modem: the same \
+         options as duct.sources.snmp.SNMP",
+        &[
+            "(service).(ifDescr).(counter): as duct.sources.snmp.SNMP",
+            "(service).adsl.rxrate, adsl.txrate: downstream and upstream sync rates, bit/s",
+            "(service).adsl.outpwr (dBm), adsl.attn (dB), adsl.margin (dB): the modem's (ATU-R's) line figures",
+            "(service): critical with no metric when the agent does not answer or has no ADSL line",
+        ],
+        build_cisco837,
+    )
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
@@ -139,6 +208,17 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     Ok(Box::new(Snmp {
         session,
         budget,
+        adsl: false,
+        faults: Faults::default(),
+    }))
+}
+
+fn build_cisco837(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    let (session, budget) = session(args)?;
+    Ok(Box::new(Snmp {
+        session,
+        budget,
+        adsl: true,
         faults: Faults::default(),
     }))
 }
@@ -176,6 +256,9 @@ impl Session {
 
     /// One request and its Response PDU (error status not judged).
     pub async fn request(&self, addr: SocketAddr, kind: RequestKind, oids: &[Oid]) -> Result<Pdu, SnmpError> {
+        if let Some(user) = &self.v3 {
+            return v3::request(user, addr, kind, oids, self.request_timeout, self.retries).await;
+        }
         let id = client::next_request_id();
         let message =
             encode_request(self.version, &self.community, kind, id, oids).map_err(|e| SnmpError::Garbage(addr, e))?;
@@ -393,9 +476,53 @@ pub(crate) fn reading_event(ctx: &SourceContext, r: &Reading) -> Event {
     }
 }
 
+/// ADSL-LINE-MIB (RFC 2662): adslAtucChanCurrTxRate (the exchange's
+/// transmit rate: downstream), adslAturChanCurrTxRate (upstream), and the
+/// modem's (ATU-R's) adslAturCurrSnrMgn, adslAturCurrAtn and
+/// adslAturCurrOutputPwr, in tenths of a dB.
+const ADSL: [u32; 9] = [1, 3, 6, 1, 2, 1, 10, 94, 1];
+
+pub(crate) fn adsl_columns() -> Vec<Oid> {
+    let adsl = Oid(ADSL.to_vec());
+    vec![
+        adsl.child(&[1, 4, 1, 2]),
+        adsl.child(&[1, 5, 1, 2]),
+        adsl.child(&[1, 3, 1, 4]),
+        adsl.child(&[1, 3, 1, 5]),
+        adsl.child(&[1, 3, 1, 7]),
+    ]
+}
+
+/// Duct's five ADSL figures from a walk of [`adsl_columns`]: the first
+/// ADSL line's (Duct read ifIndex 15, the Cisco 837's). Each is (name,
+/// description, value).
+pub(crate) fn adsl_readings(rows: &[Vec<(Vec<u32>, Value)>]) -> Result<Vec<(&'static str, String, f64)>, String> {
+    let first = |col: usize, what: &str| -> Result<f64, String> {
+        rows.get(col)
+            .and_then(|r| r.first())
+            .and_then(|(_, v)| v.as_i128())
+            .map(|v| v as f64)
+            .ok_or_else(|| format!("the agent has no {what} (ADSL-LINE-MIB)"))
+    };
+    let ds = first(0, "adslAtucChanCurrTxRate")?;
+    let us = first(1, "adslAturChanCurrTxRate")?;
+    let margin = first(2, "adslAturCurrSnrMgn")? / 10.0;
+    let attn = first(3, "adslAturCurrAtn")? / 10.0;
+    let output = first(4, "adslAturCurrOutputPwr")? / 10.0;
+    Ok(vec![
+        ("adsl.rxrate", format!("SNMP ADSL sync downstream {ds}"), ds),
+        ("adsl.txrate", format!("SNMP ADSL sync upstream {us}"), us),
+        ("adsl.outpwr", format!("SNMP ADSL output power {output:0.2}dBm"), output),
+        ("adsl.attn", format!("SNMP ADSL attenuation {attn:0.2}dB"), attn),
+        ("adsl.margin", format!("SNMP ADSL noise margin {margin:0.2}dB"), margin),
+    ])
+}
+
 pub struct Snmp {
     session: Session,
     budget: Duration,
+    /// SNMPCisco837: the ADSL line's figures too.
+    adsl: bool,
     faults: Faults,
 }
 
@@ -419,16 +546,29 @@ impl Snmp {
             let addr = self.session.resolve().await?;
             let columns = interface_columns(self.session.version);
             let rows = self.session.walk_columns(addr, &columns).await?;
-            Ok::<_, SnmpError>(interface_readings(&columns, &rows))
+            let interfaces = interface_readings(&columns, &rows);
+            let adsl = if self.adsl {
+                let columns = adsl_columns();
+                let rows = self.session.walk_columns(addr, &columns).await?;
+                adsl_readings(&rows).map_err(|e| SnmpError::Garbage(addr, e))?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, SnmpError>((interfaces, adsl))
         };
         let result = match tokio::time::timeout(self.budget, walk).await {
             Ok(r) => r,
             Err(_) => Err(SnmpError::Timeout(self.budget.as_secs_f64())),
         };
         match result {
-            Ok(readings) => {
+            Ok((interfaces, adsl)) => {
                 self.faults.worked(ctx);
-                readings.iter().map(|r| reading_event(ctx, r)).collect()
+                let mut events: Vec<Event> = interfaces.iter().map(|r| reading_event(ctx, r)).collect();
+                events.extend(
+                    adsl.into_iter()
+                        .map(|(name, description, value)| ctx.create_event_prefixed(name, "ok", description, value)),
+                );
+                events
             }
             Err(e) => {
                 let text = format!("SNMP {}:{} - {e}", self.session.host, self.session.port);
@@ -491,6 +631,33 @@ mod tests {
         assert_eq!((r[0].interface.as_str(), r[0].key), ("Gi0/1", "ifInNUcastPkts"));
         // Wraps like the counters themselves.
         assert_eq!(r[0].value, Value::Counter64(9));
+    }
+
+    #[test]
+    fn adsl_figures_are_duct_s_from_the_first_line() {
+        let row = |v: Value| vec![(vec![15], v)];
+        let rows = vec![
+            row(Value::Gauge32(8_128_000)),
+            row(Value::Gauge32(832_000)),
+            row(Value::Integer(65)),
+            row(Value::Integer(235)),
+            row(Value::Integer(-12)),
+        ];
+        let r = adsl_readings(&rows).unwrap();
+        let got: Vec<(&str, f64)> = r.iter().map(|(n, _, v)| (*n, *v)).collect();
+        assert_eq!(
+            got,
+            [
+                ("adsl.rxrate", 8_128_000.0),
+                ("adsl.txrate", 832_000.0),
+                ("adsl.outpwr", -1.2),
+                ("adsl.attn", 23.5),
+                ("adsl.margin", 6.5)
+            ]
+        );
+        assert_eq!(r[2].1, "SNMP ADSL output power -1.20dBm");
+        let e = adsl_readings(&rows[..2]).unwrap_err();
+        assert!(e.contains("adslAturCurrSnrMgn"), "{e}");
     }
 
     #[test]
