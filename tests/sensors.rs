@@ -12,9 +12,11 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::{
-    closed_port, ductd_output, free_port, metric, require_binary, service, services_required, state, Server, TempDir,
+    closed_port, ductd_output, free_port, metric, require_binary, service, services_required, state, Running, Server,
+    TempDir,
 };
 use serde_json::Value;
 
@@ -115,6 +117,46 @@ sources:
     let nobus = event(&events, "nobus");
     assert_eq!(state(nobus), "critical");
     assert!(description(nobus).contains("no w1_bus_master"), "{nobus}");
+}
+
+/// Under the agent every tick reads the bus again: a sensor whose CRC
+/// starts failing turns critical (and back), and one plugged in later is
+/// reported without a restart.
+#[test]
+fn ds18b20_under_the_agent_follows_faults_and_new_sensors() {
+    let dir = TempDir::new("ds18b20-agent");
+    let slave = "devices/w1_bus_master1/28-00000623003b/w1_slave";
+    dir.write(slave, &w1_sample("23125.w1_slave"));
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "interval: 1
+outputs: [{{output: duct.outputs.logger.Logger}}]
+sources: [{{service: w1, source: duct.sources.sensors.environment.DS18B20, device_path: {}}}]
+",
+            dir.path().join("devices").display()
+        ),
+    );
+    let agent = Running::start(&["-c", config.to_str().unwrap()]);
+    let sensor = |ev: &Value| service(ev) == "w1.28-00000623003b";
+    agent.wait_for(Duration::from_secs(10), |ev| sensor(ev) && metric(ev) == Some(23.125));
+    dir.write(slave, &w1_sample("crc-no.w1_slave"));
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        sensor(ev) && state(ev) == "critical" && metric(ev).is_none()
+    });
+    dir.write(
+        "devices/w1_bus_master1/28-000005e2fdc3/w1_slave",
+        &w1_sample("21062.w1_slave"),
+    );
+    dir.write(slave, &w1_sample("23187.w1_slave"));
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        service(ev) == "w1.28-000005e2fdc3" && metric(ev) == Some(21.062)
+    });
+    agent.wait_for(Duration::from_secs(10), |ev| {
+        sensor(ev) && state(ev) == "ok" && metric(ev) == Some(23.187)
+    });
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
 }
 
 // ---------------------------------------------------------------- MPL115
