@@ -17,13 +17,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Event, Metric, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Event, Metric, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::web::{text, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT};
-use crate::network::GRACE;
 
 /// Duct's metric, mod_status's key, and whether the value is a fraction.
 const FIGURES: &[(&str, &str, bool)] = &[
@@ -97,15 +96,7 @@ pub struct Apache {
     faults: Faults,
 }
 
-impl Source for Apache {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Apache);
 
 impl Apache {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -26,13 +26,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::web::{json, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT};
-use crate::network::GRACE;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -91,19 +90,7 @@ pub struct ContainerStats {
     faults: Faults,
 }
 
-impl Source for ContainerStats {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(ContainerStats, counters);
 
 /// One container's reading: its name, and its statistics or why not.
 type Reading = (String, Result<Sample, WebError>);

@@ -21,13 +21,12 @@
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::web::{json, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT};
-use crate::network::GRACE;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -97,19 +96,7 @@ pub struct ElasticSearch {
     faults: Faults,
 }
 
-impl Source for ElasticSearch {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(ElasticSearch, counters);
 
 impl ElasticSearch {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -22,13 +22,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::web::{text, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT};
-use crate::network::GRACE;
 
 /// Duct's metric, HAProxy's column, Duct's description; all but
 /// `sessions` are counters.
@@ -117,19 +116,7 @@ pub struct HAProxy {
     faults: Faults,
 }
 
-impl Source for HAProxy {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(HAProxy, counters);
 
 impl HAProxy {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -11,12 +11,11 @@
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::{budget, host_option, port_option, Conn, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
-use crate::network::GRACE;
 
 /// The stats Duct turned into rates, in Duct's order.
 const COUNTERS: &[&str] = &[
@@ -99,19 +98,7 @@ pub struct Memcache {
     faults: Faults,
 }
 
-impl Source for Memcache {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Memcache, counters);
 
 impl Memcache {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -16,7 +16,37 @@
 //! failures on), and a warning in the log at most once per
 //! [`LOG_EVERY`] while the fault lasts ([`Faults`]); the agent carries on.
 
+/// The `Source` impl every service source shares: a tick is the type's
+/// `async fn check(&mut self, ctx) -> Vec<Event>`, given its `budget` (the
+/// conversation's time) and a second of grace before the runtime gives up
+/// on it. `counters`: the source sends counters, so its first tick only
+/// primes the rates.
+macro_rules! service_source {
+    ($source:ty) => {
+        service_source!(@impl $source, false);
+    };
+    ($source:ty, counters) => {
+        service_source!(@impl $source, true);
+    };
+    (@impl $source:ty, $counters:expr) => {
+        impl ::duct_core::Source for $source {
+            fn get<'a>(&'a mut self, ctx: &'a ::duct_core::SourceContext) -> ::duct_core::Poll<'a> {
+                Box::pin(async move { Ok(self.check(ctx).await) })
+            }
+
+            fn needs_two_ticks(&self) -> bool {
+                $counters
+            }
+
+            fn tick_timeout(&self, _configured: ::std::time::Duration) -> ::std::time::Duration {
+                self.budget + $crate::network::GRACE
+            }
+        }
+    };
+}
+
 mod apache;
+
 mod conn;
 mod docker;
 mod ds18b20;

@@ -21,12 +21,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Metric, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Metric, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::{budget, host_option, port_option, Conn, Faults, ServiceError, MAX_REPLY_BYTES};
-use crate::network::GRACE;
 
 /// A node runs every plugin at each fetch; the budget without a `timeout`
 /// (capped at 90 % of the interval) leaves room for a node with many.
@@ -81,19 +80,7 @@ pub struct MuninNode {
     faults: Faults,
 }
 
-impl Source for MuninNode {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(MuninNode, counters);
 
 impl MuninNode {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

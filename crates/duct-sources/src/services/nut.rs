@@ -12,12 +12,11 @@
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::{budget, host_option, port_option, Conn, Faults, ServiceError, MAX_REPLY_BYTES};
-use crate::network::GRACE;
 
 /// Duct's default `timeout`, in seconds.
 const DEFAULT_TIMEOUT: f64 = 10.0;
@@ -98,15 +97,7 @@ pub struct Ups {
     faults: Faults,
 }
 
-impl Source for Ups {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Ups);
 
 impl Ups {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -21,11 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::{budget, Faults, DEFAULT_TIMEOUT};
-use crate::network::GRACE;
 
 /// The queues Duct reported, in its order.
 const QUEUES: &[&str] = &[
@@ -85,19 +84,7 @@ pub struct Postfix {
     faults: Faults,
 }
 
-impl Source for Postfix {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Postfix, counters);
 
 /// What counting one queue gave.
 type QueueCount = (&'static str, Result<u64, String>);

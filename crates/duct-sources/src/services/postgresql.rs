@@ -22,7 +22,7 @@ use std::task::{Context, Poll as TaskPoll};
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use serde::Deserialize;
@@ -34,7 +34,7 @@ use tokio_postgres::{Client, Config, SimpleQueryMessage};
 
 use super::{budget, host_option, port_option, DEFAULT_TIMEOUT};
 use super::{Faults, ServiceError};
-use crate::network::{connect, resolve, tls_policy, GRACE};
+use crate::network::{connect, resolve, tls_policy};
 
 /// `pg_stat_database`'s columns and Duct's names for them; the first two
 /// are the database and its backends (`threads`), the rest counters.
@@ -181,19 +181,7 @@ pub struct PostgreSql {
     faults: Faults,
 }
 
-impl Source for PostgreSql {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(PostgreSql, counters);
 
 /// The query: every column Duct read, for databases that have a name
 /// (PostgreSQL 12 and later add a row for shared objects, with none).

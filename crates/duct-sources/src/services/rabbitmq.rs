@@ -21,14 +21,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use duct_core::config::Diagnostic;
-use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::conn::shown;
 use super::web::{json, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
-use crate::network::GRACE;
 use duct_core::source::{run, ForkRequest};
 
 #[derive(Debug, Deserialize)]
@@ -149,19 +148,7 @@ struct Last {
     total: (i64, i64),
 }
 
-impl Source for Queues {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Queues, counters);
 
 /// A queue's name, ready and unacknowledged messages.
 pub(crate) type Queue = (String, i64, i64);

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use rustls::ClientConfig;
 use serde::Deserialize;
 
 use super::conn::{shown, split_line, Parsed};
 use super::{budget, host_option, port_option, Conn, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
-use crate::network::{tls_policy, GRACE};
+use crate::network::tls_policy;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -161,19 +161,7 @@ fn encode(out: &mut Vec<u8>, words: &[&str]) {
     }
 }
 
-impl Source for Queues {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn needs_two_ticks(&self) -> bool {
-        true
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Queues, counters);
 
 impl Queues {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -11,13 +11,12 @@
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::web::{json, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT};
-use crate::network::GRACE;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -73,15 +72,7 @@ pub struct RiakStats {
     faults: Faults,
 }
 
-impl Source for RiakStats {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(RiakStats);
 
 impl RiakStats {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

@@ -17,12 +17,11 @@ use std::time::Duration;
 
 use duct_core::config::Diagnostic;
 use duct_core::source::{run, ForkRequest};
-use duct_core::{Event, Metric, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Event, Metric, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::{budget, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
-use crate::network::GRACE;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -93,15 +92,7 @@ pub struct Stats {
     faults: Faults,
 }
 
-impl Source for Stats {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Stats);
 
 impl Stats {
     async fn check(&mut self, ctx: &SourceContext) -> Vec<Event> {

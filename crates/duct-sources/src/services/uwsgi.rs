@@ -13,13 +13,12 @@
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
+use duct_core::{Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::conn::{shown, Parsed};
 use super::{budget, host_option, port_option, Conn, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
-use crate::network::GRACE;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -73,15 +72,7 @@ pub struct Emperor {
     faults: Faults,
 }
 
-impl Source for Emperor {
-    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        Box::pin(async move { Ok(self.check(ctx).await) })
-    }
-
-    fn tick_timeout(&self, _configured: Duration) -> Duration {
-        self.budget + GRACE
-    }
-}
+service_source!(Emperor);
 
 /// One vassal's figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
