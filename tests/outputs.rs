@@ -642,3 +642,37 @@ sources:
     let log = agent.stderr();
     assert!(log.contains("1 refused") && log.contains("refused with 400"), "{log}");
 }
+
+#[test]
+fn http_outputs_refuse_bad_options_at_check() {
+    let dir = TempDir::new("http-outputs-check");
+    let path = dir.write(
+        "duct.yml",
+        "outputs:
+  - {output: duct.outputs.influxdb.InfluxDB, url: 'ftp://db:8086'}
+  - {output: duct.outputs.influxdb.InfluxDB, version: 3}
+  - {output: duct.outputs.influxdb.InfluxDB, version: 2}
+  - {output: duct.outputs.elasticsearch.ElasticSearch, url: 'not a url'}
+  - {output: duct.outputs.elasticsearch.ElasticSearch, index: 'duct-%B'}
+  - {output: duct.outputs.opentsdb.OpenTSDB, timeout: 0}
+  - {output: duct.outputs.prometheus.RemoteWrite, url: 'unix:/run/x.sock'}
+  - {output: duct.outputs.influxdb3.InfluxDB3, precision: hours}
+sources:
+  - {service: a, source: duct.sources.generator.Function, function: '1'}
+",
+    );
+    let (code, _, err) = common::ductd_output(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    for expected in [
+        "outputs[0].url: `ftp://db:8086` is not an http:// or https:// URL",
+        "outputs[1].version: must be 1 or 2, not 3",
+        "outputs[2].bucket: version 2 needs a bucket",
+        "outputs[3].url: `not a url` is not a URL",
+        "outputs[4].index: `%B` is not supported",
+        "outputs[5].timeout: must be a positive number of seconds",
+        "outputs[6].url: `unix:/run/x.sock` is not an http:// or https:// URL",
+        "outputs[7].precision: `hours` is not one of",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+}

@@ -20,11 +20,10 @@ use std::hash::{Hash, Hasher};
 use duct_core::civil::{iso8601_utc, DatePattern};
 use duct_core::config::Diagnostic;
 use duct_core::{Batch, BoxFuture, Event, EventKind, Metric, Output, OutputArgs, OutputError, OutputSpec};
-use duct_http::client::Url;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::http_push::{body_excerpt, Endpoint, HttpOptions, HTTP_OPTIONS};
+use crate::http_push::{body_excerpt, names_with_http, url_with_path, Endpoint, HttpOptions};
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -45,11 +44,7 @@ impl Default for Options {
 
 fn options() -> &'static [&'static str] {
     static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    NAMES.get_or_init(|| {
-        let mut names = duct_core::config::field_names::<Options>().to_vec();
-        names.extend_from_slice(HTTP_OPTIONS);
-        names
-    })
+    names_with_http::<Options>(&NAMES)
 }
 
 fn make_spec(name: &'static str) -> OutputSpec {
@@ -77,13 +72,7 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     let opts: Options = args.options()?;
     let http: HttpOptions = args.options()?;
     let index = DatePattern::parse(&opts.index).map_err(|e| args.invalid("index", e))?;
-    let mut url =
-        Url::parse(&opts.url).map_err(|e| args.invalid("url", format!("`{}` is not a URL: {e}", opts.url)))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(args.invalid("url", format!("`{}` is not an http:// or https:// URL", opts.url)));
-    }
-    let base = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{base}/_bulk"));
+    let url = url_with_path(args, &opts.url, "/_bulk")?;
     Ok(Box::new(ElasticSearch {
         endpoint: Endpoint::new(args, "url", url.as_str(), &http)?,
         index,

@@ -17,6 +17,7 @@
 use std::io::{self, Write as _};
 use std::time::Duration;
 
+use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::{Batch, BoxFuture, Event, Output, OutputArgs, OutputError, OutputSpec};
 use serde::Deserialize;
@@ -60,13 +61,6 @@ pub fn spec() -> OutputSpec {
     )
 }
 
-fn seconds(args: &OutputArgs<'_>, key: &str, value: f64) -> Result<Duration, Diagnostic> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero() && value <= 86_400.0)
-        .ok_or_else(|| args.invalid(key, "must be a number of seconds above 0 and at most 86400"))
-}
-
 fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     let opts: Options = args.options()?;
     if opts.server.trim().is_empty() {
@@ -84,8 +78,8 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
             prefix,
             hostname: opts.prefix_hostname,
         },
-        connect_timeout: seconds(args, "connect_timeout", opts.connect_timeout)?,
-        write_timeout: seconds(args, "write_timeout", opts.write_timeout)?,
+        connect_timeout: args.duration("connect_timeout", opts.connect_timeout, Zero::Refused)?,
+        write_timeout: args.duration("write_timeout", opts.write_timeout, Zero::Refused)?,
         conn: None,
         buf: Vec::with_capacity(64 << 10),
     }))

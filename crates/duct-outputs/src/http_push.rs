@@ -14,11 +14,12 @@
 //!   data should still be there when they are.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::OnceLock;
 
+use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::{OutputArgs, OutputError};
-use duct_http::client::{header, Client, HeaderValue, Method, Request, Response, StatusCode};
+use duct_http::client::{header, Client, HeaderValue, Method, Request, Response, StatusCode, Url};
 use duct_http::tls::TlsPolicy;
 use serde::Deserialize;
 
@@ -53,6 +54,30 @@ impl Default for HttpOptions {
 /// The option names of [`HttpOptions`], for outputs that flatten it.
 pub const HTTP_OPTIONS: &[&str] = &["user", "password", "tls_verify", "ca", "timeout"];
 
+/// The option names of `T` followed by [`HTTP_OPTIONS`], made once into
+/// `cell`: what an HTTP output's `OutputSpec::options` returns.
+pub fn names_with_http<T: serde::de::DeserializeOwned>(
+    cell: &'static OnceLock<Vec<&'static str>>,
+) -> &'static [&'static str] {
+    cell.get_or_init(|| {
+        let mut names = duct_core::config::field_names::<T>().to_vec();
+        names.extend_from_slice(HTTP_OPTIONS);
+        names
+    })
+}
+
+/// The `url` option as an http(s) URL with `path` (`/api/put`) added to
+/// its own path, a final `/` of which is dropped.
+pub fn url_with_path(args: &OutputArgs<'_>, text: &str, path: &str) -> Result<Url, Diagnostic> {
+    let mut url = Url::parse(text).map_err(|e| args.invalid("url", format!("`{text}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(args.invalid("url", format!("`{text}` is not an http:// or https:// URL")));
+    }
+    let base = url.path().trim_end_matches('/').to_string();
+    url.set_path(&format!("{base}{path}"));
+    Ok(url)
+}
+
 /// An endpoint batches are POSTed to.
 pub struct Endpoint {
     client: Client,
@@ -67,10 +92,7 @@ impl Endpoint {
         if let Some(user) = &http.user {
             request = request.basic_auth(user.clone(), http.password.clone().unwrap_or_default());
         }
-        let timeout = Duration::try_from_secs_f64(http.timeout)
-            .ok()
-            .filter(|d| !d.is_zero() && http.timeout <= 3600.0)
-            .ok_or_else(|| args.invalid("timeout", "must be a number of seconds above 0 and at most 3600"))?;
+        let timeout = args.duration("timeout", http.timeout, Zero::Refused)?;
         request = request.timeout(timeout);
         // Answers are small; a flood of them is not worth reading.
         request.max_body_bytes = 1 << 20;

@@ -9,22 +9,11 @@ use std::sync::OnceLock;
 
 use duct_core::config::Diagnostic;
 use duct_core::{Batch, BoxFuture, Output, OutputArgs, OutputError, OutputSpec};
-use duct_http::client::{header, HeaderValue, Url};
+use duct_http::client::{header, HeaderValue};
 use serde::Deserialize;
 
-use crate::http_push::{Endpoint, HttpOptions, HTTP_OPTIONS};
+use crate::http_push::{names_with_http, url_with_path, Endpoint, HttpOptions};
 use crate::line_protocol::{write_point, Precision};
-
-/// The option names of `T` and of [`HttpOptions`], made once.
-fn names_with_http<T: serde::de::DeserializeOwned>(
-    cell: &'static OnceLock<Vec<&'static str>>,
-) -> &'static [&'static str] {
-    cell.get_or_init(|| {
-        let mut names = duct_core::config::field_names::<T>().to_vec();
-        names.extend_from_slice(HTTP_OPTIONS);
-        names
-    })
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -72,15 +61,6 @@ fn precision(args: &OutputArgs<'_>, name: &str) -> Result<Precision, Diagnostic>
     })
 }
 
-/// The `url` option, to which each API's path is added.
-fn base_url(args: &OutputArgs<'_>, text: &str) -> Result<Url, Diagnostic> {
-    let url = Url::parse(text).map_err(|e| args.invalid("url", format!("`{text}` is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(args.invalid("url", format!("`{text}` is not an http:// or https:// URL")));
-    }
-    Ok(url)
-}
-
 fn bearer(args: &OutputArgs<'_>, scheme: &str, token: &str) -> Result<HeaderValue, Diagnostic> {
     let mut value = HeaderValue::try_from(format!("{scheme} {token}"))
         .map_err(|_| args.invalid("token", "must be text without line breaks"))?;
@@ -95,11 +75,7 @@ fn build_v3(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     if opts.database.is_empty() {
         return Err(args.invalid("database", "needs a database name"));
     }
-    let mut url = base_url(args, &opts.url)?;
-    url.path_segments_mut()
-        .map_err(|_| args.invalid("url", "cannot have a path added"))?
-        .pop_if_empty()
-        .extend(["api", "v3", "write_lp"]);
+    let mut url = url_with_path(args, &opts.url, "/api/v3/write_lp")?;
     url.query_pairs_mut()
         .append_pair("db", &opts.database)
         .append_pair("precision", precision.v3_name());
@@ -171,18 +147,17 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     let http: HttpOptions = args.options()?;
     let precision = precision(args, &opts.precision)?;
     let version = opts.version.unwrap_or(if opts.bucket.is_some() { 2 } else { 1 });
-    let mut url = base_url(args, &opts.url)?;
-    let mut path = url
-        .path_segments_mut()
-        .map_err(|_| args.invalid("url", "cannot have a path added"))?;
-    path.pop_if_empty();
+    let path = match version {
+        1 => "/write",
+        2 => "/api/v2/write",
+        other => return Err(args.invalid("version", format!("must be 1 or 2, not {other}"))),
+    };
+    let mut url = url_with_path(args, &opts.url, path)?;
     match version {
         1 => {
             if opts.database.is_empty() {
                 return Err(args.invalid("database", "needs a database name"));
             }
-            path.push("write");
-            drop(path);
             let mut query = url.query_pairs_mut();
             query
                 .append_pair("db", &opts.database)
@@ -191,12 +166,10 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
                 query.append_pair("rp", rp);
             }
         }
-        2 => {
+        _ => {
             let Some(bucket) = opts.bucket.as_deref().filter(|b| !b.is_empty()) else {
                 return Err(args.invalid("bucket", "version 2 needs a bucket"));
             };
-            path.extend(["api", "v2", "write"]);
-            drop(path);
             let mut query = url.query_pairs_mut();
             query
                 .append_pair("bucket", bucket)
@@ -205,7 +178,6 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
                 query.append_pair("org", org);
             }
         }
-        other => return Err(args.invalid("version", format!("must be 1 or 2, not {other}"))),
     }
     let mut endpoint = Endpoint::new(args, "url", url.as_str(), &http)?;
     let request = endpoint.request_mut();

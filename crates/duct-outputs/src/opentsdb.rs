@@ -14,10 +14,9 @@ use std::sync::OnceLock;
 
 use duct_core::config::Diagnostic;
 use duct_core::{Batch, BoxFuture, Output, OutputArgs, OutputError, OutputSpec};
-use duct_http::client::Url;
 use serde::Deserialize;
 
-use crate::http_push::{body_excerpt, is_retryable, Endpoint, HttpOptions, HTTP_OPTIONS};
+use crate::http_push::{body_excerpt, is_retryable, names_with_http, url_with_path, Endpoint, HttpOptions};
 use crate::opentsdb_json::{put_body, rate_metadata};
 
 #[derive(Debug, Deserialize)]
@@ -36,11 +35,7 @@ impl Default for Options {
 
 fn options() -> &'static [&'static str] {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        let mut names = duct_core::config::field_names::<Options>().to_vec();
-        names.extend_from_slice(HTTP_OPTIONS);
-        names
-    })
+    names_with_http::<Options>(&NAMES)
 }
 
 pub fn spec() -> OutputSpec {
@@ -67,17 +62,12 @@ pub fn bosun_spec() -> OutputSpec {
     spec
 }
 
-/// `url` with `path` in place of its own path (Duct strips a final `/`).
+/// The endpoint at `path` under the `url` option.
 fn endpoint(args: &OutputArgs<'_>, url: &str, path: &str, query: Option<&str>) -> Result<Endpoint, Diagnostic> {
     let http: HttpOptions = args.options()?;
-    let mut parsed = Url::parse(url).map_err(|e| args.invalid("url", format!("`{url}` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(args.invalid("url", format!("`{url}` is not an http:// or https:// URL")));
-    }
-    let base = parsed.path().trim_end_matches('/').to_string();
-    parsed.set_path(&format!("{base}{path}"));
-    parsed.set_query(query);
-    Endpoint::new(args, "url", parsed.as_str(), &http)
+    let mut url = url_with_path(args, url, path)?;
+    url.set_query(query);
+    Endpoint::new(args, "url", url.as_str(), &http)
 }
 
 fn build(args: &OutputArgs<'_>, bosun: bool) -> Result<Box<dyn Output>, Diagnostic> {

@@ -24,7 +24,7 @@ use duct_http::client::{header, HeaderName, HeaderValue};
 use prost::Message;
 use serde::Deserialize;
 
-use crate::http_push::{Endpoint, HttpOptions, HTTP_OPTIONS};
+use crate::http_push::{names_with_http, url_with_path, Endpoint, HttpOptions};
 use crate::prometheus::{label_name, metric_name};
 
 /// `prometheus.WriteRequest` (remote write 1.0; metadata left out).
@@ -82,11 +82,7 @@ impl Default for Options {
 
 fn options() -> &'static [&'static str] {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        let mut names = duct_core::config::field_names::<Options>().to_vec();
-        names.extend_from_slice(HTTP_OPTIONS);
-        names
-    })
+    names_with_http::<Options>(&NAMES)
 }
 
 pub fn spec() -> OutputSpec {
@@ -103,10 +99,8 @@ pub fn spec() -> OutputSpec {
 fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     let opts: Options = args.options()?;
     let http: HttpOptions = args.options()?;
-    let mut endpoint = Endpoint::new(args, "url", &opts.url, &http)?;
-    if endpoint.request_mut().url().scheme() == "unix" {
-        return Err(args.invalid("url", "must be an http:// or https:// URL"));
-    }
+    let url = url_with_path(args, &opts.url, "")?;
+    let mut endpoint = Endpoint::new(args, "url", url.as_str(), &http)?;
     let headers = &mut endpoint.request_mut().headers;
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
     headers.insert(
