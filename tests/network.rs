@@ -937,44 +937,18 @@ fn the_blackbox_exporter_agrees_on_every_case() {
 // ------------------------------------------------------------------- DNS
 
 fn start_unbound() -> Option<Server> {
-    let unbound = require_binary("unbound", "unbound")?;
-    let dir = TempDir::new("unbound");
-    let port = free_port();
-    let d = dir.path().display();
-    let conf = dir.write(
-        "unbound.conf",
-        &format!(
-            r#"server:
-  interface: 127.0.0.1
-  port: {port}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{d}"
-  pidfile: "{d}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  do-ip6: no
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  local-zone: "duct.test." static
-  local-data: "duct.test. 300 IN MX 10 mail.duct.test."
+    common::start_unbound(
+        "unbound",
+        r#"  local-data: "duct.test. 300 IN MX 10 mail.duct.test."
   local-data: 'duct.test. 300 IN TXT "v=spf1 -all"'
   local-data: "web.duct.test. 300 IN A 198.18.0.10"
   local-data: "web.duct.test. 300 IN A 198.18.0.11"
   local-data: "web.duct.test. 300 IN AAAA 2001:db8::10"
   local-data: "www.duct.test. 300 IN CNAME web.duct.test."
   local-zone: "18.198.in-addr.arpa." static
-  local-data-ptr: "198.18.0.10 300 web.duct.test."
-remote-control:
-  control-enable: no
-"#
-        ),
-    );
-    let mut cmd = Command::new(unbound);
-    cmd.args(["-d", "-c", conf.to_str().unwrap()]);
-    // unbound answers on UDP and TCP; the TCP port says it is up.
-    Some(Server::spawn(cmd, port, dir, "unbound"))
+  local-data-ptr: "198.18.0.10 300 web.duct.test.""#,
+        "  control-enable: no",
+    )
 }
 
 #[test]

@@ -680,40 +680,13 @@ sources:
 /// unbound answering for a local zone on a free port, with remote control
 /// on a Unix socket in its temporary directory (no certificates).
 fn start_unbound() -> Option<Server> {
-    let unbound = require_binary("unbound", "unbound")?;
     require_binary("unbound-control", "unbound")?;
-    let dir = TempDir::new("unbound-stats");
-    let port = free_port();
-    let d = dir.path().display();
-    let conf = dir.write(
-        "unbound.conf",
-        &format!(
-            r#"server:
-  interface: 127.0.0.1
-  port: {port}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{d}"
-  pidfile: "{d}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  do-ip6: no
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  extended-statistics: yes
-  local-zone: "duct.test." static
-  local-data: "web.duct.test. 300 IN A 198.18.0.10"
-remote-control:
-  control-enable: yes
-  control-interface: {d}/control.sock
-  control-use-cert: no
-"#
-        ),
-    );
-    let mut cmd = Command::new(unbound);
-    cmd.args(["-d", "-c", conf.to_str().unwrap()]);
-    Some(Server::spawn(cmd, port, dir, "unbound"))
+    common::start_unbound(
+        "unbound-stats",
+        r#"  extended-statistics: yes
+  local-data: "web.duct.test. 300 IN A 198.18.0.10""#,
+        "  control-enable: yes\n  control-interface: {dir}/control.sock\n  control-use-cert: no",
+    )
 }
 
 /// Sends an A query for `name` to 127.0.0.1:port and waits for the answer.

@@ -487,3 +487,42 @@ pub fn event<'a>(events: &'a HashMap<String, Value>, name: &str) -> &'a Value {
 pub fn description(ev: &Value) -> &str {
     ev["description"].as_str().unwrap_or("")
 }
+
+/// unbound on a free loopback port in a temporary directory (`tag`),
+/// answering from a static `duct.test.` zone: `zone` holds its
+/// `local-data` lines (and any other `server:` lines), `remote_control`
+/// the `remote-control:` section (`{dir}` in it becomes the directory).
+pub fn start_unbound(tag: &str, zone: &str, remote_control: &str) -> Option<Server> {
+    let unbound = require_binary("unbound", "unbound")?;
+    let dir = TempDir::new(tag);
+    let port = free_port();
+    let d = dir.path().display().to_string();
+    let conf = dir.write(
+        "unbound.conf",
+        &format!(
+            r#"server:
+  interface: 127.0.0.1
+  port: {port}
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  local-zone: "duct.test." static
+{zone}
+remote-control:
+{remote}
+"#,
+            remote = remote_control.replace("{dir}", &d),
+        ),
+    );
+    let mut cmd = Command::new(unbound);
+    cmd.args(["-d", "-c", conf.to_str().expect("utf-8 path")]);
+    // unbound answers on UDP and TCP; the TCP port says it is up.
+    Some(Server::spawn(cmd, port, dir, "unbound"))
+}
