@@ -61,7 +61,7 @@ const MAX_VARIABLES: usize = 200_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
-struct Options {
+pub(crate) struct Options {
     ip: String,
     port: i64,
     community: String,
@@ -126,6 +126,19 @@ pub(crate) struct Session {
     pub retries: u32,
     /// SNMPv3 (the PDUs are v2c's then).
     pub v3: Option<std::sync::Arc<v3::User>>,
+}
+
+/// The SNMP options' names followed by `extra`, made once into `cell`:
+/// the option list of a source that takes SNMP's options and a few more.
+pub(crate) fn option_names_with(
+    cell: &'static std::sync::OnceLock<Vec<&'static str>>,
+    extra: &[&'static str],
+) -> &'static [&'static str] {
+    cell.get_or_init(|| {
+        let mut names = duct_core::config::field_names::<Options>().to_vec();
+        names.extend_from_slice(extra);
+        names
+    })
 }
 
 pub(crate) fn session(args: &SourceArgs<'_>) -> Result<(Session, Duration), Diagnostic> {

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use duct_core::config::Diagnostic;
 use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
-use serde::Deserialize;
 
 use super::ber::{Oid, Value};
 use super::{session, Session, SnmpError};
@@ -36,48 +35,15 @@ const SENSORS: [(u32, &str, bool); 6] = [
     (8, "energy", false),         // activeEnergy
 ];
 
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-#[allow(dead_code)] // read for the list of known keys; `session` reads the rest
-struct Options {
-    ip: String,
-    port: i64,
-    community: String,
-    version: serde_json::Value,
-    retries: i64,
-    request_timeout: f64,
-    timeout: Option<f64>,
-    username: Option<String>,
-    auth_protocol: String,
-    auth_password: Option<String>,
-    priv_protocol: String,
-    priv_password: Option<String>,
-    /// Duct's directory of compiled MIBs: accepted, not needed.
-    mib_path: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            ip: "127.0.0.1".into(),
-            port: 161,
-            community: "public".into(),
-            version: serde_json::Value::String("2c".into()),
-            retries: super::DEFAULT_RETRIES,
-            request_timeout: super::DEFAULT_REQUEST_TIMEOUT,
-            timeout: None,
-            username: None,
-            auth_protocol: "SHA".into(),
-            auth_password: None,
-            priv_protocol: "AES".into(),
-            priv_password: None,
-            mib_path: "/var/lib/duct/mibs".into(),
-        }
-    }
+/// SNMP's options, and Duct's `mib_path` (accepted, not needed: the OIDs
+/// are built in).
+fn options() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    super::option_names_with(&NAMES, &["mib_path"])
 }
 
 pub fn spec() -> SourceSpec {
-    SourceSpec::new::<Options>(
+    let mut spec = SourceSpec::new::<super::Options>(
         "duct.sources.power.raritan_px.RaritanPX",
         "A Raritan PX PDU's outlet and inlet sensors (PDU2-MIB, OIDs built in): `ip` (127.0.0.1), `port` (161), \
          `community` (public), `mib_path` (accepted, unused), and SNMP's `version`, `retries`, `request_timeout`",
@@ -87,7 +53,9 @@ pub fn spec() -> SourceSpec {
             "(service): critical with no metric when the PDU does not answer",
         ],
         build,
-    )
+    );
+    spec.options = options;
+    spec
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
