@@ -195,9 +195,16 @@ impl Output for ElasticSearch {
                 return Ok(());
             }
             let mut body = Vec::with_capacity(batch.len() * 300);
+            // A batch's events mostly share their second: format the index
+            // name once per second, not once per event.
+            let mut named: Option<(i64, String)> = None;
             for event in batch.iter() {
-                let index = self.index.format(event.time);
-                push_bulk(&mut body, &index, event);
+                let second = event.time.floor() as i64;
+                if named.as_ref().is_none_or(|(s, _)| *s != second) {
+                    named = Some((second, self.index.format(event.time)));
+                }
+                let (_, index) = named.as_ref().expect("set above");
+                push_bulk(&mut body, index, event);
             }
             let answer = self.endpoint.post(body, "application/x-ndjson").await?;
             self.endpoint.judge(&answer, batch.len())?;
