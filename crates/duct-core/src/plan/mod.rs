@@ -27,7 +27,8 @@ use sources::plan_source;
 
 pub use outputs::{OutputRecipe, PlannedOutput};
 pub use settings::{
-    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList, WhenFull,
+    common_output_options, common_source_options, stagger_offset, Buffer, DiskBufferSettings, OutputSettings,
+    SourceSettings, StringList, WhenFull,
 };
 pub use sources::{PlannedSource, SourceRecipe};
 
@@ -279,6 +280,12 @@ impl<'a> OptionChecks<'a> {
 
     fn fail(&mut self, key: &str, message: impl std::fmt::Display) {
         self.diags.push(invalid_at(self.block, key, message));
+        self.ok = false;
+    }
+
+    /// An error found by the caller (of a nested option).
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
         self.ok = false;
     }
 
