@@ -34,6 +34,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use duct_core::plan::DiskBufferSettings;
@@ -50,6 +51,9 @@ const READ_BLOCK: usize = 4 << 20;
 const SEGMENT_SUFFIX: &str = ".seg";
 const ACKED_FILE: &str = "acked";
 const LOCK_FILE: &str = "lock";
+/// How often the `acked` file is rewritten while delivery moves on: what a
+/// kill makes the next run send twice is what was delivered meanwhile.
+const ACKED_EVERY: Duration = Duration::from_millis(50);
 
 /// Why the buffer cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,8 @@ pub struct DiskBuffer {
     unread: u64,
     /// Delivery had got here, as last written to `acked`.
     acked: Option<StoredAt>,
+    /// When `acked` was last written: at most every [`ACKED_EVERY`].
+    acked_written: Instant,
     /// Written since the last sync.
     dirty: bool,
     /// A sync is running on the blocking pool.
@@ -226,6 +232,7 @@ impl DiskBuffer {
             read_in_segment,
             unread: recovered_events,
             acked,
+            acked_written: Instant::now(),
             dirty: false,
             syncing: Arc::default(),
             record: BytesMut::new(),
@@ -480,7 +487,14 @@ impl DiskBuffer {
         }
         if self.acked != Some(oldest) {
             self.acked = Some(oldest);
-            self.dirty = true;
+            // Written now (not synced: a kill keeps it, power loss may
+            // not, which only means sending more again).
+            if self.acked_written.elapsed() >= ACKED_EVERY {
+                self.acked_written = Instant::now();
+                let _ = write_acked(&self.dir, oldest);
+            } else {
+                self.dirty = true;
+            }
         }
     }
 

@@ -87,7 +87,11 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
             &suggestions,
             &mut diags,
         ) {
-            outputs.push(o);
+            if let Some(d) = shared_buffer(&outputs, &o, block) {
+                diags.push(d);
+            } else {
+                outputs.push(o);
+            }
         }
         alike.fold(&mut diags, from, block);
     }
@@ -320,6 +324,28 @@ impl<'a> OptionChecks<'a> {
             }
         }
     }
+}
+
+/// An error if `o`'s disk buffer directory is already another output's:
+/// two queues in one directory would delete each other's segments.
+fn shared_buffer(outputs: &[PlannedOutput], o: &PlannedOutput, block: &Block) -> Option<Diagnostic> {
+    let Buffer::Disk(mine) = &o.settings().buffer else {
+        return None;
+    };
+    let other = outputs
+        .iter()
+        .find(|p| matches!(&p.settings().buffer, Buffer::Disk(d) if d.path == mine.path))?;
+    let mark = block.node.get("buffer").map(|n| n.mark.clone());
+    Some(Diagnostic::error(
+        mark,
+        format!(
+            "{}.buffer.path: {} is already the disk buffer of {} ({})",
+            block.context,
+            mine.path.display(),
+            other.settings().label,
+            other.settings().context
+        ),
+    ))
 }
 
 /// What a refused duration is replaced with while the rest of its block is

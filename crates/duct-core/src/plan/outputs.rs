@@ -191,6 +191,8 @@ pub(super) fn plan_output(
 
 /// The smallest `max_bytes`: a few segments of the smallest size.
 const MIN_BUFFER_BYTES: u64 = 1 << 20;
+/// The options of `buffer:`.
+const BUFFER_KEYS: &[&str] = &["type", "path", "max_bytes", "sync_interval"];
 /// `max_bytes` unless given.
 const DEFAULT_BUFFER_BYTES: u64 = 1 << 30;
 
@@ -201,9 +203,22 @@ fn buffer_settings(
     base_path: &std::path::Path,
     checks: &mut OptionChecks<'_>,
 ) -> Buffer {
+    let node = block.node.get("buffer");
+    for (key, value) in node.and_then(Node::as_map).unwrap_or_default() {
+        let name = key.as_str().unwrap_or_default();
+        if !BUFFER_KEYS.contains(&name) {
+            checks.push(Diagnostic::error(
+                Some(key.mark.clone()),
+                format!(
+                    "{}.buffer.{name}: unknown option{}",
+                    block.context,
+                    did_you_mean(name, BUFFER_KEYS.iter().copied())
+                ),
+            ));
+        }
+    }
     let mut fail = |key: &str, message: &str| {
-        let at = block.node.get("buffer");
-        let mark = at.and_then(|b| b.get(key)).or(at).map(|n| n.mark.clone());
+        let mark = node.and_then(|b| b.get(key)).or(node).map(|n| n.mark.clone());
         checks.push(Diagnostic::error(
             mark,
             format!("{}.buffer.{key}: {message}", block.context),

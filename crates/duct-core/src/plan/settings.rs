@@ -138,9 +138,8 @@ pub struct DiskBufferSettings {
     pub sync_interval: f64,
 }
 
-/// `buffer:` as written.
+/// `buffer:` as written (unknown keys are found from its node).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct BufferOptions {
     #[serde(rename = "type")]
     pub(super) kind: String,
