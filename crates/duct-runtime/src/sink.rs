@@ -114,6 +114,7 @@ impl EventSink for RouterSink {
     }
 
     fn publish_held(&self, events: Vec<Event>, receipt: Option<Receipt>) -> BoxFuture<'static, ()> {
+        let claim = receipt.clone();
         let request = self.router().send(Publish {
             rules: self.rules.clone(),
             events,
@@ -121,8 +122,16 @@ impl EventSink for RouterSink {
         });
         let (gates, rules) = (self.gates.clone(), self.rules.clone());
         Box::pin(async move {
-            let _ = request.await;
-            gates.room(&rules.route).await;
+            let routed = request.await.is_ok();
+            if let Some(r) = claim {
+                if !routed {
+                    // The router stopped (shutdown): the events went nowhere.
+                    r.fail();
+                }
+            }
+            if routed {
+                gates.room(&rules.route).await;
+            }
         })
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use duct_core::config::{Block, Globals, Mark, Node};
 use duct_core::pipeline::SourceRules;
-use duct_core::plan::{Buffer, DiskBufferSettings, OutputRecipe, WhenFull};
+use duct_core::plan::{Buffer, OutputRecipe, WhenFull};
 use duct_core::{
     Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats, Telemetry,
 };

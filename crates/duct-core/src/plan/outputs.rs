@@ -204,7 +204,7 @@ fn buffer_settings(
     checks: &mut OptionChecks<'_>,
 ) -> Buffer {
     let node = block.node.get("buffer");
-    for (key, value) in node.and_then(Node::as_map).unwrap_or_default() {
+    for (key, _) in node.and_then(Node::as_map).unwrap_or_default() {
         let name = key.as_str().unwrap_or_default();
         if !BUFFER_KEYS.contains(&name) {
             checks.push(Diagnostic::error(
