@@ -79,7 +79,7 @@ impl HealthState {
         let outputs = t.outputs();
         let failing_outputs: Vec<_> = outputs
             .iter()
-            .filter(|o| !o.healthy.load(Ordering::Relaxed))
+            .filter(|o| !o.is_healthy())
             .map(|o| {
                 json!({
                     "name": o.name,

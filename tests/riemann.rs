@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric, require_binary, service, state, status_kib, wait_for_port, Running, TempDir};
+use common::read_riemann_answer as read_answer;
+use common::{
+    free_port, metric, require_binary, riemann_frame, service, state, status_kib, wait_for_port, Running, TempDir,
+};
 use serde_json::Value;
 
 /// Starts `ductd` with `config` written to `name` in `dir`.
@@ -92,39 +95,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A Riemann frame holding one event (service, host, metric_sint64),
-/// encoded by hand: the test must not trust ductd's own encoder.
+/// A Riemann frame holding one event (service, host, metric_sint64).
 fn raw_frame(service: &str, host: &str, metric: i64) -> Vec<u8> {
-    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
-        assert!(bytes.len() < 128);
-        let mut out = vec![tag << 3 | 2, bytes.len() as u8];
-        out.extend_from_slice(bytes);
-        out
-    }
-    let zigzag = ((metric << 1) ^ (metric >> 63)) as u64;
-    assert!(zigzag < 128);
-    let mut event = field(3, service.as_bytes());
-    event.extend(field(4, host.as_bytes()));
-    event.extend([13 << 3, zigzag as u8]);
-    let msg = field(6, &event);
-    let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
-    frame.extend(msg);
-    frame
-}
-
-/// Reads one answer frame: `Some(true)` for `ok: true`, `Some(false)` for
-/// `ok: false`, `None` if the connection closed first.
-fn read_answer(s: &mut TcpStream) -> Option<bool> {
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    // `ok` is field 2, a varint: 0x10 then 0 or 1.
-    match body.get(..2) {
-        Some([0x10, v]) => Some(*v == 1),
-        _ => panic!("not an answer: {body:?}"),
-    }
+    riemann_frame(&[(service, host, metric)])
 }
 
 #[test]

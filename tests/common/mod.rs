@@ -527,3 +527,49 @@ remote-control:
     // unbound answers on UDP and TCP; the TCP port says it is up.
     Some(Server::spawn(cmd, port, dir, "unbound"))
 }
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A Riemann frame of events (service, host, `metric_sint64`), encoded by
+/// hand: tests must not trust ductd's own encoder.
+pub fn riemann_frame(events: &[(&str, &str, i64)]) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, tag: u64, bytes: &[u8]) {
+        put_varint(out, tag << 3 | 2);
+        put_varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let mut msg = Vec::new();
+    for (service, host, metric) in events {
+        let mut event = Vec::new();
+        field(&mut event, 3, service.as_bytes());
+        field(&mut event, 4, host.as_bytes());
+        put_varint(&mut event, 13 << 3);
+        put_varint(&mut event, ((metric << 1) ^ (metric >> 63)) as u64);
+        field(&mut msg, 6, &event);
+    }
+    let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
+    frame.extend(msg);
+    frame
+}
+
+/// Reads one Riemann answer frame: `Some(true)` for `ok: true`,
+/// `Some(false)` for `ok: false`, `None` if the connection closed first or
+/// no answer came within 10 s.
+pub fn read_riemann_answer(s: &mut std::net::TcpStream) -> Option<bool> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    // `ok` is field 2, a varint: 0x10 then 0 or 1.
+    match body.get(..2) {
+        Some([0x10, v]) => Some(*v == 1),
+        _ => panic!("not an answer: {body:?}"),
+    }
+}

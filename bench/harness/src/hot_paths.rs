@@ -108,7 +108,7 @@ impl Route {
 
     pub fn run(&mut self, events: Vec<Event>) {
         // With no outputs, nothing can be blocked.
-        let _ = self.router.route(&self.rules, events);
+        let _ = self.router.route(&self.rules, events, None);
     }
 }
 

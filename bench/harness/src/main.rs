@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// 1: listener → router (triggers) → Riemann output → acking sink, and listener → Null
+    /// 1: listener → router (triggers) → Riemann output (memory queue, disk buffer, disk buffer with end_to_end) → acking sink, and listener → Null
     Throughput {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -54,8 +54,9 @@ enum Scenario {
         /// Unacknowledged messages per connection
         #[arg(long, default_value_t = 128)]
         window: usize,
-        /// Only one variant: `riemann` or `null`
-        #[arg(long, value_parser = ["riemann", "null"])]
+        /// Only one variant: `riemann`, `disk` (RiemannTCP with a disk buffer),
+        /// `disk-e2e` (the same with `end_to_end` acks) or `null`
+        #[arg(long, value_parser = ["riemann", "disk", "disk-e2e", "null"])]
         only: Option<String>,
     },
     /// 2: six host sources at 1 s beside collectd and node_exporter
@@ -199,7 +200,7 @@ fn main() -> ExitCode {
                 warmup,
                 connections,
                 window,
-                null_only: only.map(|v| v == "null"),
+                only: only.as_deref().and_then(throughput::Variant::parse),
             };
             report(Ok(throughput::run(&env, &opts)), "throughput");
         }

@@ -16,7 +16,7 @@ pub mod telemetry;
 pub mod throttle;
 
 pub use event::{Aggregation, Event, EventKind, Metric};
-pub use output::{Batch, EventQueue, Output, OutputError};
+pub use output::{Batch, EventQueue, Output, OutputError, Receipt, StoredAt};
 pub use plan::{OutputSettings, Plan, SourceSettings};
 pub use registry::{NoOptions, OutputArgs, OutputSpec, Registry, SourceArgs, SourceSpec};
 pub use source::{

@@ -11,8 +11,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 use crate::event::Event;
 use crate::source::BoxFuture;
@@ -85,12 +87,66 @@ impl From<std::io::Error> for OutputError {
     }
 }
 
+/// Where a chunk's record starts in an output's disk buffer: segment
+/// number, then byte offset. Records are written and read in this order,
+/// so the first chunk of a queue that has one marks where everything
+/// before is done with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoredAt {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// A listener's claim on a message's events (`end_to_end`): every output
+/// the events are routed to holds a clone until it has written them to its
+/// disk buffer or delivered them. Once every clone is gone, the listener
+/// hears whether all of them did (true) or any had to give them up.
+#[derive(Debug, Clone)]
+pub struct Receipt(Arc<ReceiptInner>);
+
+#[derive(Debug)]
+struct ReceiptInner {
+    failed: AtomicBool,
+    done: Mutex<Option<oneshot::Sender<bool>>>,
+}
+
+impl Receipt {
+    /// A receipt, and where the listener hears the outcome.
+    pub fn new() -> (Receipt, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        let inner = ReceiptInner {
+            failed: AtomicBool::new(false),
+            done: Mutex::new(Some(tx)),
+        };
+        (Receipt(Arc::new(inner)), rx)
+    }
+
+    /// The events were given up (dropped, expired, refused, an output gone):
+    /// the listener must not say they were received.
+    pub fn fail(&self) {
+        self.0.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ReceiptInner {
+    fn drop(&mut self) {
+        let done = self.done.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = done {
+            let _ = tx.send(!self.failed.load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// A slice of a shared chunk of events.
 #[derive(Debug, Clone)]
 struct Chunk {
     events: Arc<[Event]>,
     start: usize,
     end: usize,
+    /// Where its record is in the disk buffer; `None` in memory only.
+    at: Option<StoredAt>,
+    /// Held until the events are delivered (`end_to_end`, memory only).
+    receipt: Option<Receipt>,
 }
 
 impl Chunk {
@@ -124,6 +180,8 @@ impl Batch {
                 events: events.into(),
                 start: 0,
                 end: len,
+                at: None,
+                receipt: None,
             }],
             len,
             acknowledged: Arc::default(),
@@ -156,6 +214,30 @@ impl Batch {
 
     pub fn iter(&self) -> impl Iterator<Item = &Event> + '_ {
         self.chunks.iter().flat_map(|c| c.events().iter())
+    }
+
+    /// The disk position of the first record not wholly acknowledged yet
+    /// (`None`: no chunk of that part is on disk).
+    pub fn first_stored_unacknowledged(&self) -> Option<StoredAt> {
+        let mut skip = self.acknowledged();
+        for c in &self.chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            skip = 0;
+            if c.at.is_some() {
+                return c.at;
+            }
+        }
+        None
+    }
+
+    /// The listeners waiting on these events hear they were given up.
+    pub fn fail_receipts(&self) {
+        for r in self.chunks.iter().filter_map(|c| c.receipt.as_ref()) {
+            r.fail();
+        }
     }
 
     /// The batch without its first `n` events (acknowledged by no one yet).
@@ -202,12 +284,29 @@ impl EventQueue {
 
     /// Appends a chunk of events.
     pub fn push(&mut self, events: Arc<[Event]>) {
+        self.push_held(events, None, None);
+    }
+
+    /// Appends a chunk of events stored `at` a disk position, or held for
+    /// a listener's `receipt` until delivered.
+    pub fn push_held(&mut self, events: Arc<[Event]>, at: Option<StoredAt>, receipt: Option<Receipt>) {
         let end = events.len();
         if end == 0 {
             return;
         }
         self.len += end;
-        self.chunks.push_back(Chunk { events, start: 0, end });
+        self.chunks.push_back(Chunk {
+            events,
+            start: 0,
+            end,
+            at,
+            receipt,
+        });
+    }
+
+    /// The disk position of the oldest chunk that has one.
+    pub fn first_stored(&self) -> Option<StoredAt> {
+        self.chunks.iter().find_map(|c| c.at)
     }
 
     /// Puts an unsent batch back at the front, in its order.
@@ -237,6 +336,8 @@ impl EventQueue {
                     events: front.events.clone(),
                     start: front.start,
                     end: front.start + want,
+                    at: front.at,
+                    receipt: front.receipt.clone(),
                 };
                 front.start += want;
                 batch.len += want;
@@ -249,7 +350,24 @@ impl EventQueue {
 
     /// Drops the `n` oldest events; returns how many were dropped.
     pub fn drop_oldest(&mut self, n: usize) -> usize {
-        self.take(n).len()
+        let dropped = self.take(n);
+        dropped.fail_receipts();
+        dropped.len()
+    }
+
+    /// Drops the chunks stored in disk segments before `segment` (their
+    /// files were removed to make room); returns how many events.
+    pub fn drop_stored_before(&mut self, segment: u64) -> usize {
+        let mut dropped = 0;
+        self.chunks.retain(|c| {
+            let gone = c.at.is_some_and(|at| at.segment < segment);
+            if gone {
+                dropped += c.len();
+            }
+            !gone
+        });
+        self.len -= dropped;
+        dropped
     }
 
     /// Drops events whose TTL has passed at `now`; returns how many.
@@ -262,12 +380,17 @@ impl EventQueue {
                 continue;
             }
             dropped += n;
+            if let Some(r) = &chunk.receipt {
+                r.fail();
+            }
             let kept: Vec<Event> = chunk.events().iter().filter(|e| !expired(e)).cloned().collect();
             let end = kept.len();
             *chunk = Chunk {
                 events: kept.into(),
                 start: 0,
                 end,
+                at: chunk.at,
+                receipt: chunk.receipt.take(),
             };
         }
         self.chunks.retain(|c| c.len() > 0);

@@ -93,6 +93,14 @@ pub trait EventSink: Send + Sync {
         self.publish(events);
         Box::pin(std::future::ready(()))
     }
+
+    /// Like `publish_wait`, with a `receipt` that every output the events
+    /// reach holds until it has kept them (`end_to_end`). A sink without
+    /// outputs of its own keeps them once it has them.
+    fn publish_held(&self, events: Vec<Event>, receipt: Option<crate::output::Receipt>) -> BoxFuture<'static, ()> {
+        drop(receipt);
+        self.publish_wait(events)
+    }
 }
 
 /// The agent's worker threads, as a source sees them: somewhere to run a
@@ -270,6 +278,19 @@ impl SourceContext {
         }
         self.mark_alive();
         self.inner.sink.publish_wait(events).await;
+    }
+
+    /// Like [`queue_back_wait`](Self::queue_back_wait); the answer says,
+    /// once every output the events are routed to has them in its disk
+    /// buffer (or delivered), whether all did (true) or any had to give
+    /// them up (false).
+    pub async fn queue_back_held(&self, events: Vec<Event>) -> tokio::sync::oneshot::Receiver<bool> {
+        let (receipt, kept) = crate::output::Receipt::new();
+        if !events.is_empty() {
+            self.mark_alive();
+            self.inner.sink.publish_held(events, Some(receipt)).await;
+        }
+        kept
     }
 
     pub(crate) fn mark_alive(&self) {

@@ -261,6 +261,10 @@ pub struct OutputStats {
     /// has bound its port).
     pub started: AtomicBool,
     pub backlog: Backlog,
+    /// Torn or corrupted records the disk buffer skipped.
+    pub buffer_corrupted: AtomicU64,
+    /// Why the disk buffer is not used (the queue fell back to memory).
+    buffer_problem: Mutex<Option<String>>,
 }
 
 impl OutputStats {
@@ -276,6 +280,8 @@ impl OutputStats {
             last_error: Mutex::new(None),
             started: AtomicBool::new(false),
             backlog: Backlog::default(),
+            buffer_corrupted: AtomicU64::new(0),
+            buffer_problem: Mutex::new(None),
         })
     }
 
@@ -326,8 +332,22 @@ impl OutputStats {
         *lock(&self.last_error) = Some(why.to_string());
     }
 
+    /// Why the output is unhealthy: its disk buffer failing, else its
+    /// last delivery.
     pub fn last_error(&self) -> Option<String> {
-        lock(&self.last_error).clone()
+        lock(&self.buffer_problem)
+            .clone()
+            .or_else(|| lock(&self.last_error).clone())
+    }
+
+    /// Delivering, and keeping its queue where configured.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && lock(&self.buffer_problem).is_none()
+    }
+
+    /// The disk buffer cannot be used (`Some(why)`), or can again.
+    pub fn set_buffer_problem(&self, why: Option<String>) {
+        *lock(&self.buffer_problem) = why;
     }
 }
 

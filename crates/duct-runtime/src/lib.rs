@@ -6,6 +6,7 @@
 //! them down; [`once::run_once`] runs sources once without actors.
 
 pub mod agent;
+pub mod disk_buffer;
 pub mod guard;
 pub mod once;
 pub mod output_actor;

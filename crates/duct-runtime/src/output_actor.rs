@@ -17,6 +17,14 @@
 //! - at shutdown the queue is drained until it is empty or a deadline;
 //!   the drained actor then idles until the agent lets go of it.
 //!
+//! - with `buffer: {type: disk}` the queue is backed by a
+//!   [`DiskBuffer`]: every chunk is written there before it is queued,
+//!   the queue in memory holds at most `maxsize` events (the rest stay on
+//!   disk and are read back in order as it empties), and a segment file is
+//!   deleted once all its events are delivered. If the buffer cannot be
+//!   written, the queue carries on in memory and the output reports
+//!   `healthy` 0 with why.
+//!
 //! The actor runs under [`actix::Supervisor`]. A panic, in the transport
 //! or in the actor's own code, stops it; the supervisor restarts it with
 //! its queue and its mailbox, and [`Supervised::restarting`] puts back the
@@ -31,15 +39,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use duct_core::plan::{OutputRecipe, WhenFull};
-use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats, Telemetry};
+use duct_core::plan::{Buffer, OutputRecipe, WhenFull};
+use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats, Receipt, Telemetry};
 use tokio::sync::oneshot;
 
+use crate::disk_buffer::{Appended, BufferError, DiskBuffer};
 use crate::guard::{backoff, contain, CatchUnwind, InjectPanic, Throttle};
 
 /// Events for the queue (the same chunk is shared by every output it is
-/// routed to).
-pub struct Enqueue(pub Arc<[Event]>);
+/// routed to), with the claim of the listener waiting for them to be kept
+/// (`end_to_end`).
+pub struct Enqueue {
+    pub events: Arc<[Event]>,
+    pub receipt: Option<Receipt>,
+}
+
+impl Enqueue {
+    pub fn new(events: Arc<[Event]>) -> Self {
+        Enqueue { events, receipt: None }
+    }
+}
 
 impl Message for Enqueue {
     type Result = ();
@@ -117,6 +136,24 @@ pub struct OutputActor {
     /// Drained at shutdown or retired by a reload: takes nothing more.
     retired: bool,
     drops_log: Throttle,
+    /// Where the queue is kept, when the output has a disk buffer.
+    disk: Disk,
+}
+
+/// The state of an output's disk buffer.
+enum Disk {
+    /// `buffer: memory`.
+    None,
+    /// Not open yet: another actor holds it (a reload's old output), or
+    /// first start; tried again every flush.
+    Closed,
+    /// Written before queueing.
+    Open(DiskBuffer),
+    /// Writing failed: the queue is in memory; what the buffer held was
+    /// read into it and its segments are still deleted as delivered.
+    Failed(DiskBuffer),
+    /// Opening failed for good: the queue is in memory.
+    Unusable,
 }
 
 impl OutputActor {
@@ -129,7 +166,12 @@ impl OutputActor {
         let settings = recipe.settings.clone();
         stats.backlog.set_limit(settings.pushback);
         stats.backlog.set_blocking(settings.when_full == WhenFull::Block);
+        let disk = match settings.buffer {
+            Buffer::Memory => Disk::None,
+            Buffer::Disk(_) => Disk::Closed,
+        };
         OutputActor {
+            disk,
             quota: quota_per_flush(&settings),
             recipe,
             settings,
@@ -163,7 +205,164 @@ impl OutputActor {
     /// Events not delivered yet: the queue, and the part of the batch in
     /// flight that the destination has not acknowledged.
     fn undelivered(&self) -> usize {
-        self.queue.len() + self.in_flight.as_ref().map_or(0, Batch::unacknowledged)
+        let on_disk = match &self.disk {
+            Disk::Open(d) => d.unread() as usize,
+            _ => 0,
+        };
+        self.queue.len() + self.in_flight.as_ref().map_or(0, Batch::unacknowledged) + on_disk
+    }
+
+    /// Opens the disk buffer if it is not yet: its leftovers from the last
+    /// run are then read back as the queue has room.
+    fn open_disk(&mut self) {
+        if !matches!(self.disk, Disk::Closed) {
+            return;
+        }
+        let Buffer::Disk(settings) = &self.settings.buffer else {
+            return;
+        };
+        match DiskBuffer::open(settings) {
+            Ok((buffer, recovered)) => {
+                if recovered.events > 0 {
+                    tracing::info!(
+                        output = %self.label(),
+                        events = recovered.events,
+                        segments = recovered.segments,
+                        dir = %buffer.dir().display(),
+                        "undelivered events found in the disk buffer; delivering them first"
+                    );
+                }
+                self.stats.set_buffer_problem(None);
+                self.disk = Disk::Open(buffer);
+            }
+            Err(BufferError::Busy(dir)) => {
+                let why = format!("waiting for the disk buffer {} (held by another output)", dir.display());
+                self.stats.set_buffer_problem(Some(why));
+            }
+            Err(e) => {
+                let why = format!("{e}; queueing in memory");
+                tracing::error!(output = %self.label(), "{why}");
+                self.stats.set_buffer_problem(Some(why));
+                self.disk = Disk::Unusable;
+            }
+        }
+    }
+
+    /// Writing to the disk buffer failed: the queue goes on in memory with
+    /// everything the buffer held.
+    fn disk_failed(&mut self, e: &std::io::Error) {
+        let Disk::Open(mut buffer) = std::mem::replace(&mut self.disk, Disk::Unusable) else {
+            return;
+        };
+        let why = format!(
+            "cannot write the disk buffer {}: {e}; queueing in memory",
+            buffer.dir().display()
+        );
+        tracing::error!(output = %self.label(), "{why}");
+        self.stats.set_buffer_problem(Some(why));
+        let unread = buffer.unread();
+        match buffer.read_back(usize::MAX) {
+            Ok(back) => {
+                self.count_corrupted(back.corrupted);
+                for (at, events) in back.chunks {
+                    self.queue.push_held(events.into(), Some(at), None);
+                }
+                self.disk = Disk::Failed(buffer);
+            }
+            Err(e) => {
+                tracing::error!(output = %self.label(), "cannot read the disk buffer either: {e}");
+                self.count_drops(unread as usize, "the disk buffer could not be read back");
+            }
+        }
+        self.enforce_maxsize();
+    }
+
+    fn count_corrupted(&mut self, records: u64) {
+        if records > 0 {
+            self.stats.buffer_corrupted.fetch_add(records, Ordering::Relaxed);
+            tracing::warn!(output = %self.label(), records, "skipped torn or corrupted records in the disk buffer");
+        }
+    }
+
+    /// Refills the queue from the disk buffer while it is short of a batch.
+    fn read_back(&mut self) {
+        let Disk::Open(buffer) = &mut self.disk else {
+            return;
+        };
+        if !buffer.spilled() || self.queue.len() >= self.settings.batch {
+            return;
+        }
+        let room = self
+            .settings
+            .maxsize
+            .max(self.settings.batch)
+            .saturating_sub(self.queue.len());
+        match buffer.read_back(room) {
+            Ok(back) => {
+                for (at, events) in back.chunks {
+                    self.queue.push_held(events.into(), Some(at), None);
+                }
+                self.count_corrupted(back.corrupted);
+            }
+            Err(e) => {
+                let unread = buffer.unread();
+                tracing::error!(output = %self.label(), "cannot read the disk buffer: {e}");
+                self.stats
+                    .set_buffer_problem(Some(format!("cannot read the disk buffer: {e}; queueing in memory")));
+                self.count_drops(unread as usize, "the disk buffer could not be read back");
+                self.disk = Disk::Unusable;
+            }
+        }
+    }
+
+    /// Deletes the disk segments everything in which is delivered.
+    fn release_delivered(&mut self) {
+        let oldest = self.oldest_stored();
+        if let Disk::Open(b) | Disk::Failed(b) = &mut self.disk {
+            b.delivered_before(oldest);
+        }
+    }
+
+    fn release_delivered_in(&self, buffer: &mut DiskBuffer) {
+        buffer.delivered_before(self.oldest_stored());
+    }
+
+    /// The disk position of the oldest event in memory not delivered yet.
+    fn oldest_stored(&self) -> Option<duct_core::StoredAt> {
+        self.in_flight
+            .as_ref()
+            .and_then(Batch::first_stored_unacknowledged)
+            .or_else(|| self.queue.first_stored())
+    }
+
+    /// Appends a chunk to the disk buffer; false if it must be queued in
+    /// memory instead.
+    fn store(&mut self, chunk: &Arc<[Event]>) -> bool {
+        let Disk::Open(buffer) = &mut self.disk else {
+            return false;
+        };
+        let room = self.queue.len() + chunk.len() <= self.settings.maxsize.max(self.settings.batch);
+        match buffer.append(chunk, room) {
+            Ok(Appended {
+                at,
+                spilled,
+                dropped_before,
+                dropped_unread,
+            }) => {
+                if let Some(segment) = dropped_before {
+                    let n = self.queue.drop_stored_before(segment) as u64 + dropped_unread;
+                    self.count_drops(n as usize, "the disk buffer is full (max_bytes), oldest dropped first");
+                }
+                if !spilled {
+                    self.queue.push_held(chunk.clone(), at, None);
+                }
+                true
+            }
+            Err(e) => {
+                self.disk_failed(&e);
+                false
+            }
+        }
     }
 
     fn publish_queue_size(&self) {
@@ -203,6 +402,10 @@ impl OutputActor {
     }
 
     fn enforce_maxsize(&mut self) {
+        if matches!(self.disk, Disk::Open(_)) {
+            // Past maxsize, events stay on disk instead.
+            return;
+        }
         let max = self.settings.maxsize;
         if max > 0 && self.queue.len() > max {
             let n = self.queue.drop_oldest(self.queue.len() - max);
@@ -249,6 +452,7 @@ impl OutputActor {
             self.start_transport(ctx);
             return;
         }
+        self.read_back();
         let draining = self.drain.is_some();
         if self.queue.is_empty() || (self.quota == 0 && !draining) {
             self.publish_queue_size();
@@ -314,6 +518,9 @@ impl OutputActor {
                 let rejected = e.rejected.min(done);
                 self.stats.sent.fetch_add((done - rejected) as u64, Ordering::Relaxed);
                 self.count_drops(rejected, "the destination refused them");
+                if rejected > 0 {
+                    batch.fail_receipts();
+                }
                 self.queue.push_front(batch.skip(done));
                 self.failed(&e.message);
             }
@@ -324,6 +531,7 @@ impl OutputActor {
             }
         }
         self.enforce_maxsize();
+        self.release_delivered();
         self.publish_queue_size();
         self.pump(ctx);
     }
@@ -435,7 +643,17 @@ impl OutputActor {
             ctx.cancel_future(timer);
         }
         self.report_drops(true);
-        let left = self.undelivered();
+        let mut left = self.undelivered();
+        if let Disk::Open(mut buffer) = std::mem::replace(&mut self.disk, Disk::Unusable) {
+            // Kept on disk for the next start (or a reload's new output,
+            // which opens the buffer once this one lets go of it).
+            self.release_delivered_in(&mut buffer);
+            buffer.sync_now();
+            if left > 0 {
+                tracing::info!(output = %self.label(), events = left, "undelivered events kept in the disk buffer");
+            }
+            left = 0;
+        }
         if left > 0 {
             tracing::warn!(output = %self.label(), events = left, "events not delivered before the shutdown deadline");
         }
@@ -474,8 +692,17 @@ impl Actor for OutputActor {
         // Router shards wait when this mailbox is full, so that a flood
         // cannot pile chunks up here faster than this thread takes them.
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.open_disk();
+        if let Buffer::Disk(disk) = &self.settings.buffer {
+            ctx.run_interval(Duration::from_secs_f64(disk.sync_interval), |act, _| {
+                if let Disk::Open(b) | Disk::Failed(b) = &mut act.disk {
+                    b.sync_in_background();
+                }
+            });
+        }
         let timer = ctx.run_interval(Duration::from_secs_f64(self.settings.interval), |act, ctx| {
             act.contained(ctx, |act, ctx| {
+                act.open_disk();
                 act.quota = quota_per_flush(&act.settings);
                 act.report_drops(false);
                 act.pump(ctx);
@@ -522,7 +749,7 @@ impl Handler<Enqueue> for OutputActor {
         if self.retired {
             return;
         }
-        self.contained(ctx, |act, ctx| act.enqueue(msg.0, ctx));
+        self.contained(ctx, |act, ctx| act.enqueue(msg.events, msg.receipt, ctx));
     }
 }
 
@@ -535,7 +762,7 @@ impl Handler<InjectPanic> for OutputActor {
 }
 
 impl OutputActor {
-    fn enqueue(&mut self, chunk: Arc<[Event]>, ctx: &mut Context<Self>) {
+    fn enqueue(&mut self, chunk: Arc<[Event]>, receipt: Option<Receipt>, ctx: &mut Context<Self>) {
         let chunk = if chunk.iter().all(|e| self.accepts(e)) {
             chunk
         } else {
@@ -546,8 +773,12 @@ impl OutputActor {
                 .collect::<Vec<_>>()
                 .into()
         };
-        self.queue.push(chunk);
-        self.enforce_maxsize();
+        // Written to disk, the events are kept: the listener's receipt is
+        // let go of. In memory, it is held until they are delivered.
+        if !self.store(&chunk) {
+            self.queue.push_held(chunk, None, receipt);
+            self.enforce_maxsize();
+        }
         if self.queue.len() >= self.settings.batch && self.quota > 0 {
             self.pump(ctx);
         }
@@ -570,6 +801,11 @@ impl Handler<Drain> for OutputActor {
             return;
         }
         self.drain = Some((msg.deadline, msg.done));
+        if matches!(self.disk, Disk::Open(_)) {
+            // What is queued is on disk already: nothing to wait for.
+            self.finish_drain(ctx);
+            return;
+        }
         // Shutting down: a retry that was waiting is tried at once.
         self.retry_at = None;
         let wait = msg.deadline.saturating_duration_since(Instant::now());

@@ -26,7 +26,7 @@ use actix::dev::Request;
 use actix::prelude::*;
 use actix::WeakAddr;
 use duct_core::pipeline::{Aggregator, Route, SourceRules};
-use duct_core::{Event, Telemetry};
+use duct_core::{Event, Receipt, Telemetry};
 
 use crate::guard::{contain, InjectPanic, Throttle};
 use crate::output_actor::{Enqueue, OutputActor};
@@ -35,6 +35,8 @@ use crate::output_actor::{Enqueue, OutputActor};
 pub struct Publish {
     pub rules: Arc<SourceRules>,
     pub events: Vec<Event>,
+    /// The listener waits for the events to be kept (`end_to_end`).
+    pub receipt: Option<Receipt>,
 }
 
 impl Message for Publish {
@@ -110,7 +112,12 @@ impl Router {
     /// every output the source routes to. Returns the deliveries that
     /// found an output's mailbox full, for the caller to wait on. Public
     /// for the micro-benchmarks.
-    pub fn route(&mut self, rules: &SourceRules, mut events: Vec<Event>) -> Vec<Request<OutputActor, Enqueue>> {
+    pub fn route(
+        &mut self,
+        rules: &SourceRules,
+        mut events: Vec<Event>,
+        receipt: Option<Receipt>,
+    ) -> Vec<Request<OutputActor, Enqueue>> {
         let mut blocked = Vec::new();
         self.aggregator.apply(&mut events);
         rules.apply_triggers(&mut events);
@@ -129,11 +136,19 @@ impl Router {
                 Route::Named(names) => out.name.as_ref().is_some_and(|n| names.contains(n)),
             };
             if wanted {
-                match out.addr.try_send(Enqueue(chunk.clone())) {
+                let msg = Enqueue {
+                    events: chunk.clone(),
+                    receipt: receipt.clone(),
+                };
+                match out.addr.try_send(msg) {
                     Ok(()) => {}
                     Err(SendError::Full(msg)) => blocked.push(out.addr.send(msg)),
                     // The output stopped (a reload retired it).
-                    Err(SendError::Closed(_)) => {}
+                    Err(SendError::Closed(msg)) => {
+                        if let Some(r) = msg.receipt {
+                            r.fail();
+                        }
+                    }
                 }
             }
         }
@@ -171,10 +186,11 @@ impl Handler<Publish> for Router {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         Telemetry::count(&self.telemetry.events_received, msg.events.len() as u64);
-        let Publish { rules, events } = msg;
+        let Publish { rules, events, receipt } = msg;
+        let claim = receipt.clone();
         // A bug here must not stop every event of the agent: contain it to
         // the batch at hand.
-        match contain(|| self.route(&rules, events)) {
+        match contain(|| self.route(&rules, events, receipt)) {
             Ok(blocked) if blocked.is_empty() => {}
             Ok(blocked) => {
                 // An output's thread is behind: take nothing more until its
@@ -187,7 +203,12 @@ impl Handler<Publish> for Router {
                 };
                 ctx.wait(delivered.into_actor(self));
             }
-            Err(panic) => self.crashed(ctx, &rules.service, &panic),
+            Err(panic) => {
+                if let Some(r) = claim {
+                    r.fail();
+                }
+                self.crashed(ctx, &rules.service, &panic)
+            }
         }
     }
 }

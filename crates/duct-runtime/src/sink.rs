@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use duct_core::pipeline::{Route, SourceRules};
-use duct_core::{BoxFuture, Event, EventSink, OutputStats, Workers};
+use duct_core::{BoxFuture, Event, EventSink, OutputStats, Receipt, Workers};
 
 use crate::router::{self, Publish, Router};
 
@@ -105,18 +105,33 @@ impl EventSink for RouterSink {
         self.router().do_send(Publish {
             rules: self.rules.clone(),
             events,
+            receipt: None,
         });
     }
 
     fn publish_wait(&self, events: Vec<Event>) -> BoxFuture<'static, ()> {
+        self.publish_held(events, None)
+    }
+
+    fn publish_held(&self, events: Vec<Event>, receipt: Option<Receipt>) -> BoxFuture<'static, ()> {
+        let claim = receipt.clone();
         let request = self.router().send(Publish {
             rules: self.rules.clone(),
             events,
+            receipt,
         });
         let (gates, rules) = (self.gates.clone(), self.rules.clone());
         Box::pin(async move {
-            let _ = request.await;
-            gates.room(&rules.route).await;
+            let routed = request.await.is_ok();
+            if let Some(r) = claim {
+                if !routed {
+                    // The router stopped (shutdown): the events went nowhere.
+                    r.fail();
+                }
+            }
+            if routed {
+                gates.room(&rules.route).await;
+            }
         })
     }
 }

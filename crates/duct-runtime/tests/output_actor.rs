@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use duct_core::config::{Block, Globals, Mark, Node};
-use duct_core::plan::{OutputRecipe, WhenFull};
+use duct_core::plan::{Buffer, DiskBufferSettings, OutputRecipe, WhenFull};
 use duct_core::{
     Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats, Telemetry,
 };
@@ -138,6 +138,7 @@ fn settings(f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
         backoff_max: 0.2,
         when_full: WhenFull::Block,
         metrics_only: false,
+        buffer: Buffer::Memory,
     };
     f(&mut s);
     s
@@ -192,8 +193,8 @@ async fn drain(addr: &Addr<OutputActor>, within: Duration) -> usize {
 async fn delivers_in_order_in_batches() {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let (addr, stats) = start(settings(|s| s.batch = 3), shared.clone());
-    addr.do_send(Enqueue(events(0..5)));
-    addr.do_send(Enqueue(events(5..10)));
+    addr.do_send(Enqueue::new(events(0..5)));
+    addr.do_send(Enqueue::new(events(5..10)));
     assert!(wait_until(Duration::from_secs(5), || shared.lock().unwrap().delivered.len() == 10).await);
     let s = shared.lock().unwrap();
     assert_eq!(s.delivered, (0..10).collect::<Vec<_>>());
@@ -208,7 +209,7 @@ async fn failures_requeue_what_was_not_delivered_and_delivery_resumes() {
         ..Default::default()
     }));
     let (addr, stats) = start(settings(|s| s.batch = 5), shared.clone());
-    addr.do_send(Enqueue(events(0..12)));
+    addr.do_send(Enqueue::new(events(0..12)));
     assert!(wait_until(Duration::from_secs(10), || shared.lock().unwrap().delivered.len() >= 12).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -228,7 +229,7 @@ async fn events_refused_for_good_are_dropped_not_resent_nor_counted_as_sent() {
         ..Default::default()
     }));
     let (addr, stats) = start(settings(|s| s.batch = 10), shared.clone());
-    addr.do_send(Enqueue(events(0..10)));
+    addr.do_send(Enqueue::new(events(0..10)));
     assert!(wait_until(Duration::from_secs(10), || shared.lock().unwrap().delivered.len() >= 7).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(shared.lock().unwrap().delivered, vec![0, 1, 5, 6, 7, 8, 9]);
@@ -243,8 +244,8 @@ async fn maxsize_drops_the_oldest_while_the_destination_is_down() {
         ..Default::default()
     }));
     let (addr, stats) = start(settings(|s| s.maxsize = 5), shared.clone());
-    addr.do_send(Enqueue(events(0..3)));
-    addr.do_send(Enqueue(events(3..8)));
+    addr.do_send(Enqueue::new(events(0..3)));
+    addr.do_send(Enqueue::new(events(3..8)));
     assert!(wait_until(Duration::from_secs(5), || stats.dropped.load(Ordering::Relaxed) == 3).await);
     shared.lock().unwrap().always = None;
     assert!(wait_until(Duration::from_secs(5), || shared.lock().unwrap().delivered.len() == 5).await);
@@ -262,7 +263,7 @@ async fn maxrate_limits_each_flush() {
         }),
         shared.clone(),
     );
-    addr.do_send(Enqueue(events(0..100)));
+    addr.do_send(Enqueue::new(events(0..100)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = shared.lock().unwrap();
     assert!(
@@ -288,7 +289,7 @@ async fn expire_drops_events_that_outlive_their_ttl() {
             e
         })
         .collect();
-    addr.do_send(Enqueue(stale.into()));
+    addr.do_send(Enqueue::new(stale.into()));
     assert!(wait_until(Duration::from_secs(5), || stats.dropped.load(Ordering::Relaxed) == 4).await);
     assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
 }
@@ -309,7 +310,7 @@ async fn log_events_skip_metric_only_outputs_and_nan_is_optional() {
     let no_metric = Event::new("h", "none");
     let mut good = Event::new("h", "good");
     good.metric = Some(Metric::Int(7));
-    addr.do_send(Enqueue(vec![log, no_metric, good].into()));
+    addr.do_send(Enqueue::new(vec![log, no_metric, good].into()));
     assert!(wait_until(Duration::from_secs(5), || !shared.lock().unwrap().delivered.is_empty()).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(shared.lock().unwrap().delivered, vec![7]);
@@ -320,7 +321,7 @@ async fn drain_delivers_everything_before_stopping() {
     let shared = Arc::new(Mutex::new(Shared::default()));
     // A 60 s flush interval: only the drain can deliver.
     let (addr, _) = start(settings(|s| s.interval = 60.0), shared.clone());
-    addr.do_send(Enqueue(events(0..50)));
+    addr.do_send(Enqueue::new(events(0..50)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(shared.lock().unwrap().delivered.is_empty());
     assert_eq!(drain(&addr, Duration::from_secs(5)).await, 0);
@@ -334,7 +335,7 @@ async fn drain_gives_up_at_its_deadline_and_counts_what_is_left() {
         ..Default::default()
     }));
     let (addr, _) = start(settings(|s| s.interval = 60.0), shared.clone());
-    addr.do_send(Enqueue(events(0..7)));
+    addr.do_send(Enqueue::new(events(0..7)));
     let started = Instant::now();
     assert_eq!(drain(&addr, Duration::from_millis(500)).await, 7);
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -347,7 +348,7 @@ async fn a_destination_failing_at_once_does_not_spin_past_the_deadline() {
         ..Default::default()
     }));
     let (addr, stats) = start(settings(|s| s.interval = 0.05), shared.clone());
-    addr.do_send(Enqueue(events(0..3)));
+    addr.do_send(Enqueue::new(events(0..3)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     assert_eq!(drain(&addr, Duration::from_millis(800)).await, 3);
@@ -368,7 +369,7 @@ async fn a_panicking_transport_is_rebuilt_and_nothing_is_lost() {
     }));
     let before = REBUILDS.load(Ordering::SeqCst);
     let (addr, stats) = start(settings(|_| {}), shared);
-    addr.do_send(Enqueue(events(0..4)));
+    addr.do_send(Enqueue::new(events(0..4)));
     assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 4).await);
     assert_eq!(fresh.lock().unwrap().delivered, vec![0, 1, 2, 3]);
     assert_eq!(REBUILDS.load(Ordering::SeqCst), before + 1);
@@ -387,14 +388,14 @@ async fn a_panicking_actor_is_restarted_with_its_queue_and_mailbox() {
         ..Default::default()
     }));
     let (addr, stats, telemetry) = start_with_telemetry(settings(|_| {}), shared);
-    addr.do_send(Enqueue(events(0..3)));
+    addr.do_send(Enqueue::new(events(0..3)));
     assert!(
         wait_until(Duration::from_secs(5), || stats.send_failures.load(Ordering::Relaxed)
             >= 1)
         .await
     );
     addr.do_send(InjectPanic);
-    addr.do_send(Enqueue(events(3..6)));
+    addr.do_send(Enqueue::new(events(3..6)));
     assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 6).await);
     assert_eq!(fresh.lock().unwrap().delivered, (0..6).collect::<Vec<_>>());
     assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
@@ -416,7 +417,7 @@ async fn an_output_that_cannot_be_rebuilt_retries_reports_unhealthy_and_not_star
     }));
     let before = REBUILDS.load(Ordering::SeqCst);
     let (addr, stats) = start(settings(|s| s.backoff_max = 0.1), shared);
-    addr.do_send(Enqueue(events(0..4)));
+    addr.do_send(Enqueue::new(events(0..4)));
     // Rebuilt again and again (with backoff), each time in vain.
     let rebuilt = wait_until(Duration::from_secs(10), || {
         REBUILDS.load(Ordering::SeqCst) >= before + 3
@@ -444,14 +445,14 @@ async fn what_the_destination_acknowledged_of_a_batch_in_flight_is_not_counted_u
         ..Default::default()
     }));
     let (addr, stats) = start(settings(|s| s.batch = 10), shared.clone());
-    addr.do_send(Enqueue(events(0..10)));
+    addr.do_send(Enqueue::new(events(0..10)));
     assert!(wait_until(Duration::from_secs(5), || shared.lock().unwrap().delivered.len() == 6).await);
     assert!(
         wait_until(Duration::from_secs(5), || stats.queued.load(Ordering::Relaxed) == 4).await,
         "queued: {}",
         stats.queued.load(Ordering::Relaxed)
     );
-    addr.do_send(Enqueue(events(10..12)));
+    addr.do_send(Enqueue::new(events(10..12)));
     assert_eq!(
         drain(&addr, Duration::from_millis(300)).await,
         6,
@@ -463,11 +464,11 @@ async fn what_the_destination_acknowledged_of_a_batch_in_flight_is_not_counted_u
 async fn a_drained_output_is_not_restarted_and_ends_once_let_go() {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let (addr, stats) = start(settings(|_| {}), shared.clone());
-    addr.do_send(Enqueue(events(0..5)));
+    addr.do_send(Enqueue::new(events(0..5)));
     // A long deadline: the drain ends when the queue is empty, not then.
     assert_eq!(drain(&addr, Duration::from_secs(30)).await, 0);
     // Retired: what still arrives is not taken, and nothing restarts it.
-    addr.do_send(Enqueue(events(5..8)));
+    addr.do_send(Enqueue::new(events(5..8)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(shared.lock().unwrap().delivered, vec![0, 1, 2, 3, 4]);
     assert_eq!(stats.restarts.load(Ordering::Relaxed), 0);
@@ -489,7 +490,7 @@ async fn a_transport_that_panics_at_every_start_is_restarted_with_backoff() {
         settings(|s| s.backoff_max = 0.4),
         Arc::new(Mutex::new(Shared::default())),
     );
-    addr.do_send(Enqueue(events(0..3)));
+    addr.do_send(Enqueue::new(events(0..3)));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Still answering: the actor is not spinning in restarts.
     tokio::time::timeout(Duration::from_secs(1), addr.send(duct_runtime::output_actor::Ping))
@@ -503,4 +504,130 @@ async fn a_transport_that_panics_at_every_start_is_restarted_with_backoff() {
     assert!(restarts >= 2, "{restarts}");
     assert!(!stats.started.load(Ordering::Relaxed));
     assert!(wait_until(Duration::from_secs(5), || fresh.lock().unwrap().delivered.len() == 3).await);
+}
+
+fn disk_settings(dir: &Path, f: impl FnOnce(&mut OutputSettings)) -> OutputSettings {
+    settings(|s| {
+        s.buffer = Buffer::Disk(DiskBufferSettings {
+            path: dir.to_path_buf(),
+            max_bytes: 64 << 20,
+            sync_interval: 0.05,
+        });
+        s.pushback = 0;
+        f(s);
+    })
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ductd-output-actor-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+        .count()
+}
+
+#[actix_rt::test]
+async fn a_disk_buffer_keeps_what_a_stopped_output_held_for_the_next_one() {
+    let dir = temp_dir("kept");
+    let down = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    // A small queue in memory: most of what is held waits on disk.
+    let (addr, stats) = start(disk_settings(&dir, |s| s.maxsize = 100), down.clone());
+    for i in 0..10 {
+        addr.do_send(Enqueue::new(events(i * 100..i * 100 + 100)));
+    }
+    assert!(wait_until(Duration::from_secs(10), || stats.queued.load(Ordering::Relaxed) == 1000).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || stats.send_failures.load(Ordering::Relaxed)
+            > 0)
+        .await
+    );
+    // Stopping does not wait for a destination that is down: what is
+    // queued is on disk already.
+    assert_eq!(drain(&addr, Duration::from_secs(30)).await, 0);
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (_addr, stats) = start(disk_settings(&dir, |_| {}), shared.clone());
+    assert!(
+        wait_until(Duration::from_secs(10), || shared.lock().unwrap().delivered.len()
+            >= 1000)
+        .await
+    );
+    let mut got = shared.lock().unwrap().delivered.clone();
+    assert_eq!(got.len(), 1000, "each once: nothing was delivered before");
+    got.sort_unstable();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    assert!(
+        wait_until(Duration::from_secs(10), || segments(&dir) == 1).await,
+        "delivered segments deleted"
+    );
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn an_unwritable_disk_buffer_falls_back_to_memory_and_reports_unhealthy() {
+    let dir = temp_dir("unwritable");
+    // A file where the directory should be.
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (addr, stats) = start(disk_settings(&dir, |_| {}), shared.clone());
+    addr.do_send(Enqueue::new(events(0..10)));
+    assert!(wait_until(Duration::from_secs(10), || shared.lock().unwrap().delivered.len() == 10).await);
+    assert!(!stats.is_healthy(), "delivering, but not keeping the queue on disk");
+    assert!(stats.healthy.load(Ordering::Relaxed));
+    let why = stats.last_error().unwrap();
+    assert!(
+        why.contains("disk buffer") && why.contains("queueing in memory"),
+        "{why}"
+    );
+    let _ = std::fs::remove_file(&dir);
+}
+
+#[actix_rt::test]
+async fn a_listeners_receipt_is_let_go_once_on_disk_or_once_delivered() {
+    let dir = temp_dir("receipt");
+    let down = Arc::new(Mutex::new(Shared {
+        always: Some(Script::Fail(0)),
+        ..Default::default()
+    }));
+    let (disk, _) = start(disk_settings(&dir, |_| {}), down.clone());
+    let (receipt, kept) = duct_core::Receipt::new();
+    disk.do_send(Enqueue {
+        events: events(0..3),
+        receipt: Some(receipt),
+    });
+    let kept = tokio::time::timeout(Duration::from_secs(10), kept).await;
+    assert_eq!(kept.expect("in time").ok(), Some(true), "on disk though undelivered");
+
+    let (memory, _) = start(settings(|_| {}), down.clone());
+    let (receipt, mut kept) = duct_core::Receipt::new();
+    memory.do_send(Enqueue {
+        events: events(0..3),
+        receipt: Some(receipt),
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(kept.try_recv().is_err(), "held while undelivered");
+    down.lock().unwrap().always = Some(Script::Ok);
+    let kept = tokio::time::timeout(Duration::from_secs(10), kept).await;
+    assert_eq!(kept.expect("in time").ok(), Some(true));
+
+    // Dropped from a full queue: the listener hears it was given up.
+    down.lock().unwrap().always = Some(Script::Fail(0));
+    let (small, _) = start(settings(|s| s.maxsize = 2), down.clone());
+    let (receipt, kept) = duct_core::Receipt::new();
+    small.do_send(Enqueue {
+        events: events(0..3),
+        receipt: Some(receipt),
+    });
+    small.do_send(Enqueue::new(events(3..6)));
+    let kept = tokio::time::timeout(Duration::from_secs(10), kept).await;
+    assert_eq!(kept.expect("in time").ok(), Some(false));
+    let _ = std::fs::remove_dir_all(&dir);
 }

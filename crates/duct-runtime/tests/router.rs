@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use duct_core::config::{Block, Globals, Mark, Node};
 use duct_core::pipeline::SourceRules;
-use duct_core::plan::{OutputRecipe, WhenFull};
+use duct_core::plan::{Buffer, OutputRecipe, WhenFull};
 use duct_core::{
     Batch, BoxFuture, Event, Metric, NoOptions, Output, OutputError, OutputSettings, OutputSpec, OutputStats, Telemetry,
 };
@@ -56,6 +56,7 @@ fn output(telemetry: &Arc<Telemetry>) -> (Addr<OutputActor>, Arc<Mutex<Vec<i64>>
         backoff_max: 0.2,
         when_full: WhenFull::Block,
         metrics_only: false,
+        buffer: Buffer::Memory,
     };
     let recipe = Arc::new(OutputRecipe {
         settings: Arc::new(settings),
@@ -86,6 +87,7 @@ fn publish(range: std::ops::Range<i64>) -> Publish {
                 e
             })
             .collect(),
+        receipt: None,
     }
 }
 

@@ -25,7 +25,8 @@ pub fn spec() -> SourceSpec {
             "(service).output.(name).sent: events delivered (total)",
             "(service).output.(name).send failures: failed deliveries (total)",
             "(service).output.(name).restarts: restarts after a panic (total)",
-            "(service).output.(name).healthy: 1 if the last delivery succeeded",
+            "(service).output.(name).healthy: 1 if the last delivery succeeded and the disk buffer, if any, is written",
+            "(service).output.(name).buffer corrupted: torn or corrupted disk buffer records skipped (total; disk buffers only)",
         ],
         build,
     )
@@ -96,7 +97,7 @@ impl Source for AgentSource {
         }
         for o in t.outputs() {
             let p = |what: &str| format!("output.{}.{what}", o.name);
-            let healthy = o.healthy.load(Ordering::Relaxed);
+            let healthy = o.is_healthy();
             events.push(ctx.create_event_prefixed(
                 &p("queued"),
                 "ok",
@@ -133,6 +134,15 @@ impl Source for AgentSource {
                 if healthy { "Delivering" } else { "Delivery failing" },
                 i64::from(healthy),
             ));
+            let corrupted = o.buffer_corrupted.load(Ordering::Relaxed);
+            if corrupted > 0 {
+                events.push(ctx.create_event_prefixed(
+                    &p("buffer corrupted"),
+                    "warning",
+                    "Disk buffer records skipped as torn or corrupted",
+                    corrupted,
+                ));
+            }
         }
         Box::pin(std::future::ready(Ok(events)))
     }

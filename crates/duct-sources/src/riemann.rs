@@ -102,6 +102,9 @@ struct Options {
     /// Seconds from connecting to the first whole message before a
     /// connection is closed; 0: as `idle_timeout`.
     first_message_timeout: f64,
+    /// Answer a message only once its events are in every routed output's
+    /// disk buffer (or delivered), not once the router has them.
+    end_to_end: bool,
 }
 
 impl Default for Options {
@@ -120,6 +123,7 @@ impl Default for Options {
             max_message_memory: None,
             idle_timeout: 600.0,
             first_message_timeout: FIRST_MESSAGE_TIMEOUT.as_secs_f64(),
+            end_to_end: false,
         }
     }
 }
@@ -184,6 +188,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
                 idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
                 first_message_timeout: (!first_message_timeout.is_zero()).then_some(first_message_timeout),
             },
+            end_to_end: opts.end_to_end,
         }),
     }))
 }
@@ -197,6 +202,8 @@ struct ListenerConfig {
     max_frame_bytes: usize,
     admission: Admission,
     silence: Silence,
+    /// Answer once the events are kept by every output (see [`ingest_kept`]).
+    end_to_end: bool,
 }
 
 /// What becomes of one message.
@@ -286,6 +293,26 @@ pub(crate) async fn ingest(sctx: &SourceContext, events: Vec<Event>) {
         sctx.queue_back_wait(slice).await;
     }
 }
+
+/// Like [`ingest`], then waits until every output the events are routed to
+/// has them in its disk buffer or delivered (`end_to_end`); false if any
+/// output had to give some up.
+pub(crate) async fn ingest_kept(sctx: &SourceContext, events: Vec<Event>) -> bool {
+    let mut claims = Vec::with_capacity(events.len().div_ceil(INGEST_SLICE));
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let slice: Vec<Event> = events.by_ref().take(INGEST_SLICE).collect();
+        claims.push(sctx.queue_back_held(slice).await);
+    }
+    let mut kept = true;
+    for claim in claims {
+        kept &= claim.await.unwrap_or(false);
+    }
+    kept
+}
+
+/// The answer to a message whose events an output gave up (`end_to_end`).
+const NOT_KEPT: &str = "not every output could keep the events (dropped or refused); send them again";
 
 /// The source itself: binds in `start`, then everything happens in the
 /// accept loop and the connection actors.
@@ -417,8 +444,16 @@ impl RiemannConnection {
             return;
         };
         let sctx = self.sctx.clone();
+        let end_to_end = self.config.end_to_end;
         let work = async move {
-            ingest(&sctx, events).await;
+            let mut answer = answer;
+            if end_to_end {
+                if !ingest_kept(&sctx, events).await {
+                    answer = frame(&Msg::refused(NOT_KEPT.to_string()));
+                }
+            } else {
+                ingest(&sctx, events).await;
+            }
             let written = tokio::time::timeout(ANSWER_TIMEOUT, write_answer(&mut writer, &answer)).await;
             (writer, written)
         };
@@ -558,6 +593,7 @@ mod tests {
                     max_memory: 4 * max_frame_bytes,
                 }),
                 silence,
+                end_to_end: false,
             }),
         }
     }

@@ -1,8 +1,10 @@
 //! Scenario 1, throughput: the harness's senders flood a `RiemannTCP`
 //! listener with pre-encoded 100-event messages over several pipelined
-//! connections. Two variants: the events go through the router (with a
-//! warning/critical trigger that fires on part of them) to a `RiemannTCP`
-//! output and on to the harness's acking sink; or to `Null`.
+//! connections. The events go through the router (with a warning/critical
+//! trigger that fires on part of them) to a `RiemannTCP` output and on to
+//! the harness's acking sink: with the memory queue, with a disk buffer,
+//! and with a disk buffer and `end_to_end` acknowledgements (ductd only:
+//! Duct has neither); or to `Null`.
 //!
 //! After a warm-up the rates are taken over the measured window; then the
 //! senders stop, every message is acknowledged, and the sink must end with
@@ -26,9 +28,8 @@ pub struct Options {
     pub connections: usize,
     /// Unacknowledged messages per connection.
     pub window: usize,
-    /// Measure only the Riemann (`false`) or only the Null (`true`)
-    /// variant; both when `None`.
-    pub null_only: Option<bool>,
+    /// Measure this variant only; all of them when `None`.
+    pub only: Option<Variant>,
 }
 
 impl Default for Options {
@@ -38,24 +39,75 @@ impl Default for Options {
             warmup: 3.0,
             connections: 4,
             window: 128,
-            null_only: None,
+            only: None,
         }
     }
 }
 
 /// Where the listener's events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
+pub enum Variant {
     Riemann,
+    /// RiemannTCP with `buffer: {type: disk}`.
+    RiemannDisk,
+    /// The same, and the listener acknowledges only what is on disk.
+    RiemannDiskEndToEnd,
     Null,
 }
 
-fn config(listen: u16, variant: Variant, sink: u16) -> String {
-    let output = match variant {
-        Variant::Riemann => {
-            format!("  - output: duct.outputs.riemann.RiemannTCP\n    server: 127.0.0.1\n    port: {sink}\n")
+impl Variant {
+    /// As `--only` names it.
+    pub fn parse(name: &str) -> Option<Variant> {
+        match name {
+            "riemann" => Some(Variant::Riemann),
+            "disk" => Some(Variant::RiemannDisk),
+            "disk-e2e" => Some(Variant::RiemannDiskEndToEnd),
+            "null" => Some(Variant::Null),
+            _ => None,
         }
+    }
+
+    const ALL: [Variant; 4] = [
+        Variant::Riemann,
+        Variant::RiemannDisk,
+        Variant::RiemannDiskEndToEnd,
+        Variant::Null,
+    ];
+
+    fn has_sink(self) -> bool {
+        self != Variant::Null
+    }
+
+    fn disk(self) -> bool {
+        matches!(self, Variant::RiemannDisk | Variant::RiemannDiskEndToEnd)
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Variant::Riemann => "riemann",
+            Variant::RiemannDisk => "riemann_disk",
+            Variant::RiemannDiskEndToEnd => "riemann_disk_end_to_end",
+            Variant::Null => "null",
+        }
+    }
+}
+
+/// `buffer` is the disk buffer's directory, for the variants that have one.
+fn config(listen: u16, variant: Variant, sink: u16, buffer: &std::path::Path) -> String {
+    let mut output = match variant {
         Variant::Null => "  - output: duct.outputs.null.Null\n".to_string(),
+        _ => format!("  - output: duct.outputs.riemann.RiemannTCP\n    server: 127.0.0.1\n    port: {sink}\n"),
+    };
+    if variant.disk() {
+        output.push_str(&format!(
+            "    buffer: {{type: disk, path: \"{}\", max_bytes: 1073741824}}\n",
+            buffer.display()
+        ));
+    }
+    let end_to_end = if variant == Variant::RiemannDiskEndToEnd {
+        "\x20   end_to_end: true\n"
+    } else {
+        ""
     };
     format!(
         "interval: 1.0\n\
@@ -64,6 +116,7 @@ fn config(listen: u16, variant: Variant, sink: u16) -> String {
          \x20   source: duct.sources.riemann.RiemannTCP\n\
          \x20   port: {listen}\n\
          \x20   bind: 127.0.0.1\n\
+         {end_to_end}\
          \x20   warning:\n\
          \x20     \"bench\\\\.service\\\\..*\": \"> 90\"\n\
          \x20   critical:\n\
@@ -89,18 +142,17 @@ struct Outcome {
 }
 
 fn measure(env: &Env, agent: &str, variant: Variant, opts: &Options) -> io::Result<Outcome> {
-    let sink = match variant {
-        Variant::Riemann => Some(Sink::start(None)?),
-        Variant::Null => None,
+    let sink = if variant.has_sink() {
+        Some(Sink::start(None)?)
+    } else {
+        None
     };
     let listen = free_port()?;
-    let tag = format!(
-        "throughput-{}",
-        if variant == Variant::Null { "null" } else { "riemann" }
-    );
+    let tag = format!("throughput-{}", variant.tag());
+    let buffer = env.scratch.path(&format!("{agent}-{tag}-buffer"));
     let path = env.scratch.write(
         &format!("{agent}-{tag}.yml"),
-        &config(listen, variant, sink.as_ref().map_or(0, Sink::port)),
+        &config(listen, variant, sink.as_ref().map_or(0, Sink::port), &buffer),
     )?;
     let mut running: Running = match agent {
         "ductd" => env.programs.ductd(&path, &env.scratch, &tag)?,
@@ -159,14 +211,14 @@ pub fn run(env: &Env, opts: &Options) -> Vec<Figure> {
         agents.push("duct");
     }
     let mut figures = Vec::new();
-    let variants = match opts.null_only {
-        None => vec![Variant::Riemann, Variant::Null],
-        Some(false) => vec![Variant::Riemann],
-        Some(true) => vec![Variant::Null],
+    let variants = match opts.only {
+        None => Variant::ALL.to_vec(),
+        Some(v) => vec![v],
     };
     for variant in variants {
         let mut results: Vec<(&str, Outcome)> = Vec::new();
-        for agent in &agents {
+        // Duct has no disk buffer.
+        for agent in agents.iter().filter(|a| !variant.disk() || **a == "ductd") {
             eprintln!(
                 "throughput ({variant:?}): {agent}, {} s after {} s warm-up",
                 opts.seconds, opts.warmup
@@ -182,10 +234,7 @@ pub fn run(env: &Env, opts: &Options) -> Vec<Figure> {
 }
 
 fn figures_of(variant: Variant, opts: &Options, results: &[(&str, Outcome)]) -> Vec<Figure> {
-    let prefix = match variant {
-        Variant::Riemann => "listener_to_riemann",
-        Variant::Null => "listener_to_null",
-    };
+    let prefix = format!("listener_to_{}", variant.tag());
     let fig = |name: &str, unit: &'static str, better: Better, get: &dyn Fn(&Outcome) -> Option<f64>| {
         let mut f = Figure::new("throughput", format!("{prefix}.{name}"), unit, better)
             .note("seconds", opts.seconds)
@@ -197,20 +246,22 @@ fn figures_of(variant: Variant, opts: &Options, results: &[(&str, Outcome)]) -> 
         f
     };
     let mut out = Vec::new();
-    if variant == Variant::Riemann {
-        out.push(
-            fig("sink_events_per_s", "events/s", Better::Higher, &|o| o.sink_rate).target(Target::AtLeast(1_000_000.0)),
-        );
+    if variant.has_sink() {
+        let at_sink = fig("sink_events_per_s", "events/s", Better::Higher, &|o| o.sink_rate);
+        out.push(match variant {
+            Variant::Riemann => at_sink.target(Target::AtLeast(1_000_000.0)),
+            _ => at_sink.target(Target::AtLeast(500_000.0)),
+        });
     }
     let acked = fig("acked_events_per_s", "events/s", Better::Higher, &|o| Some(o.ack_rate));
     out.push(match variant {
         Variant::Null => acked.target(Target::AtLeast(2_000_000.0)),
-        Variant::Riemann => acked,
+        _ => acked,
     });
     out.push(fig("cpu_cores", "cores", Better::Lower, &|o| Some(o.core_share)));
     out.push(fig("max_rss", "MiB", Better::Lower, &|o| Some(o.max_rss_mib)).target(Target::AtMost(64.0)));
     out.push(fig("vm_hwm", "MiB", Better::Lower, &|o| Some(o.hwm_mib)));
-    if variant == Variant::Riemann {
+    if variant.has_sink() {
         let mut lost = fig("events_lost", "events", Better::Lower, &|o| {
             o.received.map(|r| o.sent as f64 - r as f64)
         })
@@ -235,10 +286,15 @@ mod tests {
 
     #[test]
     fn the_config_is_the_same_yaml_for_both_agents() {
-        let c = config(5555, Variant::Riemann, 7000);
+        let dir = std::path::Path::new("/tmp/b");
+        let c = config(5555, Variant::Riemann, 7000, dir);
         assert!(c.contains("port: 5555"));
         assert!(c.contains("port: 7000"));
         assert!(c.contains(r#""bench\\.service\\..*": "> 99""#), "{c}");
-        assert!(config(1, Variant::Null, 0).contains("duct.outputs.null.Null"));
+        assert!(!c.contains("buffer") && !c.contains("end_to_end"), "{c}");
+        assert!(config(1, Variant::Null, 0, dir).contains("duct.outputs.null.Null"));
+        let disk = config(1, Variant::RiemannDiskEndToEnd, 2, dir);
+        assert!(disk.contains("buffer: {type: disk, path: \"/tmp/b\""), "{disk}");
+        assert!(disk.contains("    end_to_end: true\n    warning:"), "{disk}");
     }
 }

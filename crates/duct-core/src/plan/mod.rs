@@ -27,7 +27,8 @@ use sources::plan_source;
 
 pub use outputs::{OutputRecipe, PlannedOutput};
 pub use settings::{
-    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList, WhenFull,
+    common_output_options, common_source_options, stagger_offset, Buffer, DiskBufferSettings, OutputSettings,
+    SourceSettings, StringList, WhenFull,
 };
 pub use sources::{PlannedSource, SourceRecipe};
 
@@ -86,7 +87,11 @@ pub fn plan(config: &Config, registry: &Registry, default_host: &str) -> Result<
             &suggestions,
             &mut diags,
         ) {
-            outputs.push(o);
+            if let Some(d) = shared_buffer(&outputs, &o, block) {
+                diags.push(d);
+            } else {
+                outputs.push(o);
+            }
         }
         alike.fold(&mut diags, from, block);
     }
@@ -282,6 +287,12 @@ impl<'a> OptionChecks<'a> {
         self.ok = false;
     }
 
+    /// An error found by the caller (of a nested option).
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+        self.ok = false;
+    }
+
     fn warn(&mut self, key: &str, message: impl std::fmt::Display) {
         let mut d = invalid_at(self.block, key, message);
         d.severity = Severity::Warning;
@@ -313,6 +324,28 @@ impl<'a> OptionChecks<'a> {
             }
         }
     }
+}
+
+/// An error if `o`'s disk buffer directory is already another output's:
+/// two queues in one directory would delete each other's segments.
+fn shared_buffer(outputs: &[PlannedOutput], o: &PlannedOutput, block: &Block) -> Option<Diagnostic> {
+    let Buffer::Disk(mine) = &o.settings().buffer else {
+        return None;
+    };
+    let other = outputs
+        .iter()
+        .find(|p| matches!(&p.settings().buffer, Buffer::Disk(d) if d.path == mine.path))?;
+    let mark = block.node.get("buffer").map(|n| n.mark.clone());
+    Some(Diagnostic::error(
+        mark,
+        format!(
+            "{}.buffer.path: {} is already the disk buffer of {} ({})",
+            block.context,
+            mine.path.display(),
+            other.settings().label,
+            other.settings().context
+        ),
+    ))
 }
 
 /// What a refused duration is replaced with while the rest of its block is

@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::settings::{common_output_options, CommonOutputOptions, OutputSettings, WhenFull};
+use super::settings::{
+    common_output_options, Buffer, BufferOptions, CommonOutputOptions, DiskBufferSettings, OutputSettings, WhenFull,
+};
 use super::{build_guarded, check_unknown_keys, required_name, Identity, OptionChecks, Suggestions};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
@@ -101,6 +103,10 @@ pub(super) fn plan_output(
     // the last acknowledgement of each batch (profiled: at 1,000 events a
     // batch, a Riemann output spent most of its time waiting).
     let maxsize = common.maxsize.unwrap_or(250_000);
+    let buffer = match &common.buffer {
+        None => Buffer::Memory,
+        Some(options) => buffer_settings(options, block, &globals.base_path, &mut checks),
+    };
     // A batch larger than the queue could never fill.
     let batch = common
         .batch
@@ -108,7 +114,13 @@ pub(super) fn plan_output(
     // One batch in flight and the next one ready keep the destination
     // busy; more only costs memory. Never beyond maxsize, where dropping
     // would start first.
+    // A disk buffer absorbs what the destination cannot take: listeners
+    // are not held back for it unless `pushback` says so.
+    let disk = matches!(buffer, Buffer::Disk(_));
     let pushback = common.pushback.unwrap_or_else(|| {
+        if disk {
+            return 0;
+        }
         let p = batch.saturating_mul(2);
         if maxsize > 0 {
             p.min(maxsize)
@@ -152,6 +164,7 @@ pub(super) fn plan_output(
         backoff_max,
         when_full,
         metrics_only: spec.metrics_only,
+        buffer,
     });
     let recipe = OutputRecipe {
         settings,
@@ -174,6 +187,77 @@ pub(super) fn plan_output(
             None
         }
     }
+}
+
+/// The smallest `max_bytes`: a few segments of the smallest size.
+const MIN_BUFFER_BYTES: u64 = 1 << 20;
+/// The options of `buffer:`.
+const BUFFER_KEYS: &[&str] = &["type", "path", "max_bytes", "sync_interval"];
+/// `max_bytes` unless given.
+const DEFAULT_BUFFER_BYTES: u64 = 1 << 30;
+
+/// Checks `buffer:`; on error, a memory buffer (the block is refused).
+fn buffer_settings(
+    options: &BufferOptions,
+    block: &Block,
+    base_path: &std::path::Path,
+    checks: &mut OptionChecks<'_>,
+) -> Buffer {
+    let node = block.node.get("buffer");
+    for (key, _) in node.and_then(Node::as_map).unwrap_or_default() {
+        let name = key.as_str().unwrap_or_default();
+        if !BUFFER_KEYS.contains(&name) {
+            checks.push(Diagnostic::error(
+                Some(key.mark.clone()),
+                format!(
+                    "{}.buffer.{name}: unknown option{}",
+                    block.context,
+                    did_you_mean(name, BUFFER_KEYS.iter().copied())
+                ),
+            ));
+        }
+    }
+    let mut fail = |key: &str, message: &str| {
+        let mark = node.and_then(|b| b.get(key)).or(node).map(|n| n.mark.clone());
+        checks.push(Diagnostic::error(
+            mark,
+            format!("{}.buffer.{key}: {message}", block.context),
+        ));
+    };
+    match options.kind.as_str() {
+        "memory" => {
+            if options.path.is_some() || options.max_bytes.is_some() || options.sync_interval.is_some() {
+                fail("type", "`path`, `max_bytes` and `sync_interval` are for `type: disk`");
+            }
+            return Buffer::Memory;
+        }
+        "disk" => {}
+        _ => {
+            fail("type", "must be `memory` or `disk`");
+            return Buffer::Memory;
+        }
+    }
+    let Some(path) = options.path.as_deref().filter(|p| !p.is_empty()) else {
+        fail("path", "a disk buffer needs the directory to keep its files in");
+        return Buffer::Memory;
+    };
+    let max_bytes = options.max_bytes.unwrap_or(DEFAULT_BUFFER_BYTES);
+    if max_bytes < MIN_BUFFER_BYTES {
+        fail("max_bytes", &format!("must be at least {MIN_BUFFER_BYTES} (1 MiB)"));
+        return Buffer::Memory;
+    }
+    let sync_interval = options.sync_interval.unwrap_or(1.0);
+    if !(sync_interval > 0.0 && sync_interval <= 3600.0) {
+        fail("sync_interval", "must be a positive number of seconds, at most 3600");
+        return Buffer::Memory;
+    }
+    // Relative to `base_path`, as the agent's other state files.
+    let path = base_path.join(path);
+    Buffer::Disk(DiskBufferSettings {
+        path,
+        max_bytes,
+        sync_interval,
+    })
 }
 
 #[cfg(test)]

@@ -112,6 +112,40 @@ pub struct OutputSettings {
     pub when_full: WhenFull,
     /// Log events are not queued (Riemann and other metric stores).
     pub metrics_only: bool,
+    /// Where the queue lives: in memory, or backed by segment files.
+    pub buffer: Buffer,
+}
+
+/// `buffer`: where an output's queue is kept (docs/durability.md).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Buffer {
+    /// In memory only: lost if the agent is killed.
+    #[default]
+    Memory,
+    /// Written to segment files in a directory before the output reads
+    /// them; kept across a crash.
+    Disk(DiskBufferSettings),
+}
+
+/// A disk buffer's resolved options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskBufferSettings {
+    /// The directory of segment files, this output's alone.
+    pub path: PathBuf,
+    /// Most bytes of segment files; past it the oldest segment is dropped.
+    pub max_bytes: u64,
+    /// Seconds between `fdatasync`s of what was written.
+    pub sync_interval: f64,
+}
+
+/// `buffer:` as written (unknown keys are found from its node).
+#[derive(Debug, Deserialize)]
+pub(super) struct BufferOptions {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) path: Option<String>,
+    pub(super) max_bytes: Option<u64>,
+    pub(super) sync_interval: Option<f64>,
 }
 
 /// `when_full`: what an output past its `pushback` asks of the listener
@@ -187,6 +221,7 @@ pub(super) struct CommonOutputOptions {
     pub(super) pushback: Option<usize>,
     pub(super) backoff_max: Option<f64>,
     pub(super) when_full: Option<String>,
+    pub(super) buffer: Option<BufferOptions>,
 }
 
 /// A comma-separated string or a list: `tags: "a, b"` or `tags: [a, b]`.
