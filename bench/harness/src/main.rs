@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// 1: listener → router (triggers) → Riemann output → acking sink, and listener → Null
+    /// 1: listener → router (triggers) → an output → its receiver (Riemann's acking sink, stand-ins, nats-server), and listener → Null
     Throughput {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -54,8 +54,10 @@ enum Scenario {
         /// Unacknowledged messages per connection
         #[arg(long, default_value_t = 128)]
         window: usize,
-        /// Only one variant: `riemann` or `null`
-        #[arg(long, value_parser = ["riemann", "null"])]
+        /// The variants, comma-separated: riemann, null, graphite, influxdb,
+        /// influxdb3, opentsdb, bosun, elasticsearch, remote_write, nats, or
+        /// `outputs` for every push output (default: riemann,null)
+        #[arg(long, value_name = "LIST")]
         only: Option<String>,
     },
     /// 2: six host sources at 1 s beside collectd and node_exporter
@@ -194,12 +196,20 @@ fn main() -> ExitCode {
             window,
             only,
         } => {
+            let variants = match only.as_deref().map(throughput::Variant::parse_list) {
+                None => throughput::Options::default().variants,
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    eprintln!("--only: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let opts = throughput::Options {
                 seconds,
                 warmup,
                 connections,
                 window,
-                null_only: only.map(|v| v == "null"),
+                variants,
             };
             report(Ok(throughput::run(&env, &opts)), "throughput");
         }
