@@ -75,25 +75,13 @@ WHISPER_AUTOFLUSH = True
         if !file.exists() {
             return Vec::new();
         }
-        let from = format!("--from={}", unix_now() - 600);
+        let from = format!("--from={}", unix_now() - 1200);
         let out = Command::new("whisper-fetch")
             .arg(from)
             .arg(&file)
             .output()
             .expect("run whisper-fetch");
         parse_whisper_fetch(&String::from_utf8_lossy(&out.stdout))
-    }
-
-    /// Waits until `path` has a point at or after `since`.
-    fn wait_for_point(&self, path: &str, since: i64, timeout: Duration) -> Option<(i64, f64)> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(p) = self.points(path).into_iter().find(|&(t, _)| t >= since) {
-                return Some(p);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        None
     }
 }
 
@@ -120,8 +108,40 @@ fn start_agent(dir: &Path, config: &str) -> Running {
     Running::start(&["-c", path.to_str().expect("utf-8 path")])
 }
 
+/// Sends events `range` of service `answer` from host `web1` to a Riemann
+/// listener, event `i` stamped `t0 + i` with metric `i`.
+fn send_numbered(port: u16, t0: i64, range: std::ops::Range<i64>) {
+    for chunk in range.collect::<Vec<_>>().chunks(10) {
+        let events: Vec<common::RawEvent<'_>> = chunk
+            .iter()
+            .map(|&i| common::RawEvent {
+                service: "answer",
+                host: "web1",
+                time: t0 + i,
+                metric: i,
+            })
+            .collect();
+        assert!(
+            common::riemann_send(port, &common::riemann_message(&events)),
+            "the listener refused"
+        );
+    }
+}
+
+/// Carbon keeps one value per path and second, so the test stamps each
+/// event with a second of its own (through a Riemann listener, which keeps
+/// the sender's time) and reads back exactly one point per event: event `i`
+/// at `t0 + i` with value `i`. A line sent twice would fill the same slot
+/// with the same value, so a resent batch cannot make the count pass.
+///
+/// Plaintext carbon never acknowledges: lines written at the very instant
+/// it goes away are lost by TCP itself, whatever the sender does. What the
+/// output can promise — and what this checks — is that nothing queued is
+/// lost: carbon is stopped (SIGTERM, its cache flushed) while the
+/// connection is idle, the events sent meanwhile wait in the queue, and
+/// all of them arrive once it is back.
 #[test]
-fn graphite_reaches_carbon_absent_at_start_and_after_a_restart() {
+fn graphite_reaches_carbon_absent_at_start_and_after_a_restart_exactly() {
     let Some(binary) = require_binary("carbon-cache", "graphite-carbon") else {
         return;
     };
@@ -131,9 +151,9 @@ fn graphite_reaches_carbon_absent_at_start_and_after_a_restart() {
     let data = TempDir::new("carbon");
     let carbon = Carbon::new(binary, &data);
     let dir = TempDir::new("graphite-agent");
+    let listen = free_port();
     let config = format!(
-        "hostname: web1
-outputs:
+        "outputs:
   - output: duct.outputs.graphite.Graphite
     server: 127.0.0.1
     port: {port}
@@ -141,41 +161,46 @@ outputs:
     interval: 0.2
     backoff_max: 0.5
 sources:
-  - service: answer
-    source: duct.sources.generator.Function
-    function: \"42\"
-    interval: 0.5
+  - service: listener
+    source: duct.sources.riemann.RiemannTCP
+    bind: 127.0.0.1
+    port: {listen}
 ",
         port = carbon.port
     );
-    // Nothing listens yet: the output retries and keeps what it has.
-    let before = unix_now();
     let agent = start_agent(dir.path(), &config);
-    std::thread::sleep(Duration::from_secs(2));
-    let carbon_started = unix_now();
-    let first = carbon.start();
+    assert!(wait_for_port(listen, Duration::from_secs(30)), "{}", agent.stderr());
     let path = "ductd_test.web1.answer";
-    let point = carbon.wait_for_point(path, before, Duration::from_secs(30));
-    assert_eq!(
-        point.map(|p| p.1),
-        Some(42.0),
-        "no point in carbon:\n{}",
+    let t0 = unix_now() - 300;
+    let expected = |n: i64| (0..n).map(|i| (t0 + i, i as f64)).collect::<Vec<_>>();
+    let stored = |n: i64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let points = carbon.points(path);
+            if points.len() as i64 >= n || Instant::now() > deadline {
+                return points;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // Nothing listens yet: the output retries and keeps what it has.
+    send_numbered(listen, t0, 0..40);
+    assert!(
+        agent.wait_for_log("cannot connect", Duration::from_secs(20)),
+        "{}",
         agent.stderr()
     );
-    // What was queued while carbon was absent arrived too.
-    let earliest = carbon.points(path).first().map_or(i64::MAX, |p| p.0);
-    assert!(
-        earliest < carbon_started,
-        "the first point is at {earliest}, carbon started at {carbon_started}"
-    );
+    let first = carbon.start();
+    assert_eq!(stored(40), expected(40), "{}", agent.stderr());
 
-    drop(first);
-    std::thread::sleep(Duration::from_secs(2));
-    let restarted_at = unix_now();
+    // Stopped mid-stream, events sent while it is away, then back.
+    first.stop(Duration::from_secs(30));
+    send_numbered(listen, t0, 40..100);
+    std::thread::sleep(Duration::from_secs(1));
     let _second = carbon.start();
-    assert!(wait_for_port(carbon.port, Duration::from_secs(10)));
-    let point = carbon.wait_for_point(path, restarted_at + 1, Duration::from_secs(30));
-    assert!(point.is_some(), "no point after carbon's restart:\n{}", agent.stderr());
+    send_numbered(listen, t0, 100..120);
+    assert_eq!(stored(120), expected(120), "{}", agent.stderr());
     let log = agent.stderr();
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -344,6 +369,8 @@ fn stop_counting(agent: Running, service: &str) -> (Option<i32>, u64, String) {
 struct Received {
     head: String,
     body: String,
+    /// When the stand-in had read it.
+    at: Instant,
 }
 
 impl Received {
@@ -360,12 +387,21 @@ impl Received {
     }
 }
 
+/// How a stand-in answers the `n`th request: `(status, header lines each
+/// ending `\r\n`, body)`.
+type Answer = std::sync::Arc<dyn Fn(usize, &Received) -> (u16, String, String) + Send + Sync>;
+
 /// A stand-in for a receiver with no Debian package: answers each request
 /// with the next of `statuses` (the last one repeated), recording what it
-/// got. One request per connection (it answers `Connection: close`).
+/// got. One request per connection (it answers `Connection: close`). It can
+/// be stopped (its port then refuses connections) and started again on the
+/// same port.
 struct StandIn {
     port: u16,
     received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    answer: Answer,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StandIn {
@@ -377,15 +413,46 @@ impl StandIn {
     }
 
     /// A stand-in whose answer to the `n`th request is `answer(n, request)`.
-    fn answering(answer: impl Fn(usize, &Received) -> (u16, String) + Send + 'static) -> StandIn {
-        use std::io::{BufRead, BufReader, Read, Write};
+    fn answering(answer: impl Fn(usize, &Received) -> (u16, String) + Send + Sync + 'static) -> StandIn {
+        StandIn::answering_with_headers(move |n, r| {
+            let (status, body) = answer(n, r);
+            (status, String::new(), body)
+        })
+    }
+
+    /// Same, with header lines added to the answer: `(status, headers, body)`.
+    fn answering_with_headers(
+        answer: impl Fn(usize, &Received) -> (u16, String, String) + Send + Sync + 'static,
+    ) -> StandIn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().unwrap().port();
-        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = received.clone();
-        std::thread::spawn(move || {
-            for (n, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { continue };
+        let mut stand_in = StandIn {
+            port: listener.local_addr().unwrap().port(),
+            received: Default::default(),
+            answer: std::sync::Arc::new(answer),
+            stop: Default::default(),
+            thread: None,
+        };
+        stand_in.serve(listener);
+        stand_in
+    }
+
+    fn serve(&mut self, listener: std::net::TcpListener) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let (log, answer, stop) = (self.received.clone(), self.answer.clone(), self.stop.clone());
+        stop.store(false, Ordering::Relaxed);
+        self.thread = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                 let mut head = String::new();
                 loop {
@@ -408,17 +475,33 @@ impl StandIn {
                 let request = Received {
                     head,
                     body: String::from_utf8_lossy(&body).into_owned(),
+                    at: Instant::now(),
                 };
-                let (status, answer) = answer(n, &request);
-                log.lock().unwrap().push(request);
+                let mut log = log.lock().unwrap();
+                let (status, headers, answer) = answer(log.len(), &request);
+                log.push(request);
+                drop(log);
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{answer}",
                     answer.len()
                 );
             }
-        });
-        StandIn { port, received }
+        }));
+    }
+
+    /// Stops listening: connections to the port are refused until
+    /// [`StandIn::start_again`].
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn start_again(&mut self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("bind the same port again");
+        self.serve(listener);
     }
 
     fn received(&self) -> Vec<Received> {
@@ -431,6 +514,12 @@ impl StandIn {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.received()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -500,6 +589,93 @@ sources:
     let log = agent.stderr();
     assert!(log.contains("answered 400") && log.contains("bad line"), "{log}");
     assert!(log.contains("answered 429"), "{log}");
+}
+
+/// `t` (seconds since the epoch) as an HTTP date, `Fri, 04 Dec 2026 10:00:00 GMT`.
+fn http_date(t: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = duct_core::civil::civil_from_seconds(t);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[t.div_euclid(86_400).rem_euclid(7) as usize],
+        c.day,
+        MONTHS[c.month as usize - 1],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
+#[test]
+fn retry_after_is_honoured_in_seconds_and_as_a_date_up_to_backoff_max() {
+    // 429 asking for 2 s, then 503 asking until a date at least 2 s away,
+    // then accepted.
+    let waits = StandIn::answering_with_headers(|n, _| match n {
+        0 => (429, "Retry-After: 2\r\n".into(), "slow down".into()),
+        1 => {
+            let at = unix_now() + 3;
+            (503, format!("Retry-After: {}\r\n", http_date(at)), "busy".into())
+        }
+        _ => (204, String::new(), String::new()),
+    });
+    // Asks for an hour; backoff_max (1 s) caps the wait.
+    let capped = StandIn::answering_with_headers(|n, _| match n {
+        0 => (429, "Retry-After: 3600\r\n".into(), "come back in an hour".into()),
+        _ => (204, String::new(), String::new()),
+    });
+    let dir = TempDir::new("retry-after-agent");
+    let config = format!(
+        "hostname: web1
+outputs:
+  - output: duct.outputs.influxdb3.InfluxDB3
+    name: waits
+    url: http://127.0.0.1:{waits}
+    interval: 0.1
+    backoff_max: 10
+  - output: duct.outputs.influxdb3.InfluxDB3
+    name: capped
+    url: http://127.0.0.1:{capped}
+    interval: 0.1
+    backoff_max: 1
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.1
+",
+        waits = waits.port,
+        capped = capped.port
+    );
+    let agent = start_agent(dir.path(), &config);
+    let got = waits.wait_for(3, Duration::from_secs(30));
+    assert!(got.len() >= 3, "{got:?}\n{}", agent.stderr());
+    // Lower bounds only: a loaded machine can make a wait longer, never shorter.
+    let first_wait = got[1].at - got[0].at;
+    assert!(
+        first_wait >= Duration::from_millis(1900),
+        "retried after {first_wait:?}, asked 2 s"
+    );
+    let second_wait = got[2].at - got[1].at;
+    assert!(
+        second_wait >= Duration::from_millis(1900),
+        "retried after {second_wait:?}, asked ≥ 2 s"
+    );
+    // The refused batch came again, first in the next request.
+    let first_line = |r: &Received| r.body.lines().next().unwrap_or("").to_string();
+    assert_eq!(first_line(&got[1]), first_line(&got[0]));
+    assert_eq!(first_line(&got[2]), first_line(&got[0]));
+    let got = capped.wait_for(2, Duration::from_secs(30));
+    assert!(
+        got.len() >= 2,
+        "an hour's Retry-After was not capped by backoff_max:\n{}",
+        agent.stderr()
+    );
+    let log = agent.stderr();
+    assert!(log.contains("answered 429") && log.contains("answered 503"), "{log}");
 }
 
 #[test]
@@ -641,6 +817,82 @@ sources:
     assert_eq!(third[0]["create"]["_id"], first[2]["create"]["_id"], "{third:?}");
     let log = agent.stderr();
     assert!(log.contains("1 refused") && log.contains("refused with 400"), "{log}");
+}
+
+/// Events a request to a stand-in carried, read as its API says.
+fn events_in(request: &Received) -> u64 {
+    let path = request.line().split(' ').nth(1).unwrap_or("");
+    if path.starts_with("/api/v3/write_lp") {
+        request.body.lines().filter(|l| !l.is_empty()).count() as u64
+    } else if path.starts_with("/api/put") {
+        let points: Vec<serde_json::Value> = serde_json::from_str(&request.body).expect("a JSON array");
+        points.len() as u64
+    } else if path.starts_with("/_bulk") {
+        (request.body.lines().count() / 2) as u64
+    } else {
+        // Bosun's metadata.
+        0
+    }
+}
+
+#[test]
+fn http_outputs_deliver_every_event_across_a_receiver_restart_exactly() {
+    let bulk = |_: usize, r: &Received| (200, bulk_answer(r, &[]));
+    let mut receivers = [
+        ("duct.outputs.influxdb3.InfluxDB3", StandIn::start(&[(204, "")])),
+        ("duct.outputs.opentsdb.OpenTSDB", StandIn::start(&[(200, "{}")])),
+        ("duct.outputs.bosun.Bosun", StandIn::start(&[(204, "")])),
+        ("duct.outputs.elasticsearch.ElasticSearch", StandIn::answering(bulk)),
+    ];
+    let mut config = String::from("hostname: web1\noutputs:\n");
+    let mut names = Vec::new();
+    for (i, (output, stand_in)) in receivers.iter().enumerate() {
+        config.push_str(&format!(
+            "  - output: {output}\n    name: out{i}\n    url: http://127.0.0.1:{}\n    interval: 0.2\n    backoff_max: 0.5\n",
+            stand_in.port
+        ));
+        names.push(format!("out{i}"));
+    }
+    config.push_str(&format!(
+        "  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.1
+sources:
+  - service: answer
+    source: duct.sources.generator.Function
+    function: \"42\"
+    interval: 0.1
+    route: [{}, log]
+",
+        names.join(", ")
+    ));
+    let dir = TempDir::new("http-restart-agent");
+    let agent = start_agent(dir.path(), &config);
+    for (output, stand_in) in &receivers {
+        let got = stand_in.wait_for(2, Duration::from_secs(20));
+        assert!(got.len() >= 2, "{output}: {got:?}\n{}", agent.stderr());
+    }
+    // All four go away mid-stream, and come back on the same ports.
+    for (_, stand_in) in &mut receivers {
+        stand_in.stop();
+    }
+    assert!(
+        agent.wait_for_log("delivery failed", Duration::from_secs(20)),
+        "{}",
+        agent.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for (_, stand_in) in &mut receivers {
+        stand_in.start_again();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, made, log) = stop_counting(agent, "answer");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(made >= 20, "{made} events made\n{log}");
+    for (output, stand_in) in &receivers {
+        let got: u64 = stand_in.received().iter().map(events_in).sum();
+        assert_eq!(got, made, "{output}: events made {made}, received {got}\n{log}");
+    }
 }
 
 #[test]

@@ -306,6 +306,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops the server as its service manager would (SIGTERM), waiting
+    /// up to `grace` for it to exit before killing it.
+    pub fn stop(mut self, grace: Duration) {
+        // SAFETY: kill(2) on our own child's pid, not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -528,34 +546,69 @@ remote-control:
     Some(Server::spawn(cmd, port, dir, "unbound"))
 }
 
+/// An event for [`riemann_message`].
+pub struct RawEvent<'a> {
+    pub service: &'a str,
+    pub host: &'a str,
+    /// Seconds since the epoch.
+    pub time: i64,
+    pub metric: i64,
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.push(v as u8 | 0x80);
         v >>= 7;
     }
     out.push(v as u8);
 }
 
-/// A Riemann frame of events (service, host, `metric_sint64`), encoded by
-/// hand: tests must not trust ductd's own encoder.
-pub fn riemann_frame(events: &[(&str, &str, i64)]) -> Vec<u8> {
-    fn field(out: &mut Vec<u8>, tag: u64, bytes: &[u8]) {
-        put_varint(out, tag << 3 | 2);
-        put_varint(out, bytes.len() as u64);
-        out.extend_from_slice(bytes);
+fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, field << 3 | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends one event (time if any, service, host, `metric_sint64`) to a
+/// message body.
+fn put_event(msg: &mut Vec<u8>, time: Option<i64>, service: &str, host: &str, metric: i64) {
+    let mut ev = Vec::new();
+    if let Some(time) = time {
+        put_varint(&mut ev, 1 << 3);
+        put_varint(&mut ev, time as u64);
     }
-    let mut msg = Vec::new();
-    for (service, host, metric) in events {
-        let mut event = Vec::new();
-        field(&mut event, 3, service.as_bytes());
-        field(&mut event, 4, host.as_bytes());
-        put_varint(&mut event, 13 << 3);
-        put_varint(&mut event, ((metric << 1) ^ (metric >> 63)) as u64);
-        field(&mut msg, 6, &event);
-    }
+    put_bytes(&mut ev, 3, service.as_bytes());
+    put_bytes(&mut ev, 4, host.as_bytes());
+    put_varint(&mut ev, 13 << 3);
+    put_varint(&mut ev, ((metric << 1) ^ (metric >> 63)) as u64);
+    put_bytes(msg, 6, &ev);
+}
+
+fn length_prefixed(msg: Vec<u8>) -> Vec<u8> {
     let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
     frame.extend(msg);
     frame
+}
+
+/// A Riemann frame of events (service, host, `metric_sint64`), encoded by
+/// hand: tests must not trust ductd's own encoder.
+pub fn riemann_frame(events: &[(&str, &str, i64)]) -> Vec<u8> {
+    let mut msg = Vec::new();
+    for (service, host, metric) in events {
+        put_event(&mut msg, None, service, host, *metric);
+    }
+    length_prefixed(msg)
+}
+
+/// A length-prefixed Riemann message of `events`, encoded by hand (the
+/// tests must not trust ductd's own encoder): time, service, host and an
+/// integer metric each.
+pub fn riemann_message(events: &[RawEvent<'_>]) -> Vec<u8> {
+    let mut msg = Vec::new();
+    for e in events {
+        put_event(&mut msg, Some(e.time), e.service, e.host, e.metric);
+    }
+    length_prefixed(msg)
 }
 
 /// Reads one Riemann answer frame: `Some(true)` for `ok: true`,
@@ -572,4 +625,24 @@ pub fn read_riemann_answer(s: &mut std::net::TcpStream) -> Option<bool> {
         Some([0x10, v]) => Some(*v == 1),
         _ => panic!("not an answer: {body:?}"),
     }
+}
+
+/// Sends a message to a Riemann TCP listener and waits for its answer;
+/// true for `ok: true`.
+pub fn riemann_send(port: u16, message: &[u8]) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    if s.write_all(message).is_err() {
+        return false;
+    }
+    let mut len = [0u8; 4];
+    if s.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    // `ok` is field 2, a varint, first in the answer.
+    s.read_exact(&mut body).is_ok() && body.starts_with(&[0x10, 1])
 }

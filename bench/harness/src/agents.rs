@@ -167,6 +167,8 @@ pub struct Programs {
     pub duct_python: Option<PathBuf>,
     pub collectd: Option<PathBuf>,
     pub node_exporter: Option<PathBuf>,
+    /// The receiver of the NATS output's throughput figure.
+    pub nats_server: Option<PathBuf>,
 }
 
 impl Programs {

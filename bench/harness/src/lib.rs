@@ -15,4 +15,5 @@ pub mod report;
 pub mod scenarios;
 pub mod senders;
 pub mod sink;
+pub mod stand_ins;
 pub mod wire;

@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// 1: listener → router (triggers) → Riemann output (memory queue, disk buffer, disk buffer with end_to_end) → acking sink, and listener → Null
+    /// 1: listener → router (triggers) → an output → its receiver (Riemann's acking sink with the memory queue, a disk buffer and end_to_end; stand-ins; nats-server), and listener → Null
     Throughput {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -54,9 +54,11 @@ enum Scenario {
         /// Unacknowledged messages per connection
         #[arg(long, default_value_t = 128)]
         window: usize,
-        /// Only one variant: `riemann`, `disk` (RiemannTCP with a disk buffer),
-        /// `disk-e2e` (the same with `end_to_end` acks) or `null`
-        #[arg(long, value_parser = ["riemann", "disk", "disk-e2e", "null"])]
+        /// The variants, comma-separated: riemann, riemann_disk,
+        /// riemann_disk_end_to_end, null, graphite, influxdb, influxdb3,
+        /// opentsdb, bosun, elasticsearch, remote_write, nats, or `outputs`
+        /// for every push output (default: the four Riemann and Null ones)
+        #[arg(long, value_name = "LIST")]
         only: Option<String>,
     },
     /// 2: six host sources at 1 s beside collectd and node_exporter
@@ -195,12 +197,20 @@ fn main() -> ExitCode {
             window,
             only,
         } => {
+            let variants = match only.as_deref().map(throughput::Variant::parse_list) {
+                None => throughput::Options::default().variants,
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    eprintln!("--only: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let opts = throughput::Options {
                 seconds,
                 warmup,
                 connections,
                 window,
-                only: only.as_deref().and_then(throughput::Variant::parse),
+                variants,
             };
             report(Ok(throughput::run(&env, &opts)), "throughput");
         }

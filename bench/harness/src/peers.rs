@@ -43,6 +43,7 @@ pub fn find(ductd: PathBuf, duct_python: Option<PathBuf>, venv: &Path) -> Progra
         duct_python,
         collectd: on_path("collectd", &["/usr/sbin/collectd"]),
         node_exporter: on_path("prometheus-node-exporter", &["/usr/bin/prometheus-node-exporter"]),
+        nats_server: on_path("nats-server", &["/usr/sbin/nats-server"]),
     }
 }
 
@@ -77,13 +78,14 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
 pub fn install(venv: &Path) -> Result<(), String> {
     if on_path("collectd", &["/usr/sbin/collectd"]).is_none()
         || on_path("prometheus-node-exporter", &["/usr/bin/prometheus-node-exporter"]).is_none()
+        || on_path("nats-server", &["/usr/sbin/nats-server"]).is_none()
     {
         run("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
         run(
-            "collectd-core and prometheus-node-exporter",
+            "collectd-core, prometheus-node-exporter and nats-server",
             Command::new("apt-get")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(["collectd-core", "prometheus-node-exporter"])
+                .args(["collectd-core", "prometheus-node-exporter", "nats-server"])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }

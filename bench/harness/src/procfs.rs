@@ -1,5 +1,5 @@
-//! What a process costs, read from `/proc`: resident memory (VmRSS, and
-//! its peak VmHWM) and CPU time (utime + stime), sampled in the background
+//! What a process costs, read from `/proc`: resident memory (VmRSS, its
+//! anonymous part RssAnon, and the peak VmHWM) and CPU time (utime + stime), sampled in the background
 //! so that a scenario can report the largest RSS seen during its run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     pub rss_kib: u64,
+    /// Heap, stacks and other anonymous pages: what the agent allocated,
+    /// as opposed to the program's file-backed pages.
+    pub anon_kib: u64,
     pub hwm_kib: u64,
     /// User plus system CPU time of all its threads, in seconds.
     pub cpu_s: f64,
@@ -70,6 +73,7 @@ pub fn read(pid: u32) -> Option<Reading> {
     let ticks = cpu_ticks(&stat)? as f64 / clock_ticks();
     Some(Reading {
         rss_kib: status_kib(&status, "VmRSS:")?,
+        anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM:")?,
         // (Threads that end take their schedstat with them: the agents
         // measured here keep theirs for the whole run.)
@@ -79,9 +83,11 @@ pub fn read(pid: u32) -> Option<Reading> {
     })
 }
 
-/// Samples a process's RSS every `every` until dropped; keeps the largest.
+/// Samples a process's RSS every `every` until dropped; keeps the largest
+/// VmRSS and the largest RssAnon.
 pub struct Sampler {
     max_rss_kib: Arc<AtomicU64>,
+    max_anon_kib: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -89,14 +95,16 @@ pub struct Sampler {
 impl Sampler {
     pub fn start(pid: u32, every: Duration) -> Sampler {
         let max_rss_kib = Arc::new(AtomicU64::new(0));
+        let max_anon_kib = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (max, stop) = (max_rss_kib.clone(), stop.clone());
+            let (max, anon, stop) = (max_rss_kib.clone(), max_anon_kib.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match read(pid) {
                         Some(r) => {
                             max.fetch_max(r.rss_kib, Ordering::Relaxed);
+                            anon.fetch_max(r.anon_kib, Ordering::Relaxed);
                         }
                         None => return,
                     }
@@ -106,6 +114,7 @@ impl Sampler {
         };
         Sampler {
             max_rss_kib,
+            max_anon_kib,
             stop,
             thread: Some(thread),
         }
@@ -116,9 +125,15 @@ impl Sampler {
         self.max_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0
     }
 
-    /// Forgets the peak so far (after a warm-up).
+    /// The largest RssAnon seen so far, in MiB.
+    pub fn max_anon_mib(&self) -> f64 {
+        self.max_anon_kib.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+
+    /// Forgets the peaks so far (after a warm-up).
     pub fn reset(&self) {
         self.max_rss_kib.store(0, Ordering::Relaxed);
+        self.max_anon_kib.store(0, Ordering::Relaxed);
     }
 }
 

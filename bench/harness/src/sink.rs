@@ -6,6 +6,10 @@
 //!
 //! Scenarios that need more than a count (latency, scale) pass an
 //! [`Inspect`] callback that sees every message body with its arrival time.
+//!
+//! The accepting and counting are shared with the stand-ins for the other
+//! outputs' receivers ([`crate::stand_ins`]): [`Sink::serving`] takes the
+//! function that serves one connection.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +25,10 @@ use crate::wire::count_events;
 /// Called with each message body and the moment it was read.
 pub type Inspect = Arc<dyn Fn(&[u8], Instant) + Send + Sync>;
 
+/// Serves one accepted connection, counting what arrives, until the peer
+/// leaves or the flag (the sink's stop) is set.
+pub type Serve = Arc<dyn Fn(TcpStream, &SinkCounts, &AtomicBool) + Send + Sync>;
+
 /// What the sink has seen so far.
 #[derive(Debug, Default)]
 pub struct SinkCounts {
@@ -31,45 +39,9 @@ pub struct SinkCounts {
     pub malformed: AtomicU64,
 }
 
-/// A running sink on a free loopback port; stops when dropped.
-pub struct Sink {
-    port: u16,
-    counts: Arc<SinkCounts>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Sink {
-    pub fn start(inspect: Option<Inspect>) -> io::Result<Sink> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let counts = Arc::new(SinkCounts::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (counts, stop) = (counts.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("sink-accept".into())
-                .spawn(move || accept_loop(listener, counts, stop, inspect))?
-        };
-        Ok(Sink {
-            port,
-            counts,
-            stop,
-            accept: Some(accept),
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn counts(&self) -> &SinkCounts {
-        &self.counts
-    }
-
+impl SinkCounts {
     pub fn events(&self) -> u64 {
-        self.counts.events.load(Ordering::Relaxed)
+        self.events.load(Ordering::Relaxed)
     }
 
     /// Waits until `events` have arrived or `within` passes; true if they did.
@@ -85,6 +57,61 @@ impl Sink {
     }
 }
 
+/// A running sink on a free loopback port; stops when dropped.
+pub struct Sink {
+    port: u16,
+    counts: Arc<SinkCounts>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Sink {
+    /// A Riemann server.
+    pub fn start(inspect: Option<Inspect>) -> io::Result<Sink> {
+        Sink::serving(Arc::new(move |stream, counts, stop| {
+            serve(stream, counts, stop, inspect.as_ref())
+        }))
+    }
+
+    /// A server whose connections `serve` serves.
+    pub fn serving(serve: Serve) -> io::Result<Sink> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let counts = Arc::new(SinkCounts::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (counts, stop) = (counts.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("sink-accept".into())
+                .spawn(move || accept_loop(listener, counts, stop, serve))?
+        };
+        Ok(Sink {
+            port,
+            counts,
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn counts(&self) -> &Arc<SinkCounts> {
+        &self.counts
+    }
+
+    pub fn events(&self) -> u64 {
+        self.counts.events()
+    }
+
+    /// Waits until `events` have arrived or `within` passes; true if they did.
+    pub fn wait_for(&self, events: u64, within: Duration) -> bool {
+        self.counts.wait_for(events, within)
+    }
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -94,16 +121,16 @@ impl Drop for Sink {
     }
 }
 
-fn accept_loop(listener: TcpListener, counts: Arc<SinkCounts>, stop: Arc<AtomicBool>, inspect: Option<Inspect>) {
+fn accept_loop(listener: TcpListener, counts: Arc<SinkCounts>, stop: Arc<AtomicBool>, serve: Serve) {
     let mut connections = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
                 counts.connections.fetch_add(1, Ordering::Relaxed);
-                let (counts, stop, inspect) = (counts.clone(), stop.clone(), inspect.clone());
+                let (counts, stop, serve) = (counts.clone(), stop.clone(), serve.clone());
                 let spawned = std::thread::Builder::new()
                     .name("sink-conn".into())
-                    .spawn(move || serve(stream, &counts, &stop, inspect.as_ref()));
+                    .spawn(move || serve(stream, &counts, &stop));
                 if let Ok(handle) = spawned {
                     connections.push(handle);
                 }

@@ -55,11 +55,11 @@ fn varint(buf: &[u8], at: &mut usize) -> Result<u64, Malformed> {
     Err(Malformed)
 }
 
-/// The number of events (`Msg` field 6) in an encoded `Msg`, found by
-/// walking its top-level fields only.
-pub fn count_events(msg: &[u8]) -> Result<usize, Malformed> {
+/// Calls `each` with the number and contents of every length-delimited
+/// top-level field of an encoded protobuf message (other fields are
+/// skipped), without decoding anything.
+pub fn for_each_field(msg: &[u8], mut each: impl FnMut(u64, &[u8]) -> Result<(), Malformed>) -> Result<(), Malformed> {
     let mut at = 0;
-    let mut events = 0;
     while at < msg.len() {
         let key = varint(msg, &mut at)?;
         match key & 7 {
@@ -69,20 +69,34 @@ pub fn count_events(msg: &[u8]) -> Result<usize, Malformed> {
             1 => at += 8,
             2 => {
                 let len = usize::try_from(varint(msg, &mut at)?).map_err(|_| Malformed)?;
-                at = at.checked_add(len).ok_or(Malformed)?;
-                if key >> 3 == 6 {
-                    events += 1;
-                }
+                let end = at.checked_add(len).filter(|&e| e <= msg.len()).ok_or(Malformed)?;
+                each(key >> 3, &msg[at..end])?;
+                at = end;
             }
             5 => at += 4,
             _ => return Err(Malformed),
         }
     }
     if at == msg.len() {
-        Ok(events)
+        Ok(())
     } else {
         Err(Malformed)
     }
+}
+
+/// How many times the length-delimited top-level field `field` occurs.
+pub fn count_field(msg: &[u8], field: u64) -> Result<usize, Malformed> {
+    let mut n = 0;
+    for_each_field(msg, |f, _| {
+        n += usize::from(f == field);
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// The number of events (`Msg` field 6) in an encoded `Msg`.
+pub fn count_events(msg: &[u8]) -> Result<usize, Malformed> {
+    count_field(msg, 6)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -50,6 +51,10 @@ pub struct OutputError {
     /// Of those, how many the destination refused for good (sending them
     /// again would be refused again): counted as dropped, not sent.
     pub rejected: usize,
+    /// How long the destination asked to be left alone (HTTP's
+    /// `Retry-After`): the output actor sends again no sooner, and no later
+    /// than its `backoff_max` allows.
+    pub retry_after: Option<Duration>,
 }
 
 impl OutputError {
@@ -58,6 +63,7 @@ impl OutputError {
             message: message.into(),
             delivered: 0,
             rejected: 0,
+            retry_after: None,
         }
     }
 
@@ -69,6 +75,12 @@ impl OutputError {
     /// Says that `n` of the events done with were refused, not delivered.
     pub fn rejecting(mut self, n: usize) -> Self {
         self.rejected = n;
+        self
+    }
+
+    /// Says how long the destination asked the next attempt to wait.
+    pub fn waiting(mut self, asked: Option<Duration>) -> Self {
+        self.retry_after = asked;
         self
     }
 }

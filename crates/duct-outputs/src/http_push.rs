@@ -11,15 +11,18 @@
 //! - 401, 403, 404, 408, 429 and 5xx, and any failure to get an answer:
 //!   kept in the queue and sent again after backoff. Credentials, a missing
 //!   database or an overloaded server are fixed on the other side, and the
-//!   data should still be there when they are.
+//!   data should still be there when they are. A 429 or 503 with
+//!   `Retry-After` (seconds, or an HTTP date) is sent again no sooner than
+//!   it asks, up to the output's `backoff_max` (the output actor's wait).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use duct_core::config::seconds::Zero;
 use duct_core::config::Diagnostic;
 use duct_core::{OutputArgs, OutputError};
-use duct_http::client::{header, Client, HeaderValue, Method, Request, Response, StatusCode, Url};
+use duct_http::client::{header, Client, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Url};
 use duct_http::tls::TlsPolicy;
 use serde::Deserialize;
 
@@ -148,7 +151,7 @@ impl Endpoint {
             body_excerpt(&answer.body)
         );
         if is_retryable(status) {
-            Err(OutputError::new(message))
+            Err(OutputError::new(message).waiting(retry_after(status, &answer.headers, SystemTime::now())))
         } else {
             Err(
                 OutputError::new(format!("{message}; the batch's {events} events are dropped"))
@@ -157,6 +160,22 @@ impl Endpoint {
             )
         }
     }
+}
+
+/// The wait a 429 or 503 answer asks for with `Retry-After`: whole
+/// seconds, or an HTTP date (`Fri, 04 Dec 2026 10:00:00 GMT`, or the two
+/// obsolete forms) compared with `now`. `None` without one, or with one
+/// that cannot be read; a date already past asks for no wait.
+pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if !matches!(status.as_u16(), 429 | 503) {
+        return None;
+    }
+    let text = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Whether a failed answer is worth sending again later.
@@ -189,6 +208,32 @@ mod tests {
         for code in [400, 413, 422] {
             assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
         }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_378_400); // 2026-12-04 10:00:00 UTC
+        let wait = |status, v| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(v));
+            retry_after(StatusCode::from_u16(status).unwrap(), &headers, now)
+        };
+        assert_eq!(wait(429, "120"), Some(Duration::from_secs(120)));
+        assert_eq!(wait(503, " 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            wait(503, "Fri, 04 Dec 2026 10:01:30 GMT"),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            wait(429, "Friday, 04-Dec-26 10:00:05 GMT"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(wait(429, "Fri Dec  4 10:00:02 2026"), Some(Duration::from_secs(2)));
+        assert_eq!(wait(429, "Thu, 03 Dec 2026 10:00:00 GMT"), Some(Duration::ZERO), "past");
+        assert_eq!(wait(429, "soon"), None);
+        assert_eq!(wait(429, "-5"), None);
+        assert_eq!(wait(500, "10"), None, "only 429 and 503 ask for a wait");
+        assert_eq!(retry_after(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), now), None);
     }
 
     #[test]

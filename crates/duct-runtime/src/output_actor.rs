@@ -13,7 +13,8 @@
 //!   the queue's size is published after every change for them;
 //! - a failed send puts what was not delivered back at the front of the
 //!   queue and delivery pauses for an exponential backoff, then resumes by
-//!   itself;
+//!   itself; a destination that said how long to wait (`Retry-After`) is
+//!   left alone at least that long, up to `backoff_max`;
 //! - at shutdown the queue is drained until it is empty or a deadline;
 //!   the drained actor then idles until the agent lets go of it.
 //!
@@ -522,7 +523,7 @@ impl OutputActor {
                     batch.fail_receipts();
                 }
                 self.queue.push_front(batch.skip(done));
-                self.failed(&e.message);
+                self.failed_waiting(&e.message, e.retry_after);
             }
             Err(panic) => {
                 self.queue.push_front(batch);
@@ -551,10 +552,20 @@ impl OutputActor {
     }
 
     fn failed(&mut self, why: &str) {
+        self.failed_waiting(why, None);
+    }
+
+    /// A failure after which the destination asked for `asked` of quiet.
+    fn failed_waiting(&mut self, why: &str, asked: Option<Duration>) {
         self.failures += 1;
         self.stats.failed(why);
         let cap = Duration::from_secs_f64(self.settings.backoff_max);
         let mut wait = backoff(self.failures, RETRY_BASE, cap);
+        if let Some(asked) = asked {
+            // Not sooner than asked, but a destination cannot hold the
+            // queue longer than the configuration allows.
+            wait = wait.max(asked.min(cap));
+        }
         if let Some((deadline, _)) = &self.drain {
             // Shutting down: one more try before the deadline is worth more
             // than a long wait — but never a retry loop with no wait at all.
