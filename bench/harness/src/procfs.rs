@@ -1,5 +1,6 @@
-//! What a process costs, read from `/proc`: resident memory (VmRSS, and
-//! its peak VmHWM) and CPU time (utime + stime), sampled in the background
+//! What a process costs, read from `/proc`: resident memory (VmRSS, its
+//! anonymous and file-backed parts RssAnon and RssFile, and its peak
+//! VmHWM) and CPU time (utime + stime), sampled in the background
 //! so that a scenario can report the largest RSS seen during its run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +12,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     pub rss_kib: u64,
+    /// Heap, stacks: what only this process holds.
+    pub rss_anon_kib: u64,
+    /// Mapped pages of the program and its libraries (page cache).
+    pub rss_file_kib: u64,
     pub hwm_kib: u64,
     /// User plus system CPU time of all its threads, in seconds.
     pub cpu_s: f64,
@@ -70,6 +75,8 @@ pub fn read(pid: u32) -> Option<Reading> {
     let ticks = cpu_ticks(&stat)? as f64 / clock_ticks();
     Some(Reading {
         rss_kib: status_kib(&status, "VmRSS:")?,
+        rss_anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
+        rss_file_kib: status_kib(&status, "RssFile:").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM:")?,
         // (Threads that end take their schedstat with them: the agents
         // measured here keep theirs for the whole run.)
