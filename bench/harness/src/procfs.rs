@@ -1,5 +1,6 @@
 //! What a process costs, read from `/proc`: resident memory (VmRSS, its
-//! anonymous part RssAnon, and the peak VmHWM) and CPU time (utime + stime), sampled in the background
+//! anonymous and file-backed parts RssAnon and RssFile, and its peak
+//! VmHWM) and CPU time (utime + stime), sampled in the background
 //! so that a scenario can report the largest RSS seen during its run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,8 @@ pub struct Reading {
     /// Heap, stacks and other anonymous pages: what the agent allocated,
     /// as opposed to the program's file-backed pages.
     pub anon_kib: u64,
+    /// Mapped pages of the program and its libraries (page cache).
+    pub file_kib: u64,
     pub hwm_kib: u64,
     /// User plus system CPU time of all its threads, in seconds.
     pub cpu_s: f64,
@@ -74,6 +77,7 @@ pub fn read(pid: u32) -> Option<Reading> {
     Some(Reading {
         rss_kib: status_kib(&status, "VmRSS:")?,
         anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
+        file_kib: status_kib(&status, "RssFile:").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM:")?,
         // (Threads that end take their schedstat with them: the agents
         // measured here keep theirs for the whole run.)

@@ -4,8 +4,9 @@
 //! collectd runs the matching plugins at `Interval 1` with `write_riemann`
 //! to a sink of its own; node_exporter runs the matching collectors and is
 //! scraped every second. All of them run side by side for the same window
-//! after a warm-up. Figures: VmRSS at the end and VmHWM, CPU as a share of
-//! one core (utime + stime over wall time), and CPU per emitted value.
+//! after a warm-up. Figures: VmRSS at the end with its RssAnon and RssFile
+//! parts, VmHWM, CPU as a share of one core (utime + stime over wall
+//! time), and CPU per emitted value.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -157,6 +158,8 @@ struct Subject {
 #[derive(Debug, Clone, Copy)]
 struct Cost {
     rss_mib: f64,
+    rss_anon_mib: f64,
+    rss_file_mib: f64,
     hwm_mib: f64,
     core_share: f64,
     values_per_s: f64,
@@ -237,6 +240,8 @@ pub fn run(env: &Env, opts: &Options) -> io::Result<Vec<Figure>> {
             s.running.name.clone(),
             Cost {
                 rss_mib: r1.rss_kib as f64 / 1024.0,
+                rss_anon_mib: r1.anon_kib as f64 / 1024.0,
+                rss_file_mib: r1.file_kib as f64 / 1024.0,
                 hwm_mib: r1.hwm_kib as f64 / 1024.0,
                 core_share: procfs::core_share(&r0, &r1),
                 values_per_s: values as f64 / wall,
@@ -277,6 +282,8 @@ fn figures(costs: &[(String, Cost)], opts: &Options) -> Vec<Figure> {
     values.better = Better::Higher;
     vec![
         rss,
+        fig("rss_anon", "MiB", &|c| c.rss_anon_mib),
+        fig("rss_file", "MiB", &|c| c.rss_file_mib),
         fig("vm_hwm", "MiB", &|c| c.hwm_mib),
         fig("cpu_share_of_a_core", "%", &|c| c.core_share * 100.0).target(Target::AtMost(0.1)),
         values,
