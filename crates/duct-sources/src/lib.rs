@@ -4,6 +4,8 @@
 pub mod accept;
 pub mod agent;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generator;
 pub mod lines;
 pub mod linux;

@@ -13,6 +13,8 @@ pub(crate) mod command;
 mod cpu;
 mod diskfree;
 mod diskio;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ipsec;
 mod load;
 mod memory;

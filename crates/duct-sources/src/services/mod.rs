@@ -51,6 +51,8 @@ mod conn;
 mod docker;
 mod ds18b20;
 mod elasticsearch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod haproxy;
 mod libav;
 mod memcache;

@@ -109,7 +109,7 @@ impl Emperor {
 
 /// A whole JSON document at the start of `buf`, or `None` while it is
 /// still coming.
-fn json_document(buf: &[u8]) -> Parsed<Value> {
+pub(crate) fn json_document(buf: &[u8]) -> Parsed<Value> {
     let mut docs = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
     match docs.next() {
         None => Ok(None),

@@ -287,6 +287,25 @@ fn decode(bytes: &[u8], engine: Option<&Engine>) -> Result<Answer, DecodeError> 
     })
 }
 
+/// Fuzz entry point (docs/fuzzing.md): an answer decoded as at discovery
+/// and as after it, with a fixed engine's keys, so that the encrypted path
+/// is reached too.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8]) {
+    static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+    let engine = ENGINE.get_or_init(|| Engine {
+        id: b"fuzz".to_vec(),
+        boots: 1,
+        time: 1,
+        at: Instant::now(),
+        auth_key: localize(b"fuzz-auth-password", b"fuzz"),
+        priv_key: localize(b"fuzz-priv-password", b"fuzz"),
+    });
+    let _ = peek_request_id(bytes);
+    let _ = decode(bytes, None);
+    let _ = decode(bytes, Some(engine));
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
