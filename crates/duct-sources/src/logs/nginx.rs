@@ -372,7 +372,14 @@ impl Engine {
             }
         });
         if let Mode::Metrics(agg) = mode {
-            for w in agg.close(report.caught_up.then(now)) {
+            // A one-off run has no later tick to complete a window: it hands
+            // on what it read, the last windows partial.
+            let horizon = if ctx.is_one_off() {
+                Some(f64::INFINITY)
+            } else {
+                report.caught_up.then(now)
+            };
+            for w in agg.close(horizon) {
                 events.extend(window_events(ctx, format, &w));
                 for (k, e) in w.ends() {
                     note_end(&mut ends, k, e);
@@ -393,7 +400,11 @@ impl Engine {
         for (k, e) in ends {
             tailer.commit(k, e);
         }
-        if let Err(e) = tailer.save() {
+        // `ductd once` reads from the agent's positions but leaves them as
+        // they are: the agent, running or not, resumes where it stopped,
+        // neither skipping what `once` printed nor reading it twice.
+        let saved = if ctx.is_one_off() { Ok(()) } else { tailer.save() };
+        if let Err(e) = saved {
             if let Some(held) = problems.save.allow(REPORT_EVERY) {
                 tracing::warn!(service = %service, held_back = held, "{e}; positions are kept in memory only");
             }
