@@ -167,6 +167,7 @@ pub struct Programs {
     pub duct_python: Option<PathBuf>,
     pub collectd: Option<PathBuf>,
     pub node_exporter: Option<PathBuf>,
+    pub mtail: Option<PathBuf>,
 }
 
 impl Programs {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 pub struct Reading {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    /// The anonymous part of the RSS (heap, stacks): what the program
+    /// itself allocated, apart from the pages of its files.
+    pub rss_anon_kib: u64,
     /// User plus system CPU time of all its threads, in seconds.
     pub cpu_s: f64,
     pub threads: u64,
@@ -71,6 +74,7 @@ pub fn read(pid: u32) -> Option<Reading> {
     Some(Reading {
         rss_kib: status_kib(&status, "VmRSS:")?,
         hwm_kib: status_kib(&status, "VmHWM:")?,
+        rss_anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
         // (Threads that end take their schedstat with them: the agents
         // measured here keep theirs for the whole run.)
         cpu_s: schedstat_cpu_s(pid).unwrap_or(ticks),
