@@ -254,6 +254,18 @@ fn follow_bulk(
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // A file read whole before the first save (a small one) is measured
+    // from the start of the process instead.
+    let first = if first.0 >= size {
+        let at_spawn = Reading {
+            cpu_s: 0.0,
+            at: agent.spawned,
+            ..first.1
+        };
+        (0, at_spawn)
+    } else {
+        first
+    };
     let mut last = first;
     loop {
         agent.check_alive()?;
