@@ -501,18 +501,19 @@ fn window_events(ctx: &SourceContext, format: &LogFormat, w: &Window) -> Vec<Eve
             .at(w.start),
     ];
     for (group, keys) in GROUPS.iter().zip(&w.groups) {
-        // Duct wrote dots in user agents and paths as commas (so that they
-        // do not split the metric name); keys that become equal are merged.
-        let renamed: Option<HashMap<String, (u64, u64)>> = matches!(*group, "user-agent" | "request").then(|| {
-            let mut merged: HashMap<String, (u64, u64)> = HashMap::with_capacity(keys.len());
-            for (key, (b, n)) in keys {
-                let slot = merged.entry(key.replace('.', ",")).or_default();
-                slot.0 += b;
-                slot.1 += n;
-            }
-            merged
-        });
-        for (key, (rbytes, requests)) in renamed.as_ref().unwrap_or(keys) {
+        // Keys as text (non-UTF-8 bytes as U+FFFD). Duct wrote dots in user
+        // agents and paths as commas (so that they do not split the metric
+        // name). Keys that become equal are merged.
+        let commas = matches!(*group, "user-agent" | "request");
+        let mut named: HashMap<String, (u64, u64)> = HashMap::with_capacity(keys.len());
+        for (key, (b, n)) in keys {
+            let key = text(key);
+            let key = if commas { key.replace('.', ",") } else { key.into_owned() };
+            let slot = named.entry(key).or_default();
+            slot.0 += b;
+            slot.1 += n;
+        }
+        for (key, (rbytes, requests)) in &named {
             events.push(
                 ctx.create_event_prefixed(
                     &format!("{group}.{key}.rbytes"),
