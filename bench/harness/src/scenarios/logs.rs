@@ -18,7 +18,6 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::AccessLog;
-use crate::agents::{free_port, wall_now, Running};
+use crate::agents::{free_port, scrape_metrics, wall_now, Running};
 use crate::procfs::{self, Reading};
 use crate::report::{Better, Figure, Target};
 
@@ -556,15 +555,6 @@ impl Drop for Writer {
     }
 }
 
-fn scrape(port: u16) -> io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 /// Bytes a process has read (`rchar` of `/proc/PID/io`).
 fn bytes_read(pid: u32) -> Option<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
@@ -635,7 +625,7 @@ fn live(env: &Env, opts: &Options) -> io::Result<Vec<Figure>> {
             "ductd" => bytes_read(a.pid()).map(|r| written.saturating_sub(r) as f64),
             "duct" => duct_positions.offset().map(|o| written.saturating_sub(o) as f64),
             _ => mtail_port
-                .and_then(|p| scrape(p).ok())
+                .and_then(|p| scrape_metrics(p).ok())
                 .and_then(|page| prometheus_value(&page, "total_requests"))
                 .map(|n| (w1 as f64 - n).max(0.0) * (written as f64 / w1.max(1) as f64)),
         };
