@@ -154,6 +154,21 @@ impl Drop for Running {
     }
 }
 
+/// The page a Prometheus exporter (node_exporter, mtail) serves on
+/// `127.0.0.1:port/metrics`, without its HTTP header.
+pub fn scrape_metrics(port: u16) -> io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, page)| page.to_string())
+        .ok_or_else(|| io::Error::other("no HTTP body"))
+}
+
 /// A TCP port nobody listens on now.
 pub fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -169,6 +184,7 @@ pub struct Programs {
     pub node_exporter: Option<PathBuf>,
     /// The receiver of the NATS output's throughput figure.
     pub nats_server: Option<PathBuf>,
+    pub mtail: Option<PathBuf>,
 }
 
 impl Programs {

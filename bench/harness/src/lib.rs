@@ -7,6 +7,7 @@
 //!
 //! Everything the harness does is bounded in time and stays on loopback.
 
+pub mod access_log;
 pub mod agents;
 pub mod hot_paths;
 pub mod peers;

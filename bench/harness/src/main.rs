@@ -8,12 +8,12 @@ use clap::{Parser, Subcommand};
 use ductd_bench::agents::Scratch;
 use ductd_bench::peers;
 use ductd_bench::report::Figure;
-use ductd_bench::scenarios::{footprint, latency, scale, throughput, Env};
+use ductd_bench::scenarios::{footprint, latency, logs, scale, throughput, Env};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ductd-bench",
-    about = "ductd's benchmarks, side by side with Duct, collectd and node_exporter"
+    about = "ductd's benchmarks, side by side with Duct, collectd, node_exporter and mtail"
 )]
 struct Cli {
     /// The ductd binary to measure (default: build and use target/release/ductd)
@@ -84,6 +84,27 @@ enum Scenario {
         /// The output's flush interval (s)
         #[arg(long, default_value_t = 0.1)]
         flush_interval: f64,
+    },
+    /// 6: nginx access logs: a pre-written log read through, and a live log
+    /// followed, beside Duct and mtail
+    Logs {
+        /// Size of the pre-written log (GiB)
+        #[arg(long, default_value_t = 1.0)]
+        gib: f64,
+        /// Longest time Duct is given on the pre-written log (s)
+        #[arg(long, default_value_t = 60.0)]
+        duct_seconds: f64,
+        /// Lines per second written to the live log
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// Measured window on the live log (s)
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 5.0)]
+        warmup: f64,
+        /// Only one part: `bulk` or `live`
+        #[arg(long, value_parser = ["bulk", "live"])]
+        only: Option<String>,
     },
     /// Every scenario with its defaults
     All,
@@ -163,6 +184,7 @@ fn main() -> ExitCode {
         programs.duct_python = None;
         programs.collectd = None;
         programs.node_exporter = None;
+        programs.mtail = None;
     } else {
         peers::report_missing(&programs);
     }
@@ -236,11 +258,30 @@ fn main() -> ExitCode {
             };
             report(latency::run(&env, &opts), "latency");
         }
+        Scenario::Logs {
+            gib,
+            duct_seconds,
+            rate,
+            seconds,
+            warmup,
+            only,
+        } => {
+            let opts = logs::Options {
+                gib,
+                duct_seconds,
+                rate,
+                seconds,
+                warmup,
+                only,
+            };
+            report(logs::run(&env, &opts), "logs");
+        }
         Scenario::All => {
             report(Ok(throughput::run(&env, &throughput::Options::default())), "throughput");
             report(footprint::run(&env, &footprint::Options::default()), "footprint");
             report(Ok(scale::run(&env, &scale::Options::default(), tcp)), "scale");
             report(latency::run(&env, &latency::Options::default()), "latency");
+            report(logs::run(&env, &logs::Options::default()), "logs");
         }
     }
     let missed: Vec<&str> = figures

@@ -44,6 +44,7 @@ pub fn find(ductd: PathBuf, duct_python: Option<PathBuf>, venv: &Path) -> Progra
         collectd: on_path("collectd", &["/usr/sbin/collectd"]),
         node_exporter: on_path("prometheus-node-exporter", &["/usr/bin/prometheus-node-exporter"]),
         nats_server: on_path("nats-server", &["/usr/sbin/nats-server"]),
+        mtail: on_path("mtail", &["/usr/bin/mtail"]),
     }
 }
 
@@ -62,6 +63,9 @@ pub fn report_missing(p: &Programs) {
     if p.node_exporter.is_none() {
         eprintln!("peer skipped: prometheus-node-exporter is not installed (run with --install-peers)");
     }
+    if p.mtail.is_none() {
+        eprintln!("peer skipped: mtail is not installed (run with --install-peers, or apt-get install mtail)");
+    }
 }
 
 fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
@@ -79,13 +83,14 @@ pub fn install(venv: &Path) -> Result<(), String> {
     if on_path("collectd", &["/usr/sbin/collectd"]).is_none()
         || on_path("prometheus-node-exporter", &["/usr/bin/prometheus-node-exporter"]).is_none()
         || on_path("nats-server", &["/usr/sbin/nats-server"]).is_none()
+        || on_path("mtail", &["/usr/bin/mtail"]).is_none()
     {
         run("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
         run(
-            "collectd-core, prometheus-node-exporter and nats-server",
+            "collectd-core, prometheus-node-exporter, nats-server and mtail",
             Command::new("apt-get")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(["collectd-core", "prometheus-node-exporter", "nats-server"])
+                .args(["collectd-core", "prometheus-node-exporter", "nats-server", "mtail"])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }

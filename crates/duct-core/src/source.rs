@@ -135,6 +135,10 @@ struct ContextInner {
     /// Where [`SourceContext::spawn_on_worker`] sends jobs; `None` outside
     /// the agent (tests, `ductd once`): jobs then run on the caller's thread.
     workers: Option<Arc<dyn Workers>>,
+    /// A one-off run (`ductd once`) beside the agent: sources that keep
+    /// state across restarts (log positions) read it but leave it as the
+    /// agent saved it.
+    one_off: bool,
 }
 
 impl SourceContext {
@@ -149,8 +153,34 @@ impl SourceContext {
                 telemetry,
                 status,
                 workers: None,
+                one_off: false,
             }),
         }
+    }
+
+    /// The same context for a one-off run (`ductd once`): see
+    /// [`is_one_off`](Self::is_one_off).
+    pub fn one_off(self) -> Self {
+        let inner = &self.inner;
+        SourceContext {
+            inner: Arc::new(ContextInner {
+                settings: inner.settings.clone(),
+                sink: inner.sink.clone(),
+                cancel: inner.cancel.clone(),
+                last_event: AtomicU64::new(inner.last_event.load(Ordering::Relaxed)),
+                telemetry: inner.telemetry.clone(),
+                status: inner.status.clone(),
+                workers: inner.workers.clone(),
+                one_off: true,
+            }),
+        }
+    }
+
+    /// Whether this is a one-off run (`ductd once`) rather than the agent:
+    /// a source must then not change what the agent resumes from (its
+    /// saved state), since an agent may be running beside it.
+    pub fn is_one_off(&self) -> bool {
+        self.inner.one_off
     }
 
     /// The same context, with the agent's worker threads to spread jobs on.
@@ -165,6 +195,7 @@ impl SourceContext {
                 telemetry: inner.telemetry.clone(),
                 status: inner.status.clone(),
                 workers: Some(workers),
+                one_off: inner.one_off,
             }),
         }
     }
@@ -183,6 +214,7 @@ impl SourceContext {
                 telemetry: inner.telemetry.clone(),
                 status: inner.status.clone(),
                 workers: inner.workers.clone(),
+                one_off: inner.one_off,
             }),
         }
     }

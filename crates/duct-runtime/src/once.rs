@@ -62,7 +62,7 @@ pub async fn run_once(plan: Plan, max_rate_wait: Duration) -> Vec<OnceResult> {
                 return result(OnceOutcome::Skipped("it listens or streams: nothing to poll"));
             }
             let sink = Arc::new(Collect::default());
-            let ctx = SourceContext::new(settings.clone(), sink.clone(), telemetry);
+            let ctx = SourceContext::new(settings.clone(), sink.clone(), telemetry).one_off();
             let timeout = source.tick_timeout(Duration::from_secs_f64(settings.timeout));
             let mut aggregator = Aggregator::new();
             let mut ticks = 0;

@@ -8,13 +8,12 @@
 //! parts, VmHWM, CPU as a share of one core (utime + stime over wall
 //! time), and CPU per emitted value.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agents::{free_port, Running};
+use crate::agents::{free_port, scrape_metrics, Running};
 use crate::procfs::{self, Reading};
 use crate::report::{Better, Figure, Target};
 use crate::sink::Sink;
@@ -85,14 +84,7 @@ struct Scraper {
 }
 
 fn scrape(port: u16) -> io::Result<u64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    let (_, metrics) = body
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other("no HTTP body"))?;
+    let metrics = scrape_metrics(port)?;
     Ok(metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count() as u64)
 }
 

@@ -2,6 +2,7 @@
 
 pub mod footprint;
 pub mod latency;
+pub mod logs;
 pub mod scale;
 pub mod throughput;
 

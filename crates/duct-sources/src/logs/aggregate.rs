@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use foldhash::fast::RandomState;
+
 use super::format::{Fields, LogFormat};
 use super::tail::FileKey;
 
@@ -25,6 +27,13 @@ pub const LATE: f64 = 1.0;
 /// The groupings Duct emits, in its order, with their metric prefixes.
 pub const GROUPS: [&str; 4] = ["status", "client", "user-agent", "request"];
 
+/// Per key of one grouping: (rbytes, requests). Keys are the bytes of the
+/// line (made text once per window, when it is handed on, rather than
+/// once per line); the hasher is foldhash's, seeded per process: several
+/// times SipHash's speed on these short keys, and keys an attacker writes
+/// into a log (paths, agents) cannot be aimed at one bucket.
+pub type Sums = HashMap<Vec<u8>, (u64, u64), RandomState>;
+
 /// What one line contributes.
 #[derive(Debug, Default)]
 pub struct Request<'a> {
@@ -32,7 +41,7 @@ pub struct Request<'a> {
     pub time: f64,
     pub bytes: u64,
     /// Keys for [`GROUPS`], in order; `None` when the line lacks the field.
-    pub keys: [Option<&'a str>; 4],
+    pub keys: [Option<&'a [u8]>; 4],
     /// Seconds.
     pub request_time: Option<f64>,
 }
@@ -42,27 +51,38 @@ impl<'a> Request<'a> {
     /// a time the format lacks.
     pub fn of(format: &LogFormat, fields: &Fields<'a>, read_at: f64) -> Request<'a> {
         let roles = &format.roles;
-        let text = |i: Option<usize>| i.and_then(|i| fields.get(i)).and_then(|v| std::str::from_utf8(v).ok());
-        let number = |i: Option<usize>| text(i).and_then(|v| v.parse::<f64>().ok());
+        let field = |i: Option<usize>| i.and_then(|i| fields.get(i));
         // Duct's request key: the path of the request line, without the
         // query (its dots become commas when the window is handed on).
-        let path = text(roles.request).and_then(|v| {
-            let target = if roles.request_is_line {
-                v.split_ascii_whitespace().nth(1)?
-            } else {
-                v
-            };
-            target.split('?').next()
+        let path = field(roles.request).and_then(|v| {
+            let target = if roles.request_is_line { second_word(v)? } else { v };
+            Some(target.split(|b| *b == b'?').next().unwrap_or(target))
         });
         Request {
             time: format.time_of(fields).unwrap_or(read_at),
-            bytes: text(roles.bytes).and_then(|v| v.parse().ok()).unwrap_or(0),
-            keys: [text(roles.status), text(roles.client), text(roles.user_agent), path],
-            request_time: roles
-                .request_time
-                .and_then(|(i, scale)| number(Some(i)).map(|v| v * scale)),
+            bytes: field(roles.bytes).and_then(unsigned).unwrap_or(0),
+            keys: [field(roles.status), field(roles.client), field(roles.user_agent), path],
+            request_time: roles.request_time.and_then(|(i, scale)| {
+                let v = std::str::from_utf8(fields.get(i)?).ok()?;
+                v.parse::<f64>().ok().map(|v| v * scale)
+            }),
         }
     }
+}
+
+/// The second space-separated word of a request line (its target).
+fn second_word(line: &[u8]) -> Option<&[u8]> {
+    let mut words = line.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    words.next()?;
+    words.next()
+}
+
+/// A decimal number of at most 19 digits.
+fn unsigned(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The sums of one window.
@@ -73,17 +93,25 @@ pub struct Window {
     pub rbytes: u64,
     pub requests: u64,
     /// Per grouping of [`GROUPS`]: key → (rbytes, requests).
-    pub groups: [HashMap<String, (u64, u64)>; 4],
+    pub groups: [Sums; 4],
     pub request_times: Histogram,
-    /// Per file, the end of its last line counted here.
-    ends: HashMap<FileKey, u64>,
+    /// Per file, the end of its last line counted here (a few files: a
+    /// list beats a map).
+    ends: Vec<(FileKey, u64)>,
 }
 
 impl Window {
     /// Where each file's lines in this window end: safe to commit once the
     /// window has been handed on.
     pub fn ends(&self) -> impl Iterator<Item = (FileKey, u64)> + '_ {
-        self.ends.iter().map(|(k, e)| (*k, *e))
+        self.ends.iter().copied()
+    }
+
+    fn ended(&mut self, file: FileKey, end: u64) {
+        match self.ends.iter_mut().find(|(k, _)| *k == file) {
+            Some(slot) => slot.1 = end,
+            None => self.ends.push((file, end)),
+        }
     }
 }
 
@@ -101,7 +129,7 @@ pub struct Aggregator {
     /// Windows before this index are closed.
     first_open: Option<i64>,
     /// Per file, the window its last line went to.
-    last: HashMap<FileKey, i64>,
+    last: Vec<(FileKey, i64)>,
     /// The latest line time seen.
     latest: f64,
 }
@@ -113,7 +141,7 @@ impl Aggregator {
             max_keys,
             open: BTreeMap::new(),
             first_open: None,
-            last: HashMap::new(),
+            last: Vec::new(),
             latest: f64::MIN,
         }
     }
@@ -126,20 +154,23 @@ impl Aggregator {
     pub fn add(&mut self, file: FileKey, end: u64, r: &Request<'_>) {
         self.latest = self.latest.max(r.time);
         let mut idx = self.index(r.time);
-        if let Some(&prev) = self.last.get(&file) {
-            idx = idx.max(prev);
-        }
         if let Some(first) = self.first_open {
             idx = idx.max(first);
         }
-        self.last.insert(file, idx);
+        match self.last.iter_mut().find(|(k, _)| *k == file) {
+            Some(slot) => {
+                idx = idx.max(slot.1);
+                slot.1 = idx;
+            }
+            None => self.last.push((file, idx)),
+        }
         let resolution = self.resolution;
         let max_keys = self.max_keys;
         let w = self.open.entry(idx).or_insert_with(|| Window {
             start: idx as f64 * resolution,
             ..Window::default()
         });
-        w.ends.insert(file, end);
+        w.ended(file, end);
         w.rbytes += r.bytes;
         w.requests += 1;
         for (group, key) in w.groups.iter_mut().zip(r.keys) {
@@ -147,8 +178,8 @@ impl Aggregator {
             let slot = match group.get_mut(key) {
                 Some(slot) => slot,
                 None => {
-                    let key = if group.len() >= max_keys { OTHER } else { key };
-                    group.entry(key.to_string()).or_default()
+                    let key = if group.len() >= max_keys { OTHER.as_bytes() } else { key };
+                    group.entry(key.to_vec()).or_default()
                 }
             };
             slot.0 += r.bytes;
@@ -164,9 +195,10 @@ impl Aggregator {
     /// every earlier line of the file has been handed on, and the returned
     /// position may be committed now.
     pub fn skip(&mut self, file: FileKey, end: u64) -> Option<(FileKey, u64)> {
-        match self.last.get(&file).and_then(|i| self.open.get_mut(i)) {
+        let last = self.last.iter().find(|(k, _)| *k == file).map(|(_, i)| *i);
+        match last.and_then(|i| self.open.get_mut(&i)) {
             Some(w) => {
-                w.ends.insert(file, end);
+                w.ended(file, end);
                 None
             }
             None => Some((file, end)),
@@ -189,7 +221,7 @@ impl Aggregator {
             self.first_open = Some(idx + 1);
         }
         if let Some(first) = self.first_open {
-            self.last.retain(|_, i| *i >= first);
+            self.last.retain(|(_, i)| *i >= first);
         }
         closed
     }
@@ -276,7 +308,7 @@ mod tests {
         Request {
             time,
             bytes,
-            keys: [Some(status), Some("10.0.0.1"), None, Some("/")],
+            keys: [Some(status.as_bytes()), Some(b"10.0.0.1"), None, Some(b"/")],
             request_time: None,
         }
     }
@@ -294,9 +326,9 @@ mod tests {
         let w = &closed[0];
         assert_eq!(w.start, 1000.0);
         assert_eq!((w.rbytes, w.requests), (151, 3));
-        assert_eq!(w.groups[0]["200"], (101, 2));
-        assert_eq!(w.groups[0]["404"], (50, 1));
-        assert_eq!(w.groups[1]["10.0.0.1"], (151, 3));
+        assert_eq!(w.groups[0][b"200".as_slice()], (101, 2));
+        assert_eq!(w.groups[0][b"404".as_slice()], (50, 1));
+        assert_eq!(w.groups[1][b"10.0.0.1".as_slice()], (151, 3));
         assert!(w.groups[2].is_empty());
         assert_eq!(w.ends().collect::<Vec<_>>(), [(key(1), 30)]);
     }
@@ -349,8 +381,8 @@ mod tests {
         }
         let w = &a.close(Some(2000.0))[0];
         assert_eq!(w.groups[0].len(), 3);
-        assert_eq!(w.groups[0]["200"], (2, 2));
-        assert_eq!(w.groups[0][OTHER], (2, 2));
+        assert_eq!(w.groups[0][b"200".as_slice()], (2, 2));
+        assert_eq!(w.groups[0][OTHER.as_bytes()], (2, 2));
     }
 
     #[test]

@@ -372,7 +372,14 @@ impl Engine {
             }
         });
         if let Mode::Metrics(agg) = mode {
-            for w in agg.close(report.caught_up.then(now)) {
+            // A one-off run has no later tick to complete a window: it hands
+            // on what it read, the last windows partial.
+            let horizon = if ctx.is_one_off() {
+                Some(f64::INFINITY)
+            } else {
+                report.caught_up.then(now)
+            };
+            for w in agg.close(horizon) {
                 events.extend(window_events(ctx, format, &w));
                 for (k, e) in w.ends() {
                     note_end(&mut ends, k, e);
@@ -393,7 +400,11 @@ impl Engine {
         for (k, e) in ends {
             tailer.commit(k, e);
         }
-        if let Err(e) = tailer.save() {
+        // `ductd once` reads from the agent's positions but leaves them as
+        // they are: the agent, running or not, resumes where it stopped,
+        // neither skipping what `once` printed nor reading it twice.
+        let saved = if ctx.is_one_off() { Ok(()) } else { tailer.save() };
+        if let Err(e) = saved {
             if let Some(held) = problems.save.allow(REPORT_EVERY) {
                 tracing::warn!(service = %service, held_back = held, "{e}; positions are kept in memory only");
             }
@@ -490,18 +501,19 @@ fn window_events(ctx: &SourceContext, format: &LogFormat, w: &Window) -> Vec<Eve
             .at(w.start),
     ];
     for (group, keys) in GROUPS.iter().zip(&w.groups) {
-        // Duct wrote dots in user agents and paths as commas (so that they
-        // do not split the metric name); keys that become equal are merged.
-        let renamed: Option<HashMap<String, (u64, u64)>> = matches!(*group, "user-agent" | "request").then(|| {
-            let mut merged: HashMap<String, (u64, u64)> = HashMap::with_capacity(keys.len());
-            for (key, (b, n)) in keys {
-                let slot = merged.entry(key.replace('.', ",")).or_default();
-                slot.0 += b;
-                slot.1 += n;
-            }
-            merged
-        });
-        for (key, (rbytes, requests)) in renamed.as_ref().unwrap_or(keys) {
+        // Keys as text (non-UTF-8 bytes as U+FFFD). Duct wrote dots in user
+        // agents and paths as commas (so that they do not split the metric
+        // name). Keys that become equal are merged.
+        let commas = matches!(*group, "user-agent" | "request");
+        let mut named: HashMap<String, (u64, u64)> = HashMap::with_capacity(keys.len());
+        for (key, (b, n)) in keys {
+            let key = text(key);
+            let key = if commas { key.replace('.', ",") } else { key.into_owned() };
+            let slot = named.entry(key).or_default();
+            slot.0 += b;
+            slot.1 += n;
+        }
+        for (key, (rbytes, requests)) in &named {
             events.push(
                 ctx.create_event_prefixed(
                     &format!("{group}.{key}.rbytes"),
