@@ -1,8 +1,9 @@
 //! `duct.sources.sflow.sFlow` end to end: a running ductd receives sFlow v5
-//! datagrams over loopback UDP. No sFlow agent is packaged here (no
-//! hsflowd, no sflowtool), so the datagrams are built below from the sFlow
-//! v5 specification (a counter sample with one generic interface counter
-//! record); garbage in between must be dropped without stopping anything.
+//! datagrams over loopback UDP: counter samples built by the generator
+//! (`duct_sources::sflow::generate`, written from the sFlow v5
+//! specification), with garbage in between that must be dropped without
+//! stopping anything, and flow samples captured from a real agent
+//! (pmacct's sfprobe) replayed between two counter samples.
 
 mod common;
 
@@ -10,41 +11,27 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::{metric, service, Running, TempDir};
-
-fn words(out: &mut Vec<u8>, w: &[u32]) {
-    for x in w {
-        out.extend_from_slice(&x.to_be_bytes());
-    }
-}
+use duct_sources::sflow::datagram::InterfaceCounters;
+use duct_sources::sflow::generate::encode;
 
 /// A datagram from agent 192.0.2.7: one counter sample of ifIndex 3 with
 /// the given octet counters.
 fn datagram(sequence: u32, in_octets: u64, out_octets: u64) -> Vec<u8> {
-    let mut record = Vec::new();
-    words(&mut record, &[3, 6, 0, 1_000_000_000, 1, 3]);
-    words(
-        &mut record,
-        &[(in_octets >> 32) as u32, in_octets as u32, 10, 0, 0, 0, 0, 0],
-    );
-    words(
-        &mut record,
-        &[(out_octets >> 32) as u32, out_octets as u32, 5, 0, 0, 0, 0, 0],
-    );
-    let mut sample = Vec::new();
-    words(&mut sample, &[sequence, 3, 1, 1, record.len() as u32]);
-    sample.extend_from_slice(&record);
-    let mut d = Vec::new();
-    words(&mut d, &[5, 1]);
-    d.extend_from_slice(&[192, 0, 2, 7]);
-    words(&mut d, &[0, sequence, 1000, 1, 2, sample.len() as u32]);
-    d.extend_from_slice(&sample);
-    d
+    let counters = InterfaceCounters {
+        if_index: 3,
+        if_speed: 1_000_000_000,
+        in_octets,
+        in_packets: 10,
+        out_octets,
+        out_packets: 5,
+        ..Default::default()
+    };
+    encode([192, 0, 2, 7], sequence, &[counters], 3, &[])
 }
 
-#[test]
-fn counter_samples_become_rates_on_the_agents_host() {
+/// A ductd with one sFlow collector on a free loopback port.
+fn collector(dir: &TempDir) -> (Running, u16) {
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = TempDir::new("sflow");
     let path = dir.write(
         "duct.yml",
         &format!(
@@ -60,6 +47,13 @@ sources:
         "{}",
         agent.stderr()
     );
+    (agent, port)
+}
+
+#[test]
+fn counter_samples_become_rates_on_the_agents_host() {
+    let dir = TempDir::new("sflow");
+    let (agent, port) = collector(&dir);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = ("127.0.0.1", port);
     client.send_to(&datagram(1, 1_000, 100), to).unwrap();
@@ -76,6 +70,58 @@ sources:
     assert!(metric(inbound).unwrap_or_default() > 0.0, "{inbound}");
     let outbound = seen.last().unwrap();
     assert_eq!(metric(outbound), Some(0.0), "{outbound}");
+    let (code, _) = agent.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+/// Datagrams captured from pmacct's sFlow agent (pmacctd 1.7.7's sfprobe
+/// plugin, `crates/duct-sources/tests/fixtures/sflow/README.md`) replayed
+/// over UDP between two counter samples of the same interface: pmacct's own
+/// counter samples carry no records, so the counters come from the
+/// generator, as a switch's would beside its flow samples.
+#[test]
+fn flow_samples_captured_from_pmacct_are_shared_out_by_address_and_port() {
+    let dir = TempDir::new("sflow-pmacct");
+    let (agent, port) = collector(&dir);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/duct-sources/tests/fixtures/sflow");
+    let counters = |octets: u64| InterfaceCounters {
+        if_index: 1,
+        in_octets: octets,
+        ..Default::default()
+    };
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = ("127.0.0.1", port);
+    client
+        .send_to(&encode([127, 0, 0, 1], 1, &[counters(0)], 1, &[]), to)
+        .unwrap();
+    for i in 0..10 {
+        let path = fixtures.join(format!("pmacct-{i:03}.bin"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        client.send_to(&bytes, to).unwrap();
+    }
+    client
+        .send_to(&encode([127, 0, 0, 1], 2, &[counters(1_000_000)], 1, &[]), to)
+        .unwrap();
+    let seen = agent.wait_for(Duration::from_secs(10), |e| service(e) == "sflow.1.outOctets");
+    let rate = |name: &str| {
+        seen.iter()
+            .find(|e| service(e) == name)
+            .and_then(metric)
+            .unwrap_or_else(|| panic!("no {name} in {seen:?}"))
+    };
+    let inbound = rate("sflow.1.inOctets");
+    assert!(inbound > 0.0);
+    // Every packet pmacct sampled went from and to 127.0.0.1: the whole
+    // inbound rate, within rounding.
+    for name in ["sflow.1.ip.127.0.0.1.src", "sflow.1.ip.127.0.0.1.dst"] {
+        assert!((rate(name) - inbound).abs() <= inbound * 1e-9, "{name}");
+    }
+    // The UDP datagrams (port 40000 to 9999) and the HTTP exchanges (port
+    // 18080) each got a share.
+    let udp = rate("sflow.1.port.9999.dst");
+    assert!(udp > 0.0 && udp < inbound);
+    assert_eq!(rate("sflow.1.port.40000.src"), udp);
+    assert!(rate("sflow.1.port.18080.dst") > 0.0);
     let (code, _) = agent.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }

@@ -8,9 +8,9 @@
 //! does not know (each carries its own length), and refuses a datagram
 //! whose lengths do not add up.
 //!
-//! No sFlow agent is packaged here (no hsflowd, no sflowtool), so the tests
-//! build datagrams with [`tests::encode`], a generator written from the
-//! specification, rather than captures from a real agent.
+//! The tests decode datagrams made by [`super::generate`] (written from the
+//! specification) and datagrams captured from pmacct's sFlow agent
+//! (`tests/fixtures/sflow/`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -204,14 +204,18 @@ fn flow_sample(body: &[u8], expanded: bool) -> Result<Sample, DecodeError> {
         let format = x.u32("a flow record's format")?;
         let data = x.opaque("a flow record")?;
         match format {
-            // Raw packet header: protocol 1 is Ethernet.
+            // Raw packet header: protocol 1 is Ethernet, 11 a bare IPv4
+            // packet (what pmacct sends for frames captured on Linux's
+            // loopback).
             1 => {
                 let mut r = Xdr { b: data };
                 let protocol = r.u32("the header protocol")?;
                 r.take(8, "the frame length and stripped bytes")?;
                 let header = r.opaque("the sampled header")?;
-                if protocol == 1 {
-                    packets.extend(ethernet(header));
+                match protocol {
+                    1 => packets.extend(ethernet(header)),
+                    11 => packets.extend(ipv4(header)),
+                    _ => {}
                 }
             }
             // IPv4 data.
@@ -253,7 +257,12 @@ fn ethernet(frame: &[u8]) -> Option<Conversation> {
     if ethertype != 0x0800 {
         return None;
     }
-    let ip = frame.get(at + 2..)?;
+    ipv4(frame.get(at + 2..)?)
+}
+
+/// The conversation of a sampled IPv4 packet's headers, if enough of them
+/// were sampled.
+fn ipv4(ip: &[u8]) -> Option<Conversation> {
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return None;
     }
@@ -272,116 +281,9 @@ fn ethernet(frame: &[u8]) -> Option<Conversation> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::super::generate::{encode, frame};
     use super::*;
-
-    /// Appends XDR words.
-    fn put(out: &mut Vec<u8>, words: &[u32]) {
-        for w in words {
-            out.extend_from_slice(&w.to_be_bytes());
-        }
-    }
-
-    fn opaque(out: &mut Vec<u8>, data: &[u8]) {
-        put(out, &[data.len() as u32]);
-        out.extend_from_slice(data);
-        out.resize(out.len() + (4 - data.len() % 4) % 4, 0);
-    }
-
-    /// A generic interface counter record (format 1) body.
-    pub fn counters_record(c: &InterfaceCounters) -> Vec<u8> {
-        let mut r = Vec::new();
-        put(&mut r, &[c.if_index, 6]);
-        put(&mut r, &[(c.if_speed >> 32) as u32, c.if_speed as u32, 1, 3]);
-        put(
-            &mut r,
-            &[
-                (c.in_octets >> 32) as u32,
-                c.in_octets as u32,
-                c.in_packets,
-                7,
-                8,
-                9,
-                c.in_errors,
-                0,
-            ],
-        );
-        put(
-            &mut r,
-            &[
-                (c.out_octets >> 32) as u32,
-                c.out_octets as u32,
-                c.out_packets,
-                1,
-                2,
-                3,
-                c.out_errors,
-                0,
-            ],
-        );
-        r
-    }
-
-    /// An Ethernet frame carrying an IPv4 TCP packet's headers.
-    pub fn frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, len: u16) -> Vec<u8> {
-        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-        f.extend_from_slice(&[0x45, 0, (len >> 8) as u8, len as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&[0; 16]);
-        f
-    }
-
-    /// The generator: a datagram from `agent` with a counter sample of
-    /// `counters` and a flow sample of `frames` sampled on `input`.
-    pub fn encode(
-        agent: [u8; 4],
-        sequence: u32,
-        counters: &[InterfaceCounters],
-        input: u32,
-        frames: &[Vec<u8>],
-    ) -> Vec<u8> {
-        let mut d = Vec::new();
-        put(&mut d, &[5, 1]);
-        d.extend_from_slice(&agent);
-        put(&mut d, &[0, sequence, 123_456, 2]);
-        // Counter sample (format 2).
-        let mut s = Vec::new();
-        put(&mut s, &[sequence, 1, counters.len() as u32]);
-        for c in counters {
-            put(&mut s, &[1]);
-            opaque(&mut s, &counters_record(c));
-        }
-        put(&mut d, &[2]);
-        opaque(&mut d, &s);
-        // Flow sample (format 1) with raw header records.
-        let mut s = Vec::new();
-        put(
-            &mut s,
-            &[
-                sequence,
-                input,
-                400,
-                4000,
-                0,
-                input,
-                0x4000_0000 | 7,
-                frames.len() as u32,
-            ],
-        );
-        for f in frames {
-            let mut r = Vec::new();
-            put(&mut r, &[1, f.len() as u32 + 4, 4]);
-            opaque(&mut r, f);
-            put(&mut s, &[1]);
-            opaque(&mut s, &r);
-        }
-        put(&mut d, &[1]);
-        opaque(&mut d, &s);
-        d
-    }
 
     fn sample_counters() -> InterfaceCounters {
         InterfaceCounters {
@@ -417,6 +319,59 @@ pub(crate) mod tests {
                 }]
             }
         );
+    }
+
+    /// The ten datagrams pmacct's sFlow agent sent (see the fixtures'
+    /// README): flow samples of the HTTP and UDP traffic it was shown, and
+    /// one counter sample without records.
+    fn pmacct_captures() -> Vec<Datagram> {
+        (0..10)
+            .map(|i| {
+                let bytes = crate::services::fixture("sflow", &format!("pmacct-{i:03}.bin"));
+                decode(&bytes).unwrap_or_else(|e| panic!("pmacct-{i:03}.bin: {e}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn datagrams_captured_from_pmacct_are_decoded() {
+        let captures = pmacct_captures();
+        let local = Ipv4Addr::LOCALHOST;
+        let mut tcp_packets = 0;
+        let mut udp = Vec::new();
+        let mut empty_counter_samples = 0;
+        for (i, d) in captures.iter().enumerate() {
+            assert_eq!(d.agent, IpAddr::V4(local));
+            assert_eq!(d.sequence, i as u32 + 1);
+            for s in &d.samples {
+                match s {
+                    Sample::Flow {
+                        input,
+                        sampling_rate,
+                        packets,
+                        ..
+                    } => {
+                        assert_eq!((*input, *sampling_rate), (1, 1));
+                        for p in packets {
+                            assert_eq!((p.src, p.dst), (local, local));
+                            match p.ports {
+                                Some((18080, _)) | Some((_, 18080)) => tcp_packets += 1,
+                                other => udp.push((other, p.bytes)),
+                            }
+                        }
+                    }
+                    Sample::Counters(c) => {
+                        assert!(c.is_empty(), "pmacct sends its counter samples without records");
+                        empty_counter_samples += 1;
+                    }
+                }
+            }
+        }
+        // Three HTTP exchanges (handshake, request, answer, close) and
+        // three 200-byte UDP datagrams from port 40000 to 9999.
+        assert!(tcp_packets >= 3 * 8, "{tcp_packets} TCP packets");
+        assert_eq!(udp, [(Some((40_000, 9999)), 228); 3]);
+        assert_eq!(empty_counter_samples, 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! agent's telemetry), logged at most once a minute, and dropped.
 
 pub mod datagram;
+pub mod generate;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -309,8 +310,8 @@ async fn receive(socket: tokio::net::UdpSocket, dnslookup: bool, ctx: SourceCont
 
 #[cfg(test)]
 mod tests {
-    use super::datagram::tests::{encode, frame};
     use super::datagram::InterfaceCounters;
+    use super::generate::{encode, frame};
     use super::*;
 
     fn counters(in_octets: u64, out_octets: u64) -> InterfaceCounters {
@@ -354,6 +355,36 @@ mod tests {
         c.take("sw1", &third, t0);
         let got = c.take("sw1", &wrapped, t0 + Duration::from_secs(1));
         assert_eq!(got[0].3, 4000.0);
+    }
+
+    #[test]
+    fn flows_captured_from_pmacct_are_shared_over_the_counters_rate() {
+        // pmacct's counter samples carry no records, so the interface's
+        // counters come from the generator, on the same ifIndex (1).
+        let counter = |octets: u64| InterfaceCounters {
+            if_index: 1,
+            in_octets: octets,
+            ..Default::default()
+        };
+        let mut c = Collector::default();
+        let t0 = Instant::now();
+        let first = decode(&encode([127, 0, 0, 1], 1, &[counter(0)], 1, &[])).unwrap();
+        assert!(c.take("lo", &first, t0).is_empty());
+        for i in 0..10 {
+            let bytes = crate::services::fixture("sflow", &format!("pmacct-{i:03}.bin"));
+            assert!(c.take("lo", &decode(&bytes).unwrap(), t0).is_empty());
+        }
+        let last = decode(&encode([127, 0, 0, 1], 2, &[counter(10_000)], 1, &[])).unwrap();
+        let got = c.take("lo", &last, t0 + Duration::from_secs(10));
+        let by_name: HashMap<&str, f64> = got.iter().map(|(_, n, _, v)| (n.as_str(), *v)).collect();
+        assert_eq!(by_name["1.inOctets"], 1000.0);
+        // Every sampled packet went from and to 127.0.0.1.
+        assert_eq!(by_name["1.ip.127.0.0.1.src"], 1000.0);
+        assert_eq!(by_name["1.ip.127.0.0.1.dst"], 1000.0);
+        let udp = by_name["1.port.9999.dst"];
+        assert!(udp > 0.0 && udp < 1000.0, "{udp}");
+        assert_eq!(by_name["1.port.40000.src"], udp);
+        assert!(by_name["1.port.18080.dst"] > 0.0 && by_name["1.port.18080.src"] > 0.0);
     }
 
     #[test]
