@@ -27,7 +27,8 @@ use sources::plan_source;
 
 pub use outputs::{OutputRecipe, PlannedOutput};
 pub use settings::{
-    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, StringList, WhenFull,
+    common_output_options, common_source_options, stagger_offset, OutputSettings, SourceSettings, SshTarget, StringList,
+    WhenFull,
 };
 pub use sources::{PlannedSource, SourceRecipe};
 
