@@ -28,6 +28,14 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A repeating fault of one connection is logged at most this often.
 pub const LOG_EVERY: Duration = Duration::from_secs(300);
 
+/// Commands one connection runs at once. One: with several channels open
+/// at once on each of twenty sessions, russh 0.65 was seen to leave some
+/// channels without their data (the server had sent it and closed them),
+/// so the commands of a host take turns. A host's reads are a few
+/// milliseconds each; one command that hangs holds the others up to its
+/// timeout at most. Also well below OpenSSH's `MaxSessions` (10).
+pub const MAX_CHANNELS: usize = 1;
+
 /// Keepalives find a dead peer (a host that vanished without closing the
 /// TCP connection) within about a minute.
 const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -61,6 +69,9 @@ pub struct Connection {
     log: Mutex<Throttle>,
     /// Sessions opened so far.
     opened: AtomicU64,
+    /// Commands running at once on the session, at most
+    /// [`MAX_CHANNELS`]; the rest wait their turn.
+    channels: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -83,6 +94,7 @@ impl Connection {
             state: tokio::sync::Mutex::default(),
             log: Mutex::default(),
             opened: AtomicU64::new(0),
+            channels: tokio::sync::Semaphore::new(MAX_CHANNELS),
         }
     }
 
@@ -130,6 +142,8 @@ impl Connection {
 
     async fn exec_here(&self, command: &str, timeout: Duration, limit: usize) -> Result<ForkOutput, SshError> {
         let run = async {
+            // Never closed, so acquiring cannot fail.
+            let _turn = self.channels.acquire().await;
             let session = self.session().await?;
             match run_command(&session, command, limit).await {
                 // The session died since it was last used (the host
