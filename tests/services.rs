@@ -1189,12 +1189,12 @@ sources:
   - {{service: prefer, {pgsrc}, timeout: 5, port: {p}, password: sekret}}
   - {{service: verified, {pgsrc}, timeout: 5, port: {p}, password: sekret, sslmode: verify-full, ca: {ca}}}
   - {{service: socket, {pgsrc}, timeout: 5, host: {socket_dir}, port: {p}, password: sekret}}
-  - {{service: wrongca, {pgsrc}, port: {p}, password: sekret, sslmode: verify-full, ca: {wrong}}}
-  - {{service: badpass, {pgsrc}, port: {p}, password: wrong}}
-  - {{service: nodb, {pgsrc}, port: {p}, password: sekret, database: nosuch}}
-  - {{service: down, {pgsrc}, port: {closed}}}
+  - {{service: wrongca, {pgsrc}, timeout: 5, port: {p}, password: sekret, sslmode: verify-full, ca: {wrong}}}
+  - {{service: badpass, {pgsrc}, timeout: 5, port: {p}, password: wrong}}
+  - {{service: nodb, {pgsrc}, timeout: 5, port: {p}, password: sekret, database: nosuch}}
+  - {{service: down, {pgsrc}, timeout: 5, port: {closed}}}
   - {{service: hung, {pgsrc}, port: {silent}, timeout: 0.5}}
-  - {{service: garbage, {pgsrc}, port: {garbage}, sslmode: disable}}
+  - {{service: garbage, {pgsrc}, timeout: 5, port: {garbage}, sslmode: disable}}
 "
         ),
     );

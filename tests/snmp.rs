@@ -149,13 +149,13 @@ fn interface_counters_agree_with_snmpwalk_and_faults_are_critical() {
             "interval: 1
 outputs: [{{output: duct.outputs.logger.Logger}}]
 sources:
-  - {{service: sw, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {port}, community: {COMMUNITY}}}
-  - {{service: old, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {port}, community: {COMMUNITY}, version: 1}}
+  - {{service: sw, source: duct.sources.snmp.SNMP, timeout: 5, ip: 127.0.0.1, port: {port}, community: {COMMUNITY}}}
+  - {{service: old, source: duct.sources.snmp.SNMP, timeout: 5, ip: 127.0.0.1, port: {port}, community: {COMMUNITY}, version: 1}}
   - {{service: wrong, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {port}, community: nope, request_timeout: 0.3, retries: 1}}
   - {{service: down, source: duct.sources.snmp.SNMP, ip: 127.0.0.1, port: {silent_port}, request_timeout: 0.3, retries: 0}}
-  - {{service: v3, source: duct.sources.snmp.SNMP, port: {port}, version: 3, username: {V3_USER}, auth_password: {V3_AUTH}, priv_password: {V3_PRIV}}}
-  - {{service: v3auth, source: duct.sources.snmp.SNMP, port: {port}, version: 3, username: {V3_USER}, auth_password: not-the-password, priv_password: {V3_PRIV}}}
-  - {{service: v3user, source: duct.sources.snmp.SNMP, port: {port}, version: 3, username: nobody, auth_password: {V3_AUTH}, priv_password: {V3_PRIV}}}
+  - {{service: v3, source: duct.sources.snmp.SNMP, timeout: 5, port: {port}, version: 3, username: {V3_USER}, auth_password: {V3_AUTH}, priv_password: {V3_PRIV}}}
+  - {{service: v3auth, source: duct.sources.snmp.SNMP, timeout: 5, port: {port}, version: 3, username: {V3_USER}, auth_password: not-the-password, priv_password: {V3_PRIV}}}
+  - {{service: v3user, source: duct.sources.snmp.SNMP, timeout: 5, port: {port}, version: 3, username: nobody, auth_password: {V3_AUTH}, priv_password: {V3_PRIV}}}
 "
         ),
     );

@@ -290,7 +290,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `cmd` (already configured to listen on `port`) and waits for
-    /// the port to accept connections.
+    /// the port to accept connections: up to 90 s, since a broker such as
+    /// RabbitMQ takes over 30 s to start on a loaded two-core machine.
     pub fn spawn(mut cmd: Command, port: u16, dir: TempDir, what: &str) -> Server {
         let child = cmd
             .stdin(Stdio::null())
@@ -300,7 +301,7 @@ impl Server {
             .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let server = Server { child, port, dir };
         assert!(
-            wait_for_port(port, Duration::from_secs(30)),
+            wait_for_port(port, Duration::from_secs(90)),
             "{what} did not listen on port {port}"
         );
         server

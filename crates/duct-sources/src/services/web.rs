@@ -131,9 +131,15 @@ impl Api {
         answer(self.client.send(&request).await?)
     }
 
-    /// Runs a tick's several requests within the budget as a whole.
+    /// Runs a tick's several requests within the budget as a whole. Each
+    /// request keeps its own timeout, which names the phase it stopped in
+    /// ("while waiting for the answer"); this timer is the backstop for
+    /// the sum, and fires a little after the budget so that a single hung
+    /// request is reported by its own timer, not by whichever of two timers
+    /// due at the same millisecond the runtime happens to wake first.
     pub async fn within<T>(&self, work: impl std::future::Future<Output = Result<T, WebError>>) -> Result<T, WebError> {
-        tokio::time::timeout(self.request.timeout, work)
+        const BACKSTOP_GRACE: Duration = Duration::from_millis(50);
+        tokio::time::timeout(self.request.timeout + BACKSTOP_GRACE, work)
             .await
             .unwrap_or_else(|_| Err(WebError::Timeout(self.request.timeout.as_secs_f64())))
     }
