@@ -34,6 +34,9 @@ pub struct SourceSpec {
     /// Its own option names (besides the common ones).
     pub options: fn() -> &'static [&'static str],
     pub build: SourceBuild,
+    /// It can observe another host over SSH (`use_ssh: true`): its reads
+    /// and commands go through the connection its settings name.
+    pub remote: bool,
 }
 
 impl SourceSpec {
@@ -50,7 +53,14 @@ impl SourceSpec {
             metrics,
             options: field_names::<T>,
             build,
+            remote: false,
         }
+    }
+
+    /// Marks the kind as able to run over SSH (`use_ssh: true`).
+    pub fn over_ssh(mut self) -> Self {
+        self.remote = true;
+        self
     }
 }
 

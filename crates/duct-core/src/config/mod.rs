@@ -54,6 +54,9 @@ pub struct Globals {
     pub ssh_password: Option<String>,
     pub ssh_port: u16,
     pub ssh_knownhosts_file: Option<String>,
+    /// ductd extension: record the key of an SSH host not yet in
+    /// `ssh_knownhosts_file` instead of refusing it (docs/remote-checks.md).
+    pub ssh_accept_new: bool,
     /// ductd extension: how long shutdown may spend flushing outputs (s).
     pub shutdown_timeout: f64,
     /// ductd extension: the most sources a configuration may have, its
@@ -91,6 +94,7 @@ impl Default for Globals {
             ssh_password: None,
             ssh_port: 22,
             ssh_knownhosts_file: Some("/var/lib/duct/known_hosts".into()),
+            ssh_accept_new: false,
             shutdown_timeout: 10.0,
             max_sources: load::DEFAULT_MAX_SOURCES,
             health: None,

@@ -28,7 +28,7 @@ use sources::plan_source;
 pub use outputs::{OutputRecipe, PlannedOutput};
 pub use settings::{
     common_output_options, common_source_options, stagger_offset, Buffer, DiskBufferSettings, OutputSettings,
-    SourceSettings, StringList, WhenFull,
+    SourceSettings, SshTarget, StringList, WhenFull,
 };
 pub use sources::{PlannedSource, SourceRecipe};
 

@@ -34,6 +34,64 @@ pub struct SourceSettings {
     pub path: Option<PathBuf>,
     /// Shared by every source of a configuration.
     pub base_path: Arc<std::path::Path>,
+    /// `use_ssh: true`: the host the source observes over SSH instead of
+    /// this one (docs/remote-checks.md).
+    pub remote: Option<Arc<SshTarget>>,
+}
+
+/// Where and as whom a `use_ssh` source logs in: `ssh_host` and the
+/// source's `ssh_*` options over the global ones. Equal targets share one
+/// SSH connection, so every field that changes the login is part of it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SshTarget {
+    /// `ssh_host`: a name or an address.
+    pub host: String,
+    /// `ssh_port` (22).
+    pub port: u16,
+    /// `ssh_username`; `None` logs in as the user ductd runs as, as
+    /// OpenSSH does.
+    pub username: Option<String>,
+    /// `ssh_key`: a private key written inline (OpenSSH or PEM text).
+    pub key: Option<String>,
+    /// `ssh_keyfile`: a private key file.
+    pub keyfile: Option<PathBuf>,
+    /// `ssh_keypass`: the passphrase of an encrypted key.
+    pub keypass: Option<String>,
+    /// `ssh_password`.
+    pub password: Option<String>,
+    /// `ssh_knownhosts_file`: the host keys trusted (OpenSSH format).
+    pub knownhosts_file: PathBuf,
+    /// `ssh_accept_new`: record the key of a host not yet in the file
+    /// (OpenSSH's `StrictHostKeyChecking accept-new`) instead of refusing.
+    pub accept_new: bool,
+}
+
+impl SshTarget {
+    /// `user@host:port` for logs and events (no secrets).
+    pub fn label(&self) -> String {
+        match &self.username {
+            Some(u) => format!("{u}@{}:{}", self.host, self.port),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Secrets stay out of logs and `{:?}`.
+impl std::fmt::Debug for SshTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: bool| if o { "set" } else { "unset" };
+        f.debug_struct("SshTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("key", &set(self.key.is_some()))
+            .field("keyfile", &self.keyfile)
+            .field("keypass", &set(self.keypass.is_some()))
+            .field("password", &set(self.password.is_some()))
+            .field("knownhosts_file", &self.knownhosts_file)
+            .field("accept_new", &self.accept_new)
+            .finish()
+    }
 }
 
 impl SourceSettings {
@@ -65,6 +123,7 @@ impl SourceSettings {
             timeout: 60.0,
             path: None,
             base_path: Arc::from(std::path::Path::new("/var/lib/duct")),
+            remote: None,
         }
     }
 }
@@ -189,23 +248,19 @@ pub(super) struct CommonSourceOptions {
     pub(super) timeout: Option<f64>,
     pub(super) path: Option<String>,
     pub(super) use_ssh: Option<bool>,
+    pub(super) ssh_host: Option<String>,
+    pub(super) ssh_username: Option<String>,
+    pub(super) ssh_key: Option<String>,
+    pub(super) ssh_keyfile: Option<String>,
+    pub(super) ssh_keypass: Option<String>,
+    pub(super) ssh_password: Option<String>,
+    pub(super) ssh_port: Option<u16>,
+    pub(super) ssh_knownhosts_file: Option<String>,
+    pub(super) ssh_accept_new: Option<bool>,
 }
 
 /// Read from their nodes to keep positions.
 const SOURCE_NODE_KEYS: &[&str] = &["route", "critical", "warning", "attributes"];
-
-/// Per-source SSH overrides: accepted so Duct configurations load, refused
-/// with `use_ssh: true` until remote checks exist.
-const SSH_KEYS: &[&str] = &[
-    "ssh_host",
-    "ssh_username",
-    "ssh_key",
-    "ssh_keyfile",
-    "ssh_keypass",
-    "ssh_password",
-    "ssh_port",
-    "ssh_knownhosts_file",
-];
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct CommonOutputOptions {
@@ -253,7 +308,6 @@ pub fn common_source_options() -> Vec<&'static str> {
     field_names::<CommonSourceOptions>()
         .iter()
         .chain(SOURCE_NODE_KEYS)
-        .chain(SSH_KEYS)
         .copied()
         .collect()
 }

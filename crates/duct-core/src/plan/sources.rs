@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::rules::{read_attributes, read_route, read_triggers};
-use super::settings::{common_source_options, CommonSourceOptions, SourceSettings};
+use super::settings::{common_source_options, CommonSourceOptions, SourceSettings, SshTarget};
 use super::{build_guarded, check_unknown_keys, required_name, Identity, OptionChecks, PlanContext};
 use crate::config::seconds::Zero;
 use crate::config::{did_you_mean, from_node_quiet, Block, Diagnostic, Diagnostics, Globals, Node};
@@ -113,12 +113,11 @@ pub(super) fn plan_source(
     let start_delay = common
         .start_delay
         .map(|d| checks.seconds("start_delay", d, Zero::Allowed));
-    if common.use_ssh == Some(true) {
-        checks.fail(
-            "use_ssh",
-            "remote checks over SSH are not available in this version of ductd; run ductd on the host itself",
-        );
-    }
+    let remote = if common.use_ssh == Some(true) {
+        ssh_target(&common, &spec, ctx, &mut checks).map(Arc::new)
+    } else {
+        None
+    };
     let ok = checks.ok;
     let attributes = read_attributes(block, diags);
     let warning = read_triggers(block, "warning", diags);
@@ -147,6 +146,7 @@ pub(super) fn plan_source(
         timeout,
         path: common.path.map(PathBuf::from),
         base_path: ctx.base_path.clone(),
+        remote,
     });
     let rules = Arc::new(SourceRules {
         service: common.service,
@@ -177,6 +177,61 @@ pub(super) fn plan_source(
             None
         }
     }
+}
+
+/// The SSH login of a `use_ssh: true` source: its own `ssh_*` options over
+/// the global ones. `None`, after an error, when the kind cannot run
+/// remotely or no `ssh_host` is given.
+fn ssh_target(
+    common: &CommonSourceOptions,
+    spec: &SourceSpec,
+    ctx: &PlanContext<'_>,
+    checks: &mut OptionChecks<'_>,
+) -> Option<SshTarget> {
+    if !spec.remote {
+        let mut remote: Vec<&str> = ctx
+            .registry
+            .sources()
+            .iter()
+            .filter(|s| s.remote)
+            .filter_map(|s| s.name.rsplit('.').next())
+            .collect();
+        remote.sort_unstable();
+        remote.dedup();
+        checks.fail(
+            "use_ssh",
+            format!(
+                "`{}` cannot run over SSH: it does not read the host's files or run its commands; \
+                 sources that can: {} (docs/remote-checks.md)",
+                spec.name,
+                remote.join(", ")
+            ),
+        );
+        return None;
+    }
+    let Some(host) = common.ssh_host.clone().filter(|h| !h.trim().is_empty()) else {
+        checks.fail("use_ssh", "`use_ssh: true` needs `ssh_host`, the host to log in to");
+        return None;
+    };
+    let g = ctx.globals;
+    let port = common.ssh_port.unwrap_or(g.ssh_port);
+    if port == 0 {
+        checks.fail("ssh_port", "must be a port number, 1 to 65535");
+    }
+    let or_global = |own: &Option<String>, global: &Option<String>| own.clone().or_else(|| global.clone());
+    let knownhosts = or_global(&common.ssh_knownhosts_file, &g.ssh_knownhosts_file)
+        .unwrap_or_else(|| "/var/lib/duct/known_hosts".into());
+    Some(SshTarget {
+        host,
+        port,
+        username: or_global(&common.ssh_username, &g.ssh_username),
+        key: or_global(&common.ssh_key, &g.ssh_key),
+        keyfile: or_global(&common.ssh_keyfile, &g.ssh_keyfile).map(PathBuf::from),
+        keypass: or_global(&common.ssh_keypass, &g.ssh_keypass),
+        password: or_global(&common.ssh_password, &g.ssh_password),
+        knownhosts_file: PathBuf::from(knownhosts),
+        accept_new: common.ssh_accept_new.unwrap_or(g.ssh_accept_new),
+    })
 }
 
 /// A name that is no built-in is a user plugin if one is found in the
@@ -218,6 +273,39 @@ mod tests {
         assert_eq!(b.first_tick_delay(0.2), 2.0);
         let p = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test}\n").unwrap();
         assert_eq!(p.sources[0].settings().hostname, "machine");
+    }
+
+    #[test]
+    fn ssh_options_resolve_per_source_over_global() {
+        let p = plan_text(
+            "ssh_username: ops\nssh_keyfile: /k\nssh_port: 2222\nsources:\n  - {service: a, source: duct.sources.test.Test, use_ssh: true, ssh_host: h1}\n  - {service: b, source: duct.sources.test.Test, use_ssh: true, ssh_host: h2, ssh_port: 22, ssh_username: root, ssh_password: pw, ssh_accept_new: true, ssh_knownhosts_file: /kh}\n  - {service: c, source: duct.sources.test.Test, use_ssh: false, ssh_host: h3}\n",
+        )
+        .unwrap();
+        let a = p.sources[0].settings().remote.clone().expect("remote");
+        assert_eq!((a.host.as_str(), a.port, a.username.as_deref()), ("h1", 2222, Some("ops")));
+        assert_eq!(a.keyfile.as_deref(), Some(std::path::Path::new("/k")));
+        assert_eq!(a.knownhosts_file, std::path::Path::new("/var/lib/duct/known_hosts"));
+        assert!(!a.accept_new);
+        let b = p.sources[1].settings().remote.clone().expect("remote");
+        assert_eq!((b.port, b.username.as_deref(), b.password.as_deref()), (22, Some("root"), Some("pw")));
+        assert!(b.accept_new);
+        assert_eq!(b.knownhosts_file, std::path::Path::new("/kh"));
+        assert!(!format!("{b:?}").contains("pw"), "no secrets in Debug");
+        assert!(p.sources[2].settings().remote.is_none());
+    }
+
+    #[test]
+    fn use_ssh_is_refused_where_it_cannot_work() {
+        let err = plan_text("sources:\n  - {service: a, source: duct.sources.test.Panics, use_ssh: true, ssh_host: h}\n")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.contains("sources[0].use_ssh: `duct.sources.test.Panics` cannot run over SSH"), "{text}");
+        assert!(text.contains("sources that can: Test"), "{text}");
+        let err = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, use_ssh: true}\n")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("needs `ssh_host`"), "{err}");
     }
 
     #[test]

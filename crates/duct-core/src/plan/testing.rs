@@ -46,7 +46,8 @@ fn registry() -> Registry {
             }
             Ok(Box::new(TestSource))
         },
-    ));
+    )
+    .over_ssh());
     r.add_source(SourceSpec::new::<crate::registry::NoOptions>(
         "duct.sources.test.Panics",
         "a constructor with a bug",

@@ -1,4 +1,7 @@
-//! Running the host's tools (`sensors`, `smartctl`, `ipsec`, `swanctl`).
+//! Running the host's tools (`sensors`, `smartctl`, `ipsec`, `swanctl`),
+//! here or, for a `use_ssh` source, on the remote host through its shared
+//! connection (the remote shell finds the tool on its `PATH` and the sbin
+//! directories; exit status 127 means it is not installed there).
 //!
 //! A tool is looked up on the `PATH` and in the sbin directories (where
 //! Debian puts `smartctl`, and which an unprivileged `PATH` lacks), run
@@ -12,8 +15,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use duct_core::source::ForkError;
+use duct_core::source::{ForkError, FORK_OUTPUT_LIMIT};
 use duct_core::{ForkOutput, SourceContext, SourceError};
+
+use super::host::{Host, Remote};
+
+/// The shell's exit status for a command it cannot find.
+const NOT_FOUND: i32 = 127;
 
 /// Searched after the `PATH`.
 const SBIN_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin"];
@@ -27,6 +35,8 @@ pub(crate) struct Tool {
     path: Option<PathBuf>,
     /// A warning about it is out: the next waits until it has worked again.
     warned: bool,
+    /// Run it there instead of here.
+    remote: Option<Remote>,
 }
 
 impl Tool {
@@ -36,12 +46,20 @@ impl Tool {
             package,
             path: None,
             warned: false,
+            remote: None,
         }
+    }
+
+    /// The same tool, run on `host`.
+    pub fn on(mut self, host: &Host) -> Self {
+        self.remote = host.remote().cloned();
+        self
     }
 
     /// Whether the program can be found now.
     pub fn is_installed(&mut self) -> bool {
-        self.resolve().is_some()
+        // A remote tool is known only by running it.
+        self.remote.is_some() || self.resolve().is_some()
     }
 
     fn resolve(&mut self) -> Option<PathBuf> {
@@ -55,6 +73,9 @@ impl Tool {
     /// when it is not installed (or may not be run), after a warning the
     /// first time; a timeout or an I/O failure is an error of the tick.
     pub async fn run(&mut self, ctx: &SourceContext, args: &[&str]) -> Result<Option<ForkOutput>, SourceError> {
+        if let Some(remote) = self.remote.clone() {
+            return self.run_remote(ctx, &remote, args).await;
+        }
         let Some(path) = self.resolve() else {
             let message = format!(
                 "`{}` not found on the PATH nor in {} (Debian package {}): no events until it is installed",
@@ -77,6 +98,32 @@ impl Tool {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn run_remote(
+        &mut self,
+        ctx: &SourceContext,
+        remote: &Remote,
+        args: &[&str],
+    ) -> Result<Option<ForkOutput>, SourceError> {
+        let conn = remote.connection();
+        let line = format!(
+            "PATH=\"$PATH:{}\" {}",
+            SBIN_DIRS.join(":"),
+            duct_ssh::command_line(&self.name, args)
+        );
+        let out = conn.exec(&line, remote.timeout(), FORK_OUTPUT_LIMIT).await?;
+        if out.code == Some(NOT_FOUND) {
+            let message = format!(
+                "`{}` not found on {} (Debian package {}): no events until it is installed there",
+                self.name,
+                conn.target().label(),
+                self.package
+            );
+            self.warn(ctx, message);
+            return Ok(None);
+        }
+        Ok(Some(out))
     }
 
     /// Logs a warning about the tool unless one is already out.

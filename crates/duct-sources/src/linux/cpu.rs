@@ -6,7 +6,8 @@ use duct_core::config::Diagnostic;
 use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
-use super::{number, ready, HostError, HostPaths, ParseError, ProcFile};
+use super::host::{reported, Host, HostFile};
+use super::{number, HostError, ParseError};
 
 /// The columns of a `cpu` line, in the kernel's order; also the metric
 /// names. Kernels before 2.6.33 print fewer (7 before 2.6.11, 8 before
@@ -54,11 +55,12 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
-    Ok(Box::new(Cpu::new(&HostPaths::from_env(), opts.per_core)))
+    Ok(Box::new(Cpu::new(&Host::of(args), opts.per_core)))
 }
 
 /// Which line of `/proc/stat`: the `cpu` total or one core.
@@ -143,7 +145,7 @@ pub(crate) fn shares(previous: &[u64; 10], current: &[u64; 10]) -> Option<CpuSha
 }
 
 pub(crate) struct Cpu {
-    stat: ProcFile,
+    stat: HostFile,
     per_core: bool,
     /// The previous reading, to difference against; swapped with `current`
     /// every tick so neither is reallocated.
@@ -152,18 +154,19 @@ pub(crate) struct Cpu {
 }
 
 impl Cpu {
-    pub fn new(paths: &HostPaths, per_core: bool) -> Self {
+    pub fn new(host: impl Into<Host>, per_core: bool) -> Self {
+        let host = host.into();
         Cpu {
-            stat: ProcFile::new(paths.proc("stat")),
+            stat: host.file(host.paths().proc("stat")),
             per_core,
             previous: Vec::new(),
             current: Vec::new(),
         }
     }
 
-    fn tick(&mut self, ctx: &SourceContext) -> Result<Vec<Event>, HostError> {
+    async fn tick(&mut self, ctx: &SourceContext) -> Result<Vec<Event>, HostError> {
         let current = &mut self.current;
-        self.stat.parse(|text| parse_stat(text, current))?;
+        self.stat.parse(|text| parse_stat(text, current)).await?;
         let mut events = Vec::new();
         for (i, now) in self.current.iter().enumerate() {
             let core = match now.id {
@@ -212,7 +215,10 @@ fn percent(share: f64) -> i64 {
 
 impl Source for Cpu {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        ready(self.tick(ctx))
+        Box::pin(async move {
+            let events = self.tick(ctx).await;
+            reported(ctx, events)
+        })
     }
 
     fn needs_two_ticks(&self) -> bool {

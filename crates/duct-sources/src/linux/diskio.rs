@@ -10,7 +10,8 @@ use duct_core::plan::StringList;
 use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
-use super::{counter_delta, number, ready, HostPaths, ParseError, ProcFile, Selection};
+use super::host::{reported, Host, HostFile};
+use super::{counter_delta, number, ParseError, Selection};
 
 /// `/proc/diskstats` counts sectors of 512 bytes whatever the device's own
 /// sector size.
@@ -37,12 +38,13 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
     Ok(Box::new(DiskIo::new(
-        &HostPaths::from_env(),
+        &Host::of(args),
         Selection::new(opts.devices),
     )))
 }
@@ -140,7 +142,7 @@ struct Last {
 }
 
 pub(crate) struct DiskIo {
-    diskstats: ProcFile,
+    diskstats: HostFile,
     devices: Devices,
 }
 
@@ -153,9 +155,10 @@ struct Devices {
 }
 
 impl DiskIo {
-    pub fn new(paths: &HostPaths, selection: Selection) -> Self {
+    pub fn new(host: impl Into<Host>, selection: Selection) -> Self {
+        let host = host.into();
         DiskIo {
-            diskstats: ProcFile::new(paths.proc("diskstats")),
+            diskstats: host.file(host.paths().proc("diskstats")),
             devices: Devices {
                 selection,
                 last: HashMap::new(),
@@ -236,8 +239,11 @@ impl Devices {
 
 impl Source for DiskIo {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        let devices = &mut self.devices;
-        ready(self.diskstats.parse(|text| devices.report(text, ctx)))
+        Box::pin(async move {
+            let devices = &mut self.devices;
+            let events = self.diskstats.parse(|text| devices.report(text, ctx)).await;
+            reported(ctx, events)
+        })
     }
 }
 

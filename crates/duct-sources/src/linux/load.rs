@@ -4,7 +4,8 @@
 use duct_core::config::Diagnostic;
 use duct_core::{NoOptions, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 
-use super::{ready, HostPaths, ParseError, ProcFile};
+use super::host::{reported, Host, HostFile};
+use super::ParseError;
 
 pub fn spec() -> SourceSpec {
     SourceSpec::new::<NoOptions>(
@@ -13,28 +14,32 @@ pub fn spec() -> SourceSpec {
         &["(service): 1-minute load average"],
         build,
     )
+    .over_ssh()
 }
 
-fn build(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
-    Ok(Box::new(LoadAverage::new(&HostPaths::from_env())))
+fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    Ok(Box::new(LoadAverage::new(&Host::of(args))))
 }
 
 pub(crate) struct LoadAverage {
-    loadavg: ProcFile,
+    loadavg: HostFile,
 }
 
 impl LoadAverage {
-    pub fn new(paths: &HostPaths) -> Self {
+    pub fn new(host: impl Into<Host>) -> Self {
+        let host = host.into();
         LoadAverage {
-            loadavg: ProcFile::new(paths.proc("loadavg")),
+            loadavg: host.file(host.paths().proc("loadavg")),
         }
     }
 }
 
 impl Source for LoadAverage {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        let load = self.loadavg.parse(parse_loadavg);
-        ready(load.map(|la| vec![ctx.create_event("ok", "Load average", la)]))
+        Box::pin(async move {
+            let load = self.loadavg.parse(parse_loadavg).await;
+            reported(ctx, load.map(|la| vec![ctx.create_event("ok", "Load average", la)]))
+        })
     }
 }
 

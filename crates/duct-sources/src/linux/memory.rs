@@ -4,7 +4,8 @@
 use duct_core::config::Diagnostic;
 use duct_core::{NoOptions, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 
-use super::{number, ready, HostPaths, ParseError, ProcFile};
+use super::host::{reported, Host, HostFile};
+use super::{number, ParseError};
 
 pub fn spec() -> SourceSpec {
     SourceSpec::new::<NoOptions>(
@@ -13,10 +14,11 @@ pub fn spec() -> SourceSpec {
         &["(service): used fraction; the description gives used/total in kB"],
         build,
     )
+    .over_ssh()
 }
 
-fn build(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
-    Ok(Box::new(Memory::new(&HostPaths::from_env())))
+fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    Ok(Box::new(Memory::new(&Host::of(args))))
 }
 
 /// What the Memory source needs of `/proc/meminfo`, in kB.
@@ -64,27 +66,31 @@ pub(crate) fn parse_meminfo(text: &str) -> Result<MemInfo, ParseError> {
 }
 
 pub(crate) struct Memory {
-    meminfo: ProcFile,
+    meminfo: HostFile,
 }
 
 impl Memory {
-    pub fn new(paths: &HostPaths) -> Self {
+    pub fn new(host: impl Into<Host>) -> Self {
+        let host = host.into();
         Memory {
-            meminfo: ProcFile::new(paths.proc("meminfo")),
+            meminfo: host.file(host.paths().proc("meminfo")),
         }
     }
 }
 
 impl Source for Memory {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        let info = self.meminfo.parse(parse_meminfo);
-        ready(info.map(|m| {
-            vec![ctx.create_event(
-                "ok",
-                format!("Memory {}/{}", m.used_kb(), m.total_kb),
-                m.used_fraction(),
-            )]
-        }))
+        Box::pin(async move {
+            let info = self.meminfo.parse(parse_meminfo).await;
+            let events = info.map(|m| {
+                vec![ctx.create_event(
+                    "ok",
+                    format!("Memory {}/{}", m.used_kb(), m.total_kb),
+                    m.used_fraction(),
+                )]
+            });
+            reported(ctx, events)
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! (`sensors`, `smartctl`, `ipsec`) go through [`command::Tool`].
 
 pub(crate) mod command;
+pub(crate) mod host;
 mod cpu;
 mod diskfree;
 mod diskio;
@@ -145,6 +146,9 @@ pub enum HostError {
         #[source]
         source: ParseError,
     },
+    /// Over SSH (`use_ssh`): the connection, the login or the remote read.
+    #[error(transparent)]
+    Remote(#[from] duct_ssh::SshError),
 }
 
 /// What a parser found wrong in a kernel file or a tool's output.

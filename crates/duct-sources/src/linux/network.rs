@@ -10,7 +10,8 @@ use duct_core::plan::StringList;
 use duct_core::{Aggregation, Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
-use super::{number, ready, HostPaths, ParseError, ProcFile, Selection};
+use super::host::{reported, Host, HostFile};
+use super::{number, ParseError, Selection};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -33,12 +34,13 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
     Ok(Box::new(Network::new(
-        &HostPaths::from_env(),
+        &Host::of(args),
         Selection::new(opts.interfaces),
     )))
 }
@@ -86,14 +88,15 @@ pub(crate) fn parse_net_dev_line(line: &str) -> Result<Option<NetDev<'_>>, Parse
 }
 
 pub(crate) struct Network {
-    net_dev: ProcFile,
+    net_dev: HostFile,
     interfaces: Selection,
 }
 
 impl Network {
-    pub fn new(paths: &HostPaths, interfaces: Selection) -> Self {
+    pub fn new(host: impl Into<Host>, interfaces: Selection) -> Self {
+        let host = host.into();
         Network {
-            net_dev: ProcFile::first_of(paths.proc_per_namespace("net/dev")),
+            net_dev: host.first_of(host.paths().proc_per_namespace("net/dev")),
             interfaces,
         }
     }
@@ -134,8 +137,11 @@ fn report(text: &str, interfaces: &Selection, ctx: &SourceContext) -> Result<Vec
 
 impl Source for Network {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        let interfaces = &self.interfaces;
-        ready(self.net_dev.parse(|text| report(text, interfaces, ctx)))
+        Box::pin(async move {
+            let interfaces = &self.interfaces;
+            let events = self.net_dev.parse(|text| report(text, interfaces, ctx)).await;
+            reported(ctx, events)
+        })
     }
 }
 

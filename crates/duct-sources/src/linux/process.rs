@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use duct_core::config::Diagnostic;
 use duct_core::{Event, NoOptions, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 
+use super::host::{reported, Host};
 use super::{number, read_into, ready, HostError, HostPaths, ParseError, ProcFile};
 
 /// `flags` bit of kernel threads (`PF_KTHREAD` in `linux/sched.h`).
@@ -27,6 +28,7 @@ pub fn count_spec() -> SourceSpec {
         &["(service): number of processes"],
         build_count,
     )
+    .over_ssh()
 }
 
 pub fn stats_spec() -> SourceSpec {
@@ -44,10 +46,8 @@ pub fn stats_spec() -> SourceSpec {
     )
 }
 
-fn build_count(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
-    Ok(Box::new(ProcessCount {
-        proc: HostPaths::from_env().proc_dir().to_path_buf(),
-    }))
+fn build_count(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    Ok(Box::new(ProcessCount { host: Host::of(args) }))
 }
 
 fn build_stats(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
@@ -60,28 +60,25 @@ fn pid_of(name: &std::ffi::OsStr) -> Option<u32> {
 }
 
 pub(crate) struct ProcessCount {
-    proc: PathBuf,
+    host: Host,
 }
 
 impl ProcessCount {
-    fn count(&self) -> Result<usize, HostError> {
-        let entries = fs::read_dir(&self.proc).map_err(|source| HostError::Read {
-            path: self.proc.clone(),
-            source,
-        })?;
-        Ok(entries
-            .filter_map(Result::ok)
-            .filter(|e| pid_of(&e.file_name()).is_some())
-            .count())
+    async fn count(&self) -> Result<usize, HostError> {
+        let names = self.host.list_dir(self.host.paths().proc_dir()).await?;
+        Ok(names.iter().filter(|n| pid_of(n.as_ref()).is_some()).count())
     }
 }
 
 impl Source for ProcessCount {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
-        ready(
-            self.count()
-                .map(|n| vec![ctx.create_event("ok", format!("Process count {n}"), n)]),
-        )
+        Box::pin(async move {
+            let count = self.count().await;
+            reported(
+                ctx,
+                count.map(|n| vec![ctx.create_event("ok", format!("Process count {n}"), n)]),
+            )
+        })
     }
 }
 
@@ -587,7 +584,7 @@ mod tests {
         dir.write("proc/meminfo", "x");
         let (ctx, _) = context("procs");
         let mut src = ProcessCount {
-            proc: dir.0.join("proc"),
+            host: Host::from(&crate::linux::testing::paths_in(&dir.0)),
         };
         let events = src.get(&ctx).await.unwrap();
         assert_eq!(events[0].metric, Some(Metric::Int(3)));

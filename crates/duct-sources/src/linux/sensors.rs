@@ -11,6 +11,7 @@ use duct_core::config::Diagnostic;
 use duct_core::{Event, NoOptions, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 
 use super::command::{first_line, Tool};
+use super::host::Host;
 use super::{HostPaths, ProcFile};
 
 /// Sensors come and go rarely (a USB device, a driver loaded late): the
@@ -33,15 +34,16 @@ pub fn lm_spec() -> SourceSpec {
         &["(service).(chip).(label): the input's value in its unit, labels as `sensors` prints them (`Package id 0`, `fan1`)"],
         build_lm,
     )
+    .over_ssh()
 }
 
 fn build_hwmon(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     Ok(Box::new(Hwmon::new(&HostPaths::from_env())))
 }
 
-fn build_lm(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+fn build_lm(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     Ok(Box::new(LmSensors {
-        tool: Tool::new("sensors", "lm-sensors"),
+        tool: Tool::new("sensors", "lm-sensors").on(&Host::of(args)),
     }))
 }
 

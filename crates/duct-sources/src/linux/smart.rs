@@ -11,6 +11,7 @@ use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceError, Sou
 use serde::Deserialize;
 
 use super::command::{first_line, Tool};
+use super::host::Host;
 
 /// Disks are hot-plugged now and then: the scan is repeated this often.
 const RESCAN_EVERY: Duration = Duration::from_secs(3600);
@@ -37,6 +38,7 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
@@ -49,7 +51,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
         .map(|device| Disk { device, kind: None })
         .collect();
     Ok(Box::new(Smart {
-        tool: Tool::new("smartctl", "smartmontools"),
+        tool: Tool::new("smartctl", "smartmontools").on(&Host::of(args)),
         scan: listed.is_empty(),
         disks: listed,
         scanned: None,
