@@ -366,6 +366,9 @@ pub fn list(registry: &Registry) -> String {
         if !options.is_empty() {
             let _ = writeln!(out, "    options: {}", options.join(", "));
         }
+        if s.remote {
+            let _ = writeln!(out, "    runs on another host with use_ssh: true (docs/remote-checks.md)");
+        }
         for m in s.metrics {
             let _ = writeln!(out, "    metric {m}");
         }
