@@ -18,9 +18,6 @@ pub struct Reading {
     /// Mapped pages of the program and its libraries (page cache).
     pub file_kib: u64,
     pub hwm_kib: u64,
-    /// The anonymous part of the RSS (heap, stacks): what the program
-    /// itself allocated, apart from the pages of its files.
-    pub rss_anon_kib: u64,
     /// User plus system CPU time of all its threads, in seconds.
     pub cpu_s: f64,
     pub threads: u64,
@@ -82,7 +79,6 @@ pub fn read(pid: u32) -> Option<Reading> {
         anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
         file_kib: status_kib(&status, "RssFile:").unwrap_or(0),
         hwm_kib: status_kib(&status, "VmHWM:")?,
-        rss_anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
         // (Threads that end take their schedstat with them: the agents
         // measured here keep theirs for the whole run.)
         cpu_s: schedstat_cpu_s(pid).unwrap_or(ticks),

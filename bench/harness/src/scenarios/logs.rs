@@ -327,7 +327,7 @@ fn mtail_bulk(bin: &Path, progs: &Path, log: &Path, scratch: &crate::agents::Scr
                 if let Some(r) = procfs::read(pid as u32) {
                     if r.rss_kib > peak.load(Ordering::Relaxed) {
                         peak.store(r.rss_kib, Ordering::Relaxed);
-                        anon.store(r.rss_anon_kib, Ordering::Relaxed);
+                        anon.store(r.anon_kib, Ordering::Relaxed);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -352,7 +352,8 @@ fn mtail_bulk(bin: &Path, progs: &Path, log: &Path, scratch: &crate::agents::Scr
     let end = Reading {
         rss_kib: rss,
         hwm_kib: usage.ru_maxrss as u64,
-        rss_anon_kib: anon.load(Ordering::Relaxed),
+        anon_kib: anon.load(Ordering::Relaxed),
+        file_kib: 0,
         cpu_s,
         threads: 0,
         at: Instant::now(),
@@ -485,7 +486,7 @@ fn bulk(env: &Env, opts: &Options) -> io::Result<Vec<Figure>> {
         notes,
         fig("bulk_vm_rss", "MiB", Better::Lower, &|r| r.end.rss_kib as f64 / 1024.0),
         fig("bulk_rss_anon", "MiB", Better::Lower, &|r| {
-            r.end.rss_anon_kib as f64 / 1024.0
+            r.end.anon_kib as f64 / 1024.0
         }),
         fig("bulk_vm_hwm", "MiB", Better::Lower, &|r| r.end.hwm_kib as f64 / 1024.0),
     ])
@@ -658,7 +659,7 @@ fn live(env: &Env, opts: &Options) -> io::Result<Vec<Figure>> {
             procfs::core_share(r0, r1) * 100.0
         }),
         fig("live_vm_rss", "MiB", &|_, r1| r1.rss_kib as f64 / 1024.0),
-        fig("live_rss_anon", "MiB", &|_, r1| r1.rss_anon_kib as f64 / 1024.0),
+        fig("live_rss_anon", "MiB", &|_, r1| r1.anon_kib as f64 / 1024.0),
         behind,
     ])
 }
