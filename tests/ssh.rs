@@ -82,7 +82,9 @@ fn names_under(events: &HashMap<String, Value>, prefix: &str) -> Vec<String> {
 
 #[test]
 fn host_sources_over_ssh_read_what_they_read_locally() {
-    let Some(keys) = SshKeys::make("ssh-keys-same") else { return };
+    let Some(keys) = SshKeys::make("ssh-keys-same") else {
+        return;
+    };
     let sshd = Sshd::start(&keys, "sshd-same", None);
     let dir = TempDir::new("ssh-same");
     let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
@@ -112,7 +114,9 @@ fn host_sources_over_ssh_read_what_they_read_locally() {
 
 #[test]
 fn unknown_and_changed_host_keys_are_refused_as_critical_events() {
-    let Some(keys) = SshKeys::make("ssh-keys-refuse") else { return };
+    let Some(keys) = SshKeys::make("ssh-keys-refuse") else {
+        return;
+    };
     let sshd = Sshd::start(&keys, "sshd-refuse", None);
     let dir = TempDir::new("ssh-refuse");
     // Another key for this host and port: a man in the middle, for all
@@ -133,13 +137,19 @@ fn unknown_and_changed_host_keys_are_refused_as_critical_events() {
     let ev = get(&events, "load", &stderr);
     assert_eq!(state(ev), "critical", "{ev}");
     assert!(description(ev).contains("is not in"), "{ev}");
-    assert_eq!(std::fs::read_to_string(&unknown).unwrap(), "", "nothing recorded without accept-new");
+    assert_eq!(
+        std::fs::read_to_string(&unknown).unwrap(),
+        "",
+        "nothing recorded without accept-new"
+    );
     assert_eq!(sshd.logins(), 0, "nothing was sent to an untrusted host");
 }
 
 #[test]
 fn hashed_entries_are_trusted_and_accept_new_records_first_keys() {
-    let Some(keys) = SshKeys::make("ssh-keys-hash") else { return };
+    let Some(keys) = SshKeys::make("ssh-keys-hash") else {
+        return;
+    };
     let sshd = Sshd::start(&keys, "sshd-hash", None);
     let dir = TempDir::new("ssh-hash");
     let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
@@ -173,7 +183,9 @@ fn hashed_entries_are_trusted_and_accept_new_records_first_keys() {
 
 #[test]
 fn password_encrypted_key_and_inline_key_logins() {
-    let Some(keys) = SshKeys::make("ssh-keys-login") else { return };
+    let Some(keys) = SshKeys::make("ssh-keys-login") else {
+        return;
+    };
     let sshd = Sshd::start(&keys, "sshd-login", Some("s3cret-pw"));
     let dir = TempDir::new("ssh-login");
     let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
@@ -188,7 +200,12 @@ fn password_encrypted_key_and_inline_key_logins() {
             &sshd,
             &format!(", ssh_keyfile: {encrypted}, ssh_keypass: '{}'", SshKeys::PASSPHRASE)
         ),
-        remote("inline", SIX[0].1, &sshd, &format!(", ssh_key: {}", serde_json::to_string(&inline).unwrap())),
+        remote(
+            "inline",
+            SIX[0].1,
+            &sshd,
+            &format!(", ssh_key: {}", serde_json::to_string(&inline).unwrap())
+        ),
         kh = kh.display(),
     );
     let (events, stderr) = once(&dir, &config);
@@ -202,20 +219,30 @@ fn password_encrypted_key_and_inline_key_logins() {
     let config = format!(
         "ssh_username: root\nssh_knownhosts_file: {kh}\nsources:\n{}{}",
         remote("badpw", SIX[0].1, &sshd, ", ssh_password: wrong"),
-        remote("badpass", SIX[0].1, &sshd, &format!(", ssh_keyfile: {encrypted}, ssh_keypass: wrong")),
+        remote(
+            "badpass",
+            SIX[0].1,
+            &sshd,
+            &format!(", ssh_keyfile: {encrypted}, ssh_keypass: wrong")
+        ),
         kh = kh.display(),
     );
     let (code, events, stderr) = once_any(&dir, &config);
     assert_ne!(code, 0, "{stderr}");
     assert!(events.is_empty(), "{events:?}");
-    assert!(stderr.contains("login refused: the server refused the password"), "{stderr}");
+    assert!(
+        stderr.contains("login refused: the server refused the password"),
+        "{stderr}"
+    );
     assert!(stderr.contains("cannot decode the private key"), "{stderr}");
     assert_eq!(sshd.logins(), 3, "{}", sshd.log_text());
 }
 
 #[test]
 fn sources_recover_when_sshd_is_killed_and_restarted() {
-    let Some(keys) = SshKeys::make("ssh-keys-restart") else { return };
+    let Some(keys) = SshKeys::make("ssh-keys-restart") else {
+        return;
+    };
     let mut sshd = Sshd::start(&keys, "sshd-restart", None);
     let dir = TempDir::new("ssh-restart");
     let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
@@ -244,14 +271,21 @@ fn sources_recover_when_sshd_is_killed_and_restarted() {
             service(v) == name && state(v) == "ok" && v["time"].as_f64().unwrap_or(0.0) > restarted
         });
     }
-    assert_eq!(sshd.logins(), 2, "one connection before, one after:\n{}", sshd.log_text());
+    assert_eq!(
+        sshd.logins(),
+        2,
+        "one connection before, one after:\n{}",
+        sshd.log_text()
+    );
     let (code, _) = agent.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0));
 }
 
 #[test]
 fn twenty_hosts_of_six_sources_share_one_connection_each() {
-    let Some(keys) = SshKeys::make("ssh-keys-twenty") else { return };
+    let Some(keys) = SshKeys::make("ssh-keys-twenty") else {
+        return;
+    };
     let daemons: Vec<Sshd> = (0..20)
         .map(|i| Sshd::start(&keys, &format!("sshd-twenty-{i}"), None))
         .collect();
@@ -275,7 +309,12 @@ fn twenty_hosts_of_six_sources_share_one_connection_each() {
                 "no h{i}.{name}\n{stderr}"
             );
         }
-        assert_eq!(d.logins(), 1, "host {i}: one connection for six sources:\n{}", d.log_text());
+        assert_eq!(
+            d.logins(),
+            1,
+            "host {i}: one connection for six sources:\n{}",
+            d.log_text()
+        );
     }
 }
 
@@ -303,7 +342,10 @@ fn duct_configurations_with_use_ssh_pass_check() {
     let (code, stdout, stderr) = ductd_output(&["check", "-c", bad.to_str().unwrap()]);
     let text = format!("{stdout}{stderr}");
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("`duct.sources.network.HTTP` cannot run over SSH"), "{text}");
+    assert!(
+        text.contains("`duct.sources.network.HTTP` cannot run over SSH"),
+        "{text}"
+    );
     assert!(text.contains("LoadAverage"), "the message lists what can: {text}");
     assert!(text.contains("needs `ssh_host`"), "{text}");
 }

@@ -144,9 +144,15 @@ impl Sshd {
             Some(_) => {
                 // In a mount namespace of its own, /etc/shadow is the test's.
                 let mut c = Command::new("unshare");
-                c.args(["-m", "sh", "-c", r#"mount --bind "$1" /etc/shadow && shift && exec "$@""#, "sh"])
-                    .arg(self.dir.path().join("shadow"))
-                    .arg(&sshd);
+                c.args([
+                    "-m",
+                    "sh",
+                    "-c",
+                    r#"mount --bind "$1" /etc/shadow && shift && exec "$@""#,
+                    "sh",
+                ])
+                .arg(self.dir.path().join("shadow"))
+                .arg(&sshd);
                 c
             }
         };

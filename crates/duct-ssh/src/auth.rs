@@ -71,7 +71,13 @@ fn own_user_name() -> Option<String> {
     unsafe {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(libc::geteuid(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut found);
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        );
         if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
             return None;
         }
@@ -105,10 +111,7 @@ pub(crate) async fn authenticate(
         tried.push("the private key".into());
     }
     if let Some(password) = &target.password {
-        let result = handle
-            .authenticate_password(&user, password)
-            .await
-            .map_err(proto)?;
+        let result = handle.authenticate_password(&user, password).await.map_err(proto)?;
         if result.success() {
             return Ok(());
         }
@@ -126,7 +129,10 @@ pub(crate) async fn authenticate(
             "no credentials: set ssh_key, ssh_keyfile or ssh_password, or run an agent (SSH_AUTH_SOCK)".into(),
         ));
     }
-    Err(fail(format!("the server refused {} for user `{user}`", tried.join(", "))))
+    Err(fail(format!(
+        "the server refused {} for user `{user}`",
+        tried.join(", ")
+    )))
 }
 
 /// Offers every key the agent holds; `Ok(false)` when none was accepted.

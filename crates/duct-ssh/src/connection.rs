@@ -112,7 +112,12 @@ impl Connection {
     /// (connecting included), keeping at most `limit` bytes of each of
     /// stdout and stderr. The exit status is in [`ForkOutput::code`]
     /// (`None` when the command was killed by a signal).
-    pub async fn exec(self: &Arc<Self>, command: &str, timeout: Duration, limit: usize) -> Result<ForkOutput, SshError> {
+    pub async fn exec(
+        self: &Arc<Self>,
+        command: &str,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<ForkOutput, SshError> {
         let me = self.clone();
         let command = command.to_string();
         let label = self.label.clone();

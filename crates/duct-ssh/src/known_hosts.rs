@@ -329,7 +329,11 @@ mod tests {
         assert_eq!(k.check("10.0.0.5", 22, &a), Verdict::Trusted { line: 2 });
         assert_eq!(k.check("x.db.example.org", 22, &a), Verdict::Trusted { line: 3 });
         assert_eq!(k.check("evil.db.example.org", 22, &a), Verdict::Unknown);
-        assert_eq!(k.check("web1", 2200, &a), Verdict::Unknown, "another port is another host");
+        assert_eq!(
+            k.check("web1", 2200, &a),
+            Verdict::Unknown,
+            "another port is another host"
+        );
         assert_eq!(k.check("127.0.0.1", 2222, &a), Verdict::Trusted { line: 4 });
         assert_eq!(k.check("127.0.0.1", 2223, &a), Verdict::Changed { lines: vec![5] });
         assert_eq!(k.check("127.0.0.1", 22, &a), Verdict::Unknown);
@@ -360,7 +364,10 @@ mod tests {
             assert_eq!(k.check("127.0.0.1", 2222, &a), Verdict::Trusted { line: 1 }, "{file}");
             assert_eq!(k.check("127.0.0.1", 22, &a), Verdict::Unknown);
             assert_eq!(k.check("127.0.0.2", 2222, &a), Verdict::Unknown);
-            assert_eq!(k.check("127.0.0.1", 2222, &key(ED_B)), Verdict::Changed { lines: vec![1] });
+            assert_eq!(
+                k.check("127.0.0.1", 2222, &key(ED_B)),
+                Verdict::Changed { lines: vec![1] }
+            );
         }
     }
 
@@ -386,7 +393,10 @@ mod tests {
         assert!(!glob_match(b"a*b*c", b"axxbyy"));
         assert!(glob_match(b"*", b""));
         assert!(glob_match(b"h?st", b"host"));
-        assert!(!glob_match(&[b'*'; 40].iter().chain(b"x").copied().collect::<Vec<_>>(), &[b'a'; 200]));
+        assert!(!glob_match(
+            &[b'*'; 40].iter().chain(b"x").copied().collect::<Vec<_>>(),
+            &[b'a'; 200]
+        ));
     }
 
     #[test]
@@ -395,7 +405,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("sub/known_hosts");
         append(&path, "h", 22, &key(ED_A)).unwrap();
-        std::fs::write(&path, format!("{}no-newline {ED_B}", std::fs::read_to_string(&path).unwrap())).unwrap();
+        std::fs::write(
+            &path,
+            format!("{}no-newline {ED_B}", std::fs::read_to_string(&path).unwrap()),
+        )
+        .unwrap();
         append(&path, "127.0.0.1", 2222, &key(ED_B)).unwrap();
         let k = read(&path).unwrap();
         assert!(k.problems.is_empty(), "{:?}", k.problems);

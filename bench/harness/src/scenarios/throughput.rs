@@ -159,11 +159,9 @@ impl Variant {
             Variant::OpenTsdb | Variant::Bosun => Api::OpenTsdb,
             Variant::Elasticsearch => Api::Elasticsearch,
             Variant::RemoteWrite => Api::RemoteWrite,
-            Variant::Riemann
-            | Variant::RiemannDisk
-            | Variant::RiemannDiskEndToEnd
-            | Variant::Null
-            | Variant::Nats => return None,
+            Variant::Riemann | Variant::RiemannDisk | Variant::RiemannDiskEndToEnd | Variant::Null | Variant::Nats => {
+                return None
+            }
         })
     }
 

@@ -282,12 +282,18 @@ mod tests {
         )
         .unwrap();
         let a = p.sources[0].settings().remote.clone().expect("remote");
-        assert_eq!((a.host.as_str(), a.port, a.username.as_deref()), ("h1", 2222, Some("ops")));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.username.as_deref()),
+            ("h1", 2222, Some("ops"))
+        );
         assert_eq!(a.keyfile.as_deref(), Some(std::path::Path::new("/k")));
         assert_eq!(a.knownhosts_file, std::path::Path::new("/var/lib/duct/known_hosts"));
         assert!(!a.accept_new);
         let b = p.sources[1].settings().remote.clone().expect("remote");
-        assert_eq!((b.port, b.username.as_deref(), b.password.as_deref()), (22, Some("root"), Some("pw")));
+        assert_eq!(
+            (b.port, b.username.as_deref(), b.password.as_deref()),
+            (22, Some("root"), Some("pw"))
+        );
         assert!(b.accept_new);
         assert_eq!(b.knownhosts_file, std::path::Path::new("/kh"));
         assert!(!format!("{b:?}").contains("pw"), "no secrets in Debug");
@@ -296,11 +302,15 @@ mod tests {
 
     #[test]
     fn use_ssh_is_refused_where_it_cannot_work() {
-        let err = plan_text("sources:\n  - {service: a, source: duct.sources.test.Panics, use_ssh: true, ssh_host: h}\n")
-            .err()
-            .unwrap();
+        let err =
+            plan_text("sources:\n  - {service: a, source: duct.sources.test.Panics, use_ssh: true, ssh_host: h}\n")
+                .err()
+                .unwrap();
         let text = err.to_string();
-        assert!(text.contains("sources[0].use_ssh: `duct.sources.test.Panics` cannot run over SSH"), "{text}");
+        assert!(
+            text.contains("sources[0].use_ssh: `duct.sources.test.Panics` cannot run over SSH"),
+            "{text}"
+        );
         assert!(text.contains("sources that can: Test"), "{text}");
         let err = plan_text("sources:\n  - {service: a, source: duct.sources.test.Test, use_ssh: true}\n")
             .err()

@@ -35,19 +35,16 @@ impl Output for TestOutput {
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.add_source(SourceSpec::new::<TestOptions>(
-        "duct.sources.test.Test",
-        "test",
-        &[],
-        |args| {
+    r.add_source(
+        SourceSpec::new::<TestOptions>("duct.sources.test.Test", "test", &[], |args| {
             let o: TestOptions = args.options()?;
             if o.level < 0 {
                 return Err(args.invalid("level", "must not be negative"));
             }
             Ok(Box::new(TestSource))
-        },
-    )
-    .over_ssh());
+        })
+        .over_ssh(),
+    );
     r.add_source(SourceSpec::new::<crate::registry::NoOptions>(
         "duct.sources.test.Panics",
         "a constructor with a bug",

@@ -60,7 +60,7 @@ pub fn spec() -> SourceSpec {
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
-    Ok(Box::new(Cpu::new(&Host::of(args), opts.per_core)))
+    Ok(Box::new(Cpu::new(Host::of(args), opts.per_core)))
 }
 
 /// Which line of `/proc/stat`: the `cpu` total or one core.

@@ -43,10 +43,7 @@ pub fn spec() -> SourceSpec {
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
-    Ok(Box::new(DiskIo::new(
-        &Host::of(args),
-        Selection::new(opts.devices),
-    )))
+    Ok(Box::new(DiskIo::new(Host::of(args), Selection::new(opts.devices))))
 }
 
 /// One line of `/proc/diskstats`.

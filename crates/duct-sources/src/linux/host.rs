@@ -101,7 +101,11 @@ impl Host {
                 let text = dir.to_string_lossy();
                 let out = r
                     .conn
-                    .exec(&duct_ssh::command_line("ls", &["-1A", "--", &text]), r.timeout, REMOTE_READ_LIMIT)
+                    .exec(
+                        &duct_ssh::command_line("ls", &["-1A", "--", &text]),
+                        r.timeout,
+                        REMOTE_READ_LIMIT,
+                    )
                     .await?;
                 if out.code != Some(0) {
                     return Err(HostError::Remote(SshError::Read {
@@ -186,13 +190,13 @@ async fn read_first<'p>(remote: &Remote, candidates: &'p [PathBuf]) -> Result<(&
             Err(e) => return Err(e.into()),
         }
     }
-    Err(first_error
-        .map(HostError::Remote)
-        .unwrap_or_else(|| HostError::Remote(SshError::Read {
+    Err(first_error.map(HostError::Remote).unwrap_or_else(|| {
+        HostError::Remote(SshError::Read {
             target: remote.conn.target().label(),
             path: String::new(),
             reason: "no path to read".into(),
-        })))
+        })
+    }))
 }
 
 /// A tick's result, with a refused SSH host key turned into a critical

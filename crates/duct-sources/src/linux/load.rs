@@ -18,7 +18,7 @@ pub fn spec() -> SourceSpec {
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
-    Ok(Box::new(LoadAverage::new(&Host::of(args))))
+    Ok(Box::new(LoadAverage::new(Host::of(args))))
 }
 
 pub(crate) struct LoadAverage {

@@ -18,7 +18,7 @@ pub fn spec() -> SourceSpec {
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
-    Ok(Box::new(Memory::new(&Host::of(args))))
+    Ok(Box::new(Memory::new(Host::of(args))))
 }
 
 /// What the Memory source needs of `/proc/meminfo`, in kB.

@@ -10,12 +10,12 @@
 //! (`sensors`, `smartctl`, `ipsec`) go through [`command::Tool`].
 
 pub(crate) mod command;
-pub(crate) mod host;
 mod cpu;
 mod diskfree;
 mod diskio;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod host;
 mod ipsec;
 mod load;
 mod memory;

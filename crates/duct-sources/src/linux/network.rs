@@ -39,10 +39,7 @@ pub fn spec() -> SourceSpec {
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
-    Ok(Box::new(Network::new(
-        &Host::of(args),
-        Selection::new(opts.interfaces),
-    )))
+    Ok(Box::new(Network::new(Host::of(args), Selection::new(opts.interfaces))))
 }
 
 /// One interface's line of `/proc/net/dev`.

@@ -508,7 +508,11 @@ fn window_events(ctx: &SourceContext, format: &LogFormat, w: &Window) -> Vec<Eve
         let mut named: HashMap<String, (u64, u64)> = HashMap::with_capacity(keys.len());
         for (key, (b, n)) in keys {
             let key = text(key);
-            let key = if commas { key.replace('.', ",") } else { key.into_owned() };
+            let key = if commas {
+                key.replace('.', ",")
+            } else {
+                key.into_owned()
+            };
             let slot = named.entry(key).or_default();
             slot.0 += b;
             slot.1 += n;
