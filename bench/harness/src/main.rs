@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use ductd_bench::agents::Scratch;
 use ductd_bench::peers;
 use ductd_bench::report::Figure;
-use ductd_bench::scenarios::{footprint, latency, logs, scale, throughput, Env};
+use ductd_bench::scenarios::{footprint, latency, logs, network, scale, throughput, Env};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -105,6 +105,34 @@ enum Scenario {
         /// Only one part: `bulk` or `live`
         #[arg(long, value_parser = ["bulk", "live"])]
         only: Option<String>,
+    },
+    /// 7: a central poller: SNMP devices on snmpsimd and an sFlow stream
+    Network {
+        #[arg(long, default_value_t = 2000)]
+        sources: usize,
+        /// Seconds between two polls of a device
+        #[arg(long, default_value_t = 60.0)]
+        interval: f64,
+        /// Intervals the SNMP runs last
+        #[arg(long, default_value_t = 3)]
+        intervals: u32,
+        /// Interfaces of each simulated switch
+        #[arg(long, default_value_t = 8)]
+        interfaces: u32,
+        /// Loopback addresses snmpsimd answers on (communities make up the rest)
+        #[arg(long, default_value_t = 50)]
+        addresses: usize,
+        /// sFlow datagrams per second
+        #[arg(long, default_value_t = 10_000.0)]
+        datagrams: f64,
+        #[arg(long, default_value_t = 50)]
+        sflow_agents: usize,
+        /// Seconds of the sFlow-only run
+        #[arg(long, default_value_t = 20.0)]
+        sflow_seconds: f64,
+        /// Devices walked by net-snmp for the reference cost
+        #[arg(long, default_value_t = 200)]
+        reference_walks: usize,
     },
     /// Every scenario with its defaults
     All,
@@ -276,12 +304,37 @@ fn main() -> ExitCode {
             };
             report(logs::run(&env, &opts), "logs");
         }
+        Scenario::Network {
+            sources,
+            interval,
+            intervals,
+            interfaces,
+            addresses,
+            datagrams,
+            sflow_agents,
+            sflow_seconds,
+            reference_walks,
+        } => {
+            let opts = network::Options {
+                sources,
+                interval,
+                intervals,
+                interfaces,
+                addresses,
+                datagrams,
+                sflow_agents,
+                sflow_seconds,
+                reference_walks,
+            };
+            report(network::run(&env, &opts), "network");
+        }
         Scenario::All => {
             report(Ok(throughput::run(&env, &throughput::Options::default())), "throughput");
             report(footprint::run(&env, &footprint::Options::default()), "footprint");
             report(Ok(scale::run(&env, &scale::Options::default(), tcp)), "scale");
             report(latency::run(&env, &latency::Options::default()), "latency");
             report(logs::run(&env, &logs::Options::default()), "logs");
+            report(network::run(&env, &network::Options::default()), "network");
         }
     }
     let missed: Vec<&str> = figures

@@ -3,6 +3,7 @@
 pub mod footprint;
 pub mod latency;
 pub mod logs;
+pub mod network;
 pub mod scale;
 pub mod throughput;
 

@@ -127,7 +127,7 @@ fn inspector(seen: Arc<Mutex<Seen>>, prefix: &'static str) -> Inspect {
 /// Lateness estimates (ms) from each source's tick times. Sources that
 /// ticked once say nothing, and times in whole seconds (Duct 2.2.1 sends
 /// no `time_micros`) are too coarse: both are left out.
-fn lateness_ms(ticks: &HashMap<String, Vec<f64>>, interval: f64) -> Vec<f64> {
+pub(crate) fn lateness_ms(ticks: &HashMap<String, Vec<f64>>, interval: f64) -> Vec<f64> {
     let mut out = Vec::new();
     for times in ticks.values() {
         if times.len() < 2 || times.iter().all(|t| t.fract() == 0.0) {
