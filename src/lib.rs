@@ -10,6 +10,7 @@
 //! ```
 
 mod health;
+mod logging;
 mod memory;
 
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ struct Cli {
     #[arg(short, long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// More logging: -v for debug, -vv for trace
+    /// More logging: -v for debug (other crates info), -vv for trace; DUCTD_LOG=crate=level,… per crate
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
@@ -98,7 +99,7 @@ enum Command {
 /// Parses the process arguments and runs the command.
 pub fn run(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_format);
+    logging::init(cli.verbose, cli.log_format);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run_agent(cli.config.as_deref(), &registry),
         Command::Check { strict } => check(cli.config.as_deref(), &registry, strict),
@@ -108,22 +109,6 @@ pub fn run(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Health { address } => health::check(cli.config.as_deref(), address),
-    }
-}
-
-fn init_logging(verbose: u8, format: LogFormat) {
-    let level = match verbose {
-        0 => tracing::Level::INFO,
-        1 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -367,7 +352,10 @@ pub fn list(registry: &Registry) -> String {
             let _ = writeln!(out, "    options: {}", options.join(", "));
         }
         if s.remote {
-            let _ = writeln!(out, "    runs on another host with use_ssh: true (docs/remote-checks.md)");
+            let _ = writeln!(
+                out,
+                "    runs on another host with use_ssh: true (docs/remote-checks.md)"
+            );
         }
         for m in s.metrics {
             let _ = writeln!(out, "    metric {m}");

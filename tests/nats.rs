@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, make_certificates, metric, require_binary, service, Running, Server, TempDir};
+use common::{ductd, free_port, make_certificates, metric, require_binary, service, Running, Server, TempDir};
 use serde_json::Value;
 
 /// A nats-server on a free loopback port; JetStream keeping its data in
@@ -24,6 +24,38 @@ fn start_nats(binary: &Path, port: u16, store: Option<&Path>) -> Server {
         cmd.arg("-js").arg("-sd").arg(dir);
     }
     Server::spawn(cmd, port, TempDir::new("nats-run"), "nats-server")
+}
+
+/// A nats-server on a free loopback port, configured by `conf` (written in
+/// `dir`).
+fn start_nats_conf(binary: &Path, port: u16, dir: &TempDir, conf: &str) -> Server {
+    let conf = dir.write(&format!("nats-{port}.conf"), conf);
+    let mut cmd = Command::new(binary);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"]).arg(&conf);
+    Server::spawn(cmd, port, TempDir::new("nats-conf-run"), "nats-server")
+}
+
+/// The first event of `wanted`'s service, among `events` or those that
+/// come within 20 s.
+fn first_of(agent: &Running, events: &[Value], wanted: &str) -> Value {
+    if let Some(e) = events.iter().find(|e| service(e) == wanted) {
+        return e.clone();
+    }
+    let more = agent.wait_for(Duration::from_secs(20), |e| service(e) == wanted);
+    more.into_iter()
+        .find(|e| service(e) == wanted)
+        .unwrap_or_else(|| panic!("no {wanted} event: {}", agent.stderr()))
+}
+
+/// Asserts that `wanted` is a critical event saying `why`.
+fn assert_refused(agent: &Running, events: &[Value], wanted: &str, why: &str) {
+    let e = first_of(agent, events, wanted);
+    assert_eq!(e["state"], "critical", "{e}");
+    let description = e["description"].as_str().unwrap_or_default();
+    assert!(
+        description.contains("cannot connect to NATS") && description.contains(why),
+        "{wanted}: {e}"
+    );
 }
 
 /// One message as the server delivered it.
@@ -263,25 +295,10 @@ fn stream_messages(nats: &mut RawNats, stream: &str) -> u64 {
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        acc = acc << 6 | u32::from(value(c));
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }
 
 #[test]
@@ -562,13 +579,12 @@ fn nkey_seed_file_authenticates_and_no_key_is_refused() {
     let user = nkeys::KeyPair::new_user();
     let seed = dir.write("user.nk", &format!("{}\n", user.seed().unwrap()));
     let port = free_port();
-    let conf = dir.write(
-        "nats.conf",
+    let _server = start_nats_conf(
+        &binary,
+        port,
+        &dir,
         &format!("authorization {{ users = [ {{ nkey: {} }} ] }}\n", user.public_key()),
     );
-    let mut cmd = Command::new(&binary);
-    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"]).arg(&conf);
-    let _server = Server::spawn(cmd, port, TempDir::new("nats-nkey-run"), "nats-server");
     let seed = seed.display();
     let agent = start_agent(
         &dir,
@@ -606,7 +622,7 @@ sources:
 "
         ),
     );
-    let mut events = agent.wait_for(Duration::from_secs(30), |e| {
+    let events = agent.wait_for(Duration::from_secs(30), |e| {
         service(e) == "counter" && metric(e) >= Some(5.0)
     });
     assert!(
@@ -614,18 +630,329 @@ sources:
         "without the key the server refuses: {}",
         agent.stderr()
     );
-    if !events.iter().any(|e| service(e) == "anonymous") {
-        events.extend(agent.wait_for(Duration::from_secs(10), |e| service(e) == "anonymous"));
-    }
-    let refused = events.iter().find(|e| service(e) == "anonymous").unwrap();
-    assert_eq!(refused["state"], "critical");
-    assert!(
-        refused["description"]
-            .as_str()
-            .unwrap()
-            .contains("cannot connect to NATS"),
-        "{refused}"
+    assert_refused(&agent, &events, "anonymous", "authorization violation");
+}
+
+/// A NATS JWT (version 2) saying `nats` of `subject`, issued and signed
+/// by `issuer`: what `nsc` writes (nsc is not in Debian).
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{name}{iat}"),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!(
+        "{}.{}",
+        b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64.encode(claims.to_string())
     );
+    let signature = issuer.sign(signed.as_bytes()).expect("sign a JWT");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// A user of `account` in a `.creds` file as nsc writes it: the user's JWT
+/// and nkey seed.
+fn creds_file(dir: &TempDir, name: &str, account: &nkeys::KeyPair) -> PathBuf {
+    let user = nkeys::KeyPair::new_user();
+    let limits = serde_json::json!({
+        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2,
+    });
+    let token = jwt(account, &user.public_key(), name, limits);
+    let seed = user.seed().expect("a user seed");
+    dir.write(
+        &format!("{name}.creds"),
+        &format!(
+            "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+}
+
+#[test]
+fn credentials_files_authenticate_in_operator_mode_and_a_stranger_is_refused() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let dir = TempDir::new("nats-creds");
+    // An operator, the one account it knows (preloaded in the server's
+    // memory resolver), and an account it does not know.
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let stranger = nkeys::KeyPair::new_account();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "ductd-test",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let account_nats = serde_json::json!({
+        "limits": {
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        },
+        "default_permissions": {"pub": {}, "sub": {}},
+        "type": "account",
+        "version": 2,
+    });
+    let account_jwt = jwt(&operator, &account.public_key(), "DUCT", account_nats);
+    let operator_file = dir.write("operator.jwt", &operator_jwt);
+    let port = free_port();
+    let _server = start_nats_conf(
+        &binary,
+        port,
+        &dir,
+        &format!(
+            "operator: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {account_jwt}\n}}\n",
+            operator_file.display(),
+            account.public_key()
+        ),
+    );
+    let creds = creds_file(&dir, "ductd", &account);
+    let strange = creds_file(&dir, "stranger", &stranger);
+    let (creds, strange) = (creds.display(), strange.display());
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    credentials_file: {creds}
+    prefix: cr
+    format: json
+    interval: 0.1
+  - output: duct.outputs.nats.Nats
+    name: refused
+    servers: [\"nats://127.0.0.1:{port}\"]
+    credentials_file: {strange}
+    interval: 0.1
+    backoff_max: 1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: [nats, refused]
+  - service: in
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    credentials_file: {creds}
+    topics: [\"cr.>\"]
+    format: json
+    route: log
+  - service: stranger
+    source: duct.sources.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    credentials_file: {strange}
+    route: log
+  - service: self
+    source: duct.sources.Duct
+    interval: 0.5
+    route: log
+"
+        ),
+    );
+    // Published with one user's credentials, read back with them.
+    let events = agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "counter" && metric(e) >= Some(5.0)
+    });
+    assert_eq!(events.last().unwrap()["host"], "web1");
+    assert_refused(&agent, &events, "stranger", "authorization violation");
+    // The output that is refused is unhealthy, says why, and the agent
+    // goes on delivering to the other.
+    let unhealthy = agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "self.output.refused.healthy" && metric(e) == Some(0.0)
+    });
+    assert_eq!(unhealthy.last().unwrap()["state"], "critical");
+    let log = agent.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("delivery failed") && l.contains("authorization violation")),
+        "{log}"
+    );
+    let later = agent.wait_for(Duration::from_secs(20), |e| {
+        service(e) == "counter" && metric(e) >= Some(15.0)
+    });
+    assert!(!later.is_empty());
+}
+
+#[test]
+fn user_password_and_token_in_the_server_urls_authenticate() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let dir = TempDir::new("nats-userpass");
+    // A password that needs percent-encoding in a URL.
+    let (users, tokens) = (free_port(), free_port());
+    let _users = start_nats_conf(
+        &binary,
+        users,
+        &dir,
+        "authorization { users = [ { user: ductd, password: \"p@ss:w/rd\" } ] }\n",
+    );
+    let _tokens = start_nats_conf(&binary, tokens, &dir, "authorization { token: \"t0ken-s3cret\" }\n");
+    let good = format!("nats://ductd:p%40ss%3Aw%2Frd@127.0.0.1:{users}");
+    let token = format!("nats://t0ken-s3cret@127.0.0.1:{tokens}");
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: users
+    servers: [\"{good}\"]
+    prefix: up
+    format: json
+    interval: 0.1
+  - output: duct.outputs.nats.Nats
+    name: tokens
+    servers: [\"{token}\"]
+    prefix: tk
+    format: json
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: [users, tokens]
+  - service: up
+    source: duct.sources.nats.Nats
+    servers: [\"{good}\"]
+    topics: [\"up.>\"]
+    format: json
+    append_topic: true
+    route: log
+  - service: tk
+    source: duct.sources.nats.Nats
+    servers: [\"{token}\"]
+    topics: [\"tk.>\"]
+    format: json
+    append_topic: true
+    route: log
+  - service: wrong-password
+    source: duct.sources.nats.Nats
+    servers: [\"nats://ductd:guess@127.0.0.1:{users}\"]
+    route: log
+  - service: wrong-token
+    source: duct.sources.nats.Nats
+    servers: [\"nats://guess@127.0.0.1:{tokens}\"]
+    route: log
+"
+        ),
+    );
+    let mut events = Vec::new();
+    for wanted in ["up.web1.counter.counter", "tk.web1.counter.counter"] {
+        if !events.iter().any(|e| service(e) == wanted) {
+            events.extend(agent.wait_for(Duration::from_secs(30), |e| service(e) == wanted));
+        }
+    }
+    assert_refused(&agent, &events, "wrong-password", "authorization violation");
+    assert_refused(&agent, &events, "wrong-token", "authorization violation");
+    // The secrets stay out of the logs and the events.
+    let log = agent.stderr();
+    for secret in ["p@ss", "p%40ss", "t0ken", "guess"] {
+        assert!(!log.contains(secret), "{secret} in the log: {log}");
+        assert!(
+            !events.iter().any(|e| e.to_string().contains(secret)),
+            "{secret} in an event"
+        );
+    }
+    assert!(log.contains(&format!("nats://ductd:***@127.0.0.1:{users}")), "{log}");
+}
+
+#[test]
+fn client_certificates_for_a_server_that_verifies_them() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let dir = TempDir::new("nats-mtls");
+    let Some(certs) = make_certificates(dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let _server = start_nats_conf(
+        &binary,
+        port,
+        &dir,
+        &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n",
+            certs.cert.display(),
+            certs.key.display(),
+            certs.ca.display()
+        ),
+    );
+    let (ca, cert, key) = (
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display(),
+    );
+    let agent = start_agent(
+        &dir,
+        &format!(
+            "hostname: web1
+outputs:
+  - output: duct.outputs.logger.Logger
+    name: log
+    interval: 0.05
+  - output: duct.outputs.nats.Nats
+    name: nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    tls_cert_file: {cert}
+    tls_key_file: {key}
+    prefix: mtls
+    format: senml-json
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    dx: 1
+    interval: 0.1
+    route: nats
+  - service: in
+    source: duct.sources.nats.Nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    tls_cert_file: {cert}
+    tls_key_file: {key}
+    topics: [\"mtls.>\"]
+    format: senml-json
+    route: log
+  - service: no-certificate
+    source: duct.sources.nats.Nats
+    servers: [\"tls://127.0.0.1:{port}\"]
+    tls_ca_file: {ca}
+    route: log
+"
+        ),
+    );
+    let events = agent.wait_for(Duration::from_secs(30), |e| {
+        service(e) == "counter" && metric(e) >= Some(5.0)
+    });
+    assert_eq!(events.last().unwrap()["host"], "web1");
+    assert_refused(&agent, &events, "no-certificate", "Certificate");
 }
 
 /// Appends a protobuf varint.
@@ -752,4 +1079,53 @@ sources:
             }
         }
     }
+}
+
+#[test]
+fn the_clients_own_connection_lines_are_left_out_unless_asked_for() {
+    let Some(binary) = require_binary("nats-server", "nats-server") else {
+        return;
+    };
+    let port = free_port();
+    let _server = start_nats(&binary, port, None);
+    let dir = TempDir::new("nats-logging");
+    let config = dir.write(
+        "duct.yml",
+        &format!(
+            "outputs:
+  - output: duct.outputs.nats.Nats
+    servers: [\"nats://127.0.0.1:{port}\"]
+    interval: 0.1
+sources:
+  - service: counter
+    source: duct.sources.generator.Function
+    function: x
+    interval: 0.1
+"
+        ),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    // async-nats logs "connected successfully" and "event: connected" at
+    // info on every connection; ductd says "NATS connected" itself.
+    let quiet = Running::start(&["-c", config]);
+    assert!(
+        quiet.wait_for_log("NATS connected", Duration::from_secs(20)),
+        "{}",
+        quiet.stderr()
+    );
+    let mut raised = ductd(&["-c", config]);
+    raised.env("DUCTD_LOG", "async_nats=info");
+    let raised = Running::start_with(raised);
+    assert!(
+        raised.wait_for_log("connected successfully", Duration::from_secs(20)),
+        "DUCTD_LOG brings them back: {}",
+        raised.stderr()
+    );
+    assert!(raised.stderr().contains("event: connected"), "{}", raised.stderr());
+    let log = quiet.stderr();
+    assert!(
+        !log.contains("connected successfully") && !log.contains("event: connected"),
+        "{log}"
+    );
+    assert!(log.contains("agent started"), "ductd's own info lines stay: {log}");
 }

@@ -386,12 +386,15 @@ pub fn closed_port() -> u16 {
 }
 
 /// Certificates made by the openssl CLI: a CA, a server certificate it
-/// signed (for 127.0.0.1 and localhost), and an unrelated CA.
+/// signed (for 127.0.0.1 and localhost), a client certificate it signed
+/// (for servers that verify their clients), and an unrelated CA.
 pub struct Certificates {
     pub ca: PathBuf,
     pub wrong_ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
     /// The server certificate's notAfter, seconds since the epoch.
     pub not_after: i64,
 }
@@ -452,6 +455,28 @@ pub fn make_certificates(dir: &Path) -> Option<Certificates> {
         "-out",
         "server.pem",
     ]);
+    let mut args = vec!["req", "-new", "-subj", "/CN=ductd test client", "-keyout", "client.key"];
+    args.extend(["-out", "client.csr"]);
+    args.extend(ec);
+    ssl(&args);
+    std::fs::write(path("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "45",
+        "-extfile",
+        "client.cnf",
+        "-out",
+        "client.pem",
+    ]);
     let end = ssl(&["x509", "-in", "server.pem", "-noout", "-enddate"]);
     let date = end.trim().trim_start_matches("notAfter=");
     let out = Command::new("date")
@@ -464,6 +489,8 @@ pub fn make_certificates(dir: &Path) -> Option<Certificates> {
         wrong_ca: path("wrong-ca.pem"),
         cert: path("server.pem"),
         key: path("server.key"),
+        client_cert: path("client.pem"),
+        client_key: path("client.key"),
         not_after,
     })
 }

@@ -160,7 +160,7 @@ impl Nats {
         if client.connection_state() != async_nats::connection::State::Connected {
             return Err(OutputError::new(format!(
                 "not connected to NATS ({})",
-                self.connection.servers.join(", ")
+                self.connection.shown_servers()
             )));
         }
         let mut refused = 0;
