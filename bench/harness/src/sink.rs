@@ -25,6 +25,15 @@ use crate::wire::count_events;
 /// Called with each message body and the moment it was read.
 pub type Inspect = Arc<dyn Fn(&[u8], Instant) + Send + Sync>;
 
+/// An event's time in seconds: `time_micros` where the sender wrote it
+/// (ductd), else whole-second `time` (Duct), else 0.
+pub fn event_seconds(ev: &duct_proto::Event) -> f64 {
+    ev.time_micros
+        .map(|us| us as f64 / 1e6)
+        .or(ev.time.map(|s| s as f64))
+        .unwrap_or(0.0)
+}
+
 /// Serves one accepted connection, counting what arrives, until the peer
 /// leaves or the flag (the sink's stop) is set.
 pub type Serve = Arc<dyn Fn(TcpStream, &SinkCounts, &AtomicBool) + Send + Sync>;
@@ -121,6 +130,18 @@ impl Drop for Sink {
     }
 }
 
+/// Joins the connection threads that have ended.
+fn reap(connections: &mut Vec<JoinHandle<()>>) {
+    let mut i = 0;
+    while i < connections.len() {
+        if connections[i].is_finished() {
+            let _ = connections.swap_remove(i).join();
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn accept_loop(listener: TcpListener, counts: Arc<SinkCounts>, stop: Arc<AtomicBool>, serve: Serve) {
     let mut connections = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -130,10 +151,15 @@ fn accept_loop(listener: TcpListener, counts: Arc<SinkCounts>, stop: Arc<AtomicB
                 let (counts, stop, serve) = (counts.clone(), stop.clone(), serve.clone());
                 let spawned = std::thread::Builder::new()
                     .name("sink-conn".into())
+                    .stack_size(256 << 10)
                     .spawn(move || serve(stream, &counts, &stop));
                 if let Ok(handle) = spawned {
                     connections.push(handle);
                 }
+                // A joinable thread keeps its stack until joined: a sender
+                // that opens a connection per batch (Duct's Graphite
+                // output) would otherwise run the process out of mappings.
+                reap(&mut connections);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),

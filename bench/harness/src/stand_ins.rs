@@ -64,7 +64,8 @@ pub fn start(api: Api) -> io::Result<Sink> {
 /// Carbon's plaintext protocol: count the lines, answer nothing.
 fn serve_lines(mut stream: TcpStream, counts: &SinkCounts, stop: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = vec![0u8; 1 << 20];
+    // Small: a sender may hold thousands of connections at once.
+    let mut buf = vec![0u8; 64 << 10];
     counts.messages.fetch_add(1, Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
         match stream.read(&mut buf) {

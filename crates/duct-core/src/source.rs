@@ -161,19 +161,7 @@ impl SourceContext {
     /// The same context for a one-off run (`ductd once`): see
     /// [`is_one_off`](Self::is_one_off).
     pub fn one_off(self) -> Self {
-        let inner = &self.inner;
-        SourceContext {
-            inner: Arc::new(ContextInner {
-                settings: inner.settings.clone(),
-                sink: inner.sink.clone(),
-                cancel: inner.cancel.clone(),
-                last_event: AtomicU64::new(inner.last_event.load(Ordering::Relaxed)),
-                telemetry: inner.telemetry.clone(),
-                status: inner.status.clone(),
-                workers: inner.workers.clone(),
-                one_off: true,
-            }),
-        }
+        self.copied(self.inner.workers.clone(), true)
     }
 
     /// Whether this is a one-off run (`ductd once`) rather than the agent:
@@ -185,6 +173,12 @@ impl SourceContext {
 
     /// The same context, with the agent's worker threads to spread jobs on.
     pub fn with_workers(self, workers: Arc<dyn Workers>) -> Self {
+        self.copied(Some(workers), self.inner.one_off)
+    }
+
+    /// This context (same cancellation, last event time and status) with
+    /// other workers or one-off flag.
+    fn copied(&self, workers: Option<Arc<dyn Workers>>, one_off: bool) -> Self {
         let inner = &self.inner;
         SourceContext {
             inner: Arc::new(ContextInner {
@@ -194,8 +188,8 @@ impl SourceContext {
                 last_event: AtomicU64::new(inner.last_event.load(Ordering::Relaxed)),
                 telemetry: inner.telemetry.clone(),
                 status: inner.status.clone(),
-                workers: Some(workers),
-                one_off: inner.one_off,
+                workers,
+                one_off,
             }),
         }
     }

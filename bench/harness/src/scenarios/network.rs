@@ -56,7 +56,7 @@ use duct_sources::sflow::generate::{encode, frame};
 use crate::agents::{wall_now, Running};
 use crate::procfs::{self, Sampler};
 use crate::report::{percentile, Better, Figure, Target};
-use crate::sink::{Inspect, Sink};
+use crate::sink::{event_seconds, Inspect, Sink};
 
 use super::scale::lateness_ms;
 use super::Env;
@@ -276,12 +276,8 @@ fn inspector(seen: Arc<Mutex<Seen>>, interval: f64) -> Inspect {
         };
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         for ev in msg.events {
+            let time = event_seconds(&ev);
             let Some(service) = ev.service else { continue };
-            let time = ev
-                .time_micros
-                .map(|us| us as f64 / 1e6)
-                .or(ev.time.map(|s| s as f64))
-                .unwrap_or(0.0);
             if let Some(figure) = service.strip_prefix("agent.") {
                 let v = ev
                     .metric_d

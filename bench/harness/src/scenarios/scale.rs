@@ -24,7 +24,7 @@ use duct_proto::Message;
 use crate::agents::Running;
 use crate::procfs::Sampler;
 use crate::report::{percentile, Better, Figure, Target};
-use crate::sink::{Inspect, Sink};
+use crate::sink::{event_seconds, Inspect, Sink};
 
 use super::Env;
 
@@ -108,12 +108,8 @@ fn inspector(seen: Arc<Mutex<Seen>>, prefix: &'static str) -> Inspect {
         };
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         for ev in msg.events {
+            let time = event_seconds(&ev);
             let Some(service) = ev.service else { continue };
-            let time = ev
-                .time_micros
-                .map(|us| us as f64 / 1e6)
-                .or(ev.time.map(|s| s as f64))
-                .unwrap_or(0.0);
             if let Some(figure) = service.strip_prefix("agent.tick lateness ") {
                 let v = ev.metric_d.or(ev.metric_f.map(f64::from)).unwrap_or(f64::NAN);
                 seen.agent.insert(figure.to_string(), v);
