@@ -5,7 +5,7 @@
 # target found a crash, a hang or an allocation past the limit; what it
 # found is in fuzz/artifacts/<target>/, its log in fuzz/logs/<target>.log.
 #
-#   fuzz/run.sh                 every target, 30 s each (what CI runs)
+#   fuzz/run.sh                 every target, 30 s each
 #   fuzz/run.sh 3600 config dns an hour each for two targets
 #   JOBS=1 fuzz/run.sh 600      one at a time
 set -euo pipefail
@@ -22,7 +22,7 @@ fi
 ./seed.sh
 # Overflow checks and debug assertions on (cargo-fuzz's default), so
 # that an arithmetic overflow is a crash.
-cargo +nightly fuzz build --quiet
+cargo +nightly fuzz build 2>&1 | grep -v "^ *\(Compiling\|Finished\)" || true
 bin=target/x86_64-unknown-linux-gnu/release
 mkdir -p artifacts logs
 

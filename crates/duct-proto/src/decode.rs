@@ -142,7 +142,12 @@ impl Strings<'_> {
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
+/// Groups nested deeper are refused, as `prost` refuses them (its
+/// recursion limit).
+const MAX_GROUP_DEPTH: u32 = 100;
 
 /// A cursor over a message body.
 struct Reader<'a> {
@@ -215,14 +220,40 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    /// Skips a field of `wire` type that this decoder does not read.
-    fn skip(&mut self, wire: u8) -> Result<(), Malformed> {
+    /// Skips a field `tag` of `wire` type that this decoder does not read.
+    fn skip(&mut self, tag: u32, wire: u8) -> Result<(), Malformed> {
+        self.skip_within(tag, wire, MAX_GROUP_DEPTH)
+    }
+
+    /// As `skip`, inside `depth` more levels of groups at most. A group
+    /// (proto2's start- and end-group wire types, unused by Riemann) is
+    /// skipped field by field up to its end as `prost` skips it, so that
+    /// an unknown field written as one does not refuse the message.
+    fn skip_within(&mut self, tag: u32, wire: u8, depth: u32) -> Result<(), Malformed> {
         match wire {
             VARINT => self.varint().map(drop),
             FIXED64 => self.bytes(8).map(drop),
             LEN => self.delimited().map(drop),
             FIXED32 => self.bytes(4).map(drop),
-            _ => Err(Malformed("a field has a wire type Riemann does not use")),
+            START_GROUP => {
+                let depth = depth.checked_sub(1).ok_or(Malformed("groups are nested too deeply"))?;
+                loop {
+                    if self.done() {
+                        return Err(Malformed("a group runs past the end of the message"));
+                    }
+                    let (inner, inner_wire) = self.key()?;
+                    if inner_wire == END_GROUP {
+                        return if inner == tag {
+                            Ok(())
+                        } else {
+                            Err(Malformed("a group ends with another field's tag"))
+                        };
+                    }
+                    self.skip_within(inner, inner_wire, depth)?;
+                }
+            }
+            END_GROUP => Err(Malformed("a group ends where none began")),
+            _ => Err(Malformed("a field has a wire type protobuf does not have")),
         }
     }
 }
@@ -249,7 +280,7 @@ pub fn decode_msg(body: &[u8], fallback: &Fallback, limits: &Limits) -> Result<I
         if tag == 6 && wire == LEN {
             count += 1;
         }
-        r.skip(wire)?;
+        r.skip(tag, wire)?;
     }
     if count > limits.max_events {
         return Err(DecodeError::TooManyEvents {
@@ -295,7 +326,7 @@ pub fn decode_msg(body: &[u8], fallback: &Fallback, limits: &Limits) -> Result<I
                 expect(wire, LEN)?;
                 events.push(event(r.delimited()?, fallback, &mut strings)?);
             }
-            _ => r.skip(wire)?,
+            _ => r.skip(tag, wire)?,
         }
     }
     Ok(Incoming {
@@ -378,7 +409,7 @@ fn event(body: &[u8], fallback: &Fallback, strings: &mut Strings<'_>) -> Result<
                 expect(wire, FIXED32)?;
                 metric_f = Some(f32::from_le_bytes(r.fixed32()?));
             }
-            _ => r.skip(wire)?,
+            _ => r.skip(tag, wire)?,
         }
     }
     ev.time = match (time_micros, time) {
@@ -410,7 +441,7 @@ fn attribute(body: &[u8], strings: &mut Strings<'_>) -> Result<(String, String),
                 expect(wire, LEN)?;
                 value = strings.take(r.delimited()?)?;
             }
-            _ => r.skip(wire)?,
+            _ => r.skip(tag, wire)?,
         }
     }
     Ok((key, value))
@@ -570,6 +601,45 @@ mod tests {
             assert!(decode_msg(garbage, &FALLBACK, &Limits::NONE).is_err(), "{garbage:?}");
             assert!(via_prost(garbage).is_none(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn unknown_fields_written_as_groups_are_skipped_like_prost_does() {
+        // Found by the riemann_msg fuzz target: field 1 as a group (start
+        // 0x0b, a varint inside, end 0x0c), then more fields. `prost`
+        // skips groups; ductd refused the message.
+        let found = [
+            0x0b, 0x68, 0xf7, 0x02, 0x0c, 0xdd, 0x8c, 0xfe, 0x00, 0xe5, 0x00, 0x00, 0xfe, 0x68, 0x00,
+        ];
+        let mut buf = BytesMut::new();
+        crate::wire::put_events_msg(&mut buf, &[sample()]);
+        let event_then_group = [&buf[..], &[0x5b, 0x08, 0x01, 0x5b, 0x5c, 0x5c]].concat();
+        let cases: [&[u8]; 7] = [
+            &found,
+            &event_then_group,
+            &[0x0b, 0x0c],       // an empty group
+            &[0x0b, 0x14, 0x0c], // ends with another field's tag
+            &[0x0b, 0x08, 0x01], // never ends
+            &[0x0c],             // ends where none began
+            &[0x0e, 0x00],       // wire type 6
+        ];
+        for body in cases {
+            let ours = decode_msg(body, &FALLBACK, &Limits::NONE)
+                .ok()
+                .map(|m| (m.query, m.events));
+            let theirs = via_prost(body).map(|m| (m.query, m.events));
+            assert_eq!(ours, theirs, "{body:02x?}");
+        }
+        assert_eq!(
+            decode_msg(&event_then_group, &FALLBACK, &Limits::NONE)
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+        let deep: Vec<u8> = [vec![0x0b; 101], vec![0x0c; 101]].concat();
+        assert!(decode_msg(&deep, &FALLBACK, &Limits::NONE).is_err());
+        assert!(via_prost(&deep).is_none());
     }
 
     #[test]

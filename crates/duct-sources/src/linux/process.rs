@@ -118,7 +118,7 @@ pub(crate) fn parse_pid_stat(text: &str) -> Result<PidStat<'_>, ParseError> {
     Ok(PidStat {
         comm,
         flags,
-        cpu_ticks: utime + stime,
+        cpu_ticks: utime.saturating_add(stime),
         start_ticks,
         rss_pages,
     })
@@ -442,6 +442,16 @@ mod tests {
         assert_eq!((s.cpu_ticks, s.start_ticks, s.rss_pages), (1500 + 250, 98765, 2048));
         assert!(parse_pid_stat("12 (x) S 1 2").is_err());
         assert!(parse_pid_stat("no parentheses").is_err());
+    }
+
+    #[test]
+    fn huge_cpu_times_saturate_instead_of_overflowing() {
+        // Found by the proc fuzz target: utime + stime past u64 panicked
+        // in a debug build (and wrapped in a release one).
+        let max = u64::MAX;
+        let text = format!("1 (x) S 0 0 0 0 0 0 0 0 0 0 {max} {max} 0 0 0 0 0 0 7 0 9");
+        let s = parse_pid_stat(&text).unwrap();
+        assert_eq!((s.cpu_ticks, s.start_ticks, s.rss_pages), (max, 7, 9));
     }
 
     #[test]
