@@ -955,33 +955,6 @@ sources:
     assert_refused(&agent, &events, "no-certificate", "Certificate");
 }
 
-/// Appends a protobuf varint.
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A Riemann frame of `n` events (service `bulk`, host `h`, metrics 0 to
-/// n-1), encoded by hand.
-fn riemann_frame(n: u64) -> Vec<u8> {
-    let mut msg = Vec::new();
-    for i in 0..n {
-        let mut ev = vec![3 << 3 | 2, 4];
-        ev.extend_from_slice(b"bulk");
-        ev.extend_from_slice(&[4 << 3 | 2, 1, b'h', 13 << 3]);
-        varint(&mut ev, i << 1);
-        msg.push(6 << 3 | 2);
-        varint(&mut msg, ev.len() as u64);
-        msg.extend(ev);
-    }
-    let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
-    frame.extend(msg);
-    frame
-}
-
 #[test]
 fn a_jetstream_batch_larger_than_the_clients_ack_window_is_stored_whole() {
     let Some(binary) = require_binary("nats-server", "nats-server") else {
@@ -1019,7 +992,8 @@ sources:
     assert!(agent.wait_for_log("Riemann listener ready", Duration::from_secs(10)));
     let mut client = TcpStream::connect(("127.0.0.1", riemann)).unwrap();
     // More than the client's 5000 unanswered publishes, in one batch.
-    client.write_all(&riemann_frame(7000)).unwrap();
+    let bulk: Vec<(&str, &str, i64)> = (0..7000).map(|i| ("bulk", "h", i)).collect();
+    client.write_all(&common::riemann_frame(&bulk)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while stream_messages(&mut nats, "BULK") < 7000 {
         assert!(Instant::now() < deadline, "{}", agent.stderr());

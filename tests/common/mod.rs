@@ -425,58 +425,40 @@ pub fn make_certificates(dir: &Path) -> Option<Certificates> {
         args.extend(ec);
         ssl(&args);
     }
-    let mut args = vec![
-        "req",
-        "-new",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ];
-    args.extend(ec);
-    ssl(&args);
-    std::fs::write(path("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    ssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "45",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    let mut args = vec!["req", "-new", "-subj", "/CN=ductd test client", "-keyout", "client.key"];
-    args.extend(["-out", "client.csr"]);
-    args.extend(ec);
-    ssl(&args);
-    std::fs::write(path("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    ssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "45",
-        "-extfile",
-        "client.cnf",
-        "-out",
-        "client.pem",
-    ]);
+    // A key and a certificate signed by the CA: `name`.key, `name`.pem,
+    // with the extensions `ext` (one line of an openssl extfile).
+    let signed = |name: &str, cn: &str, ext: &str| {
+        let subject = format!("/CN={cn}");
+        let (key, csr, pem, cnf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.cnf"),
+        );
+        let mut args = vec!["req", "-new", "-subj", subject.as_str(), "-keyout", &key, "-out", &csr];
+        args.extend(ec);
+        ssl(&args);
+        std::fs::write(path(&cnf), format!("{ext}\n")).unwrap();
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "45",
+            "-extfile",
+            &cnf,
+            "-out",
+            &pem,
+        ]);
+    };
+    signed("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost");
+    signed("client", "ductd test client", "extendedKeyUsage=clientAuth");
     let end = ssl(&["x509", "-in", "server.pem", "-noout", "-enddate"]);
     let date = end.trim().trim_start_matches("notAfter=");
     let out = Command::new("date")
