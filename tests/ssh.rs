@@ -2,7 +2,8 @@
 //! loopback ports: the host sources read this machine through SSH and give
 //! what they give locally; host keys are verified against known_hosts
 //! (plain and hashed entries, refusals as critical events, accept-new);
-//! key, encrypted-key and password logins; a daemon killed and restarted
+//! key, encrypted-key and password logins; a port that accepts and never
+//! answers; a daemon killed and restarted
 //! under a running agent; and twenty daemons, six sources each, one
 //! connection per daemon.
 
@@ -279,6 +280,37 @@ fn sources_recover_when_sshd_is_killed_and_restarted() {
     );
     let (code, _) = agent.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_port_that_accepts_and_never_answers_fails_the_connection_not_the_whole_timeout() {
+    let Some(keys) = SshKeys::make("ssh-keys-silent") else {
+        return;
+    };
+    // Accepts every connection and holds it without a word, as a hung
+    // sshd or a black hole behind a balancer does.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let dir = TempDir::new("ssh-silent");
+    let kh = dir.write("known_hosts", "");
+    let config = globals(&keys, &kh)
+        + &format!(
+            "sources:\n  - {{service: load, source: {}, use_ssh: true, ssh_host: 127.0.0.1, ssh_port: {port}, timeout: 50}}\n",
+            SIX[0].1
+        );
+    let (code, events, stderr) = once_any(&dir, &config);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(events.is_empty(), "{events:?}");
+    assert!(
+        stderr.contains("cannot connect: the SSH handshake and login did not finish within 10.0 s"),
+        "the attempt is bounded by the connect timeout, not the tick's 50 s:\n{stderr}"
+    );
 }
 
 #[test]

@@ -176,6 +176,17 @@ impl Sshd {
     /// would), then waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Stopped first, the listener forks no session while its family
+            // is listed: one forked between the listing and its death
+            // would live on, orphaned, and hold a client's new connection.
+            // SAFETY: kill(2) on our own child's pid, not reaped yet.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGSTOP);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !is_stopped(child.id()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let mut family = descendants(child.id());
             family.push(child.id());
             for pid in family {
@@ -244,6 +255,17 @@ fn write_shadow(dir: &TempDir, password: &str) {
 }
 
 /// Every process below `pid`, by parent links in `/proc`.
+/// Whether process `pid` is stopped by a signal (or gone).
+fn is_stopped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T" || state == "Z"),
+        Err(_) => true,
+    }
+}
+
 fn descendants(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {

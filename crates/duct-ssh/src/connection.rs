@@ -40,6 +40,12 @@ pub const MAX_CHANNELS: usize = 1;
 /// TCP connection) within about a minute.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 
+/// Longest wait for a host to complete the handshake and the login: a
+/// port that accepts and then says nothing (a dying sshd, a black hole
+/// behind a load balancer) fails the attempt, which starts the backoff,
+/// rather than holding every tick of the host to its whole timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The shared connection of `target`: the same for every caller with an
 /// equal target while any of them holds it.
 pub fn connection(target: &Arc<SshTarget>) -> Arc<Connection> {
@@ -146,16 +152,17 @@ impl Connection {
     }
 
     async fn exec_here(&self, command: &str, timeout: Duration, limit: usize) -> Result<ForkOutput, SshError> {
+        let deadline = Instant::now() + timeout;
         let run = async {
             // Never closed, so acquiring cannot fail.
             let _turn = self.channels.acquire().await;
-            let session = self.session().await?;
+            let session = self.session(deadline).await?;
             match run_command(&session, command, limit).await {
                 // The session died since it was last used (the host
                 // restarted its sshd): open another at once, once.
                 Err(Run::Open(_)) => {
                     self.forget(&session).await;
-                    let session = self.session().await?;
+                    let session = self.session(deadline).await?;
                     run_command(&session, command, limit)
                         .await
                         .map_err(|e| e.into_error(&self.label, command))
@@ -180,8 +187,9 @@ impl Connection {
         }
     }
 
-    /// The live session, opened now if there is none and no backoff holds.
-    async fn session(&self) -> Result<Arc<Handle<Client>>, SshError> {
+    /// The live session, opened now if there is none and no backoff holds;
+    /// opening gives up at `deadline` or after [`CONNECT_TIMEOUT`].
+    async fn session(&self, deadline: Instant) -> Result<Arc<Handle<Client>>, SshError> {
         let mut state = self.state.lock().await;
         if let Some(s) = &state.session {
             if !s.is_closed() {
@@ -199,7 +207,19 @@ impl Connection {
                 });
             }
         }
-        match self.open(&mut state).await {
+        let wait = CONNECT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        let opened = tokio::time::timeout(wait, self.open(&mut state))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SshError::Connect {
+                    target: self.label.clone(),
+                    reason: format!(
+                        "the SSH handshake and login did not finish within {:.1} s",
+                        wait.as_secs_f64()
+                    ),
+                })
+            });
+        match opened {
             Ok(handle) => {
                 let handle = Arc::new(handle);
                 if state.failures > 0 {
