@@ -128,18 +128,19 @@ pub(crate) fn shares(previous: &[u64; 10], current: &[u64; 10]) -> Option<CpuSha
     for (d, (p, c)) in delta.iter_mut().zip(previous.iter().zip(current)) {
         *d = c.saturating_sub(*p);
     }
-    let total: u64 = delta[..GUEST].iter().sum();
-    if total == 0 {
+    // Summed as floats: counters near 2^64 (a corrupt or hostile file)
+    // would overflow an integer sum.
+    let total: f64 = delta[..GUEST].iter().map(|&d| d as f64).sum();
+    if total == 0.0 {
         return None;
     }
-    let total_f = total as f64;
-    let idle = delta[IDLE] + delta[IOWAIT];
+    let idle = delta[IDLE] as f64 + delta[IOWAIT] as f64;
     let mut by_column = [0.0; 10];
     for (share, d) in by_column.iter_mut().zip(delta) {
-        *share = d as f64 / total_f;
+        *share = d as f64 / total;
     }
     Some(CpuShares {
-        busy: (total - idle) as f64 / total_f,
+        busy: ((total - idle) / total).max(0.0),
         by_column,
     })
 }
@@ -312,6 +313,16 @@ mod tests {
         let s = shares(&cur, &back).unwrap();
         assert_eq!(s.by_column[IOWAIT], 0.0);
         assert_eq!(s.busy, 0.0);
+    }
+
+    #[test]
+    fn counters_near_the_top_of_u64_do_not_overflow_the_sum() {
+        // Found by the `proc` fuzz target: jiffies summing past 2^64.
+        let prev = [0u64; 10];
+        let cur = [u64::MAX, 0, u64::MAX, u64::MAX, u64::MAX, 0, 0, 0, 0, 0];
+        let s = shares(&prev, &cur).unwrap();
+        assert!((s.busy - 0.5).abs() < 1e-9, "{s:?}");
+        assert!(s.by_column.iter().all(|f| f.is_finite() && (0.0..=1.0).contains(f)));
     }
 
     #[tokio::test]
