@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use common::sshd::{SshKeys, Sshd};
 use common::{
     answering_server, closed_port, description, ductd_output, event, free_port, metric, once, require_binary, service,
     state, Running, Server, TempDir,
@@ -764,6 +765,34 @@ sources:
     critical(&events, "hung", "took longer than 0.5 s");
     critical(&events, "garbage", "no key=value statistics in \"stats\"");
 
+    // Over SSH, unbound-control runs on the host sshd serves (this one
+    // here) and gives the same figures; missing there, the remote shell's
+    // complaint is the cause.
+    if let Some(keys) = SshKeys::make("ssh-keys-unbound") {
+        let sshd = Sshd::start(&keys, "sshd-unbound", None);
+        let events = once(
+            &dir,
+            &format!(
+                "{globals}outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: remote, source: duct.sources.unbound.Stats, config: {conf}, reset: false, {ssh}}}
+  - {{service: gone, source: duct.sources.unbound.Stats, executable: /nonexistent/unbound-control, {ssh}}}
+",
+                globals = sshd.globals(&keys, &dir),
+                ssh = sshd.source_options(),
+            ),
+        );
+        for key in ["total.num.queries", "num.answer.rcode.NXDOMAIN", "num.query.type.A"] {
+            let ev = event(&events, &format!("remote.{key}"));
+            assert_eq!(metric(ev), Some(unbound_stat(conf, key)), "{key}: {ev}");
+        }
+        // The remote shell's words: bash's "No such file or directory",
+        // dash's "not found".
+        critical(&events, "gone", "/nonexistent/unbound-control: ");
+        critical(&events, "gone", " (exit status 127)");
+        assert_eq!(sshd.logins(), 1, "one connection for both:\n{}", sshd.log_text());
+    }
+
     // Duct's default, `stats`, hands the counters over and resets them.
     let events = once(
         &dir,
@@ -866,6 +895,45 @@ sources:
         "cannot read /nonexistent/postfix: No such file or directory",
     );
     assert_eq!(events.keys().filter(|k| k.starts_with("nospool")).count(), 1);
+}
+
+#[test]
+fn postfix_queues_over_ssh_agree_with_find_and_faults_are_critical() {
+    let Some(keys) = SshKeys::make("ssh-keys-postfix") else {
+        return;
+    };
+    let sshd = Sshd::start(&keys, "sshd-postfix", None);
+    let dir = TempDir::new("postfix-ssh");
+    let spool = postfix_spool(&dir, &[("active", 2), ("deferred", 9), ("maildrop", 1)]);
+    std::fs::remove_dir(spool.join("corrupt")).unwrap();
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+{globals}outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: mail, source: duct.sources.postfix.Postfix, spool: {spool}, {ssh}}}
+  - {{service: nospool, source: duct.sources.postfix.Postfix, spool: /nonexistent/postfix, {ssh}}}
+",
+            spool = spool.display(),
+            globals = sshd.globals(&keys, &dir),
+            ssh = sshd.source_options(),
+        ),
+    );
+    for queue in ["active", "deferred", "maildrop", "incoming", "hold", "bounce"] {
+        let ev = event(&events, &format!("mail.{queue}.value"));
+        assert_eq!(metric(ev), Some(find_count(&spool.join(queue))), "{queue}: {ev}");
+        assert_eq!(metric(event(&events, &format!("mail.{queue}.rate"))), Some(0.0));
+    }
+    assert_eq!(metric(event(&events, "mail.deferred.value")), Some(9.0));
+    // find's own words about the missing queue.
+    critical(&events, "mail.corrupt.value", "corrupt");
+    critical(&events, "mail.corrupt.value", "No such file or directory");
+    assert!(!events.contains_key("mail.corrupt.rate"));
+    // The remote shell's `cd` says it in its own words.
+    critical(&events, "nospool", "cannot read /nonexistent/postfix: sh: ");
+    assert_eq!(events.keys().filter(|k| k.starts_with("nospool")).count(), 1);
+    assert_eq!(sshd.logins(), 1, "{}", sshd.log_text());
 }
 
 #[test]

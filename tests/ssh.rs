@@ -361,7 +361,9 @@ fn duct_configurations_with_use_ssh_pass_check() {
          \x20     - {service: cpu, source: duct.sources.linux.basic.CPU, use_ssh: True}\n\
          \x20     - {service: smart, source: duct.sources.linux.sensors.SMART, use_ssh: True}\n\
          blueprint:\n  - toolbox: remote_host\n    sets:\n      ssh_host: [web1, web2, db1]\n\
-         sources:\n  - {service: one, source: duct.sources.linux.basic.Memory, use_ssh: True, ssh_host: web9, ssh_password: pw}\n",
+         sources:\n  - {service: one, source: duct.sources.linux.basic.Memory, use_ssh: True, ssh_host: web9, ssh_password: pw}\n\
+         \x20 - {service: dns, source: duct.sources.unbound.Stats, use_ssh: True, ssh_host: ns1}\n\
+         \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, vhost: /, use_ssh: True, ssh_host: mq1}\n",
     );
     let (code, stdout, stderr) = ductd_output(&["check", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -369,7 +371,8 @@ fn duct_configurations_with_use_ssh_pass_check() {
     let bad = dir.write(
         "bad.yml",
         "sources:\n  - {service: web, source: duct.sources.network.HTTP, url: 'http://x/', use_ssh: true, ssh_host: h}\n\
-         \x20 - {service: nohost, source: duct.sources.linux.basic.Memory, use_ssh: true}\n",
+         \x20 - {service: nohost, source: duct.sources.linux.basic.Memory, use_ssh: true}\n\
+         \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, url: 'http://mq1:15672', use_ssh: true, ssh_host: mq1}\n",
     );
     let (code, stdout, stderr) = ductd_output(&["check", "-c", bad.to_str().unwrap()]);
     let text = format!("{stdout}{stderr}");
@@ -380,4 +383,8 @@ fn duct_configurations_with_use_ssh_pass_check() {
     );
     assert!(text.contains("LoadAverage"), "the message lists what can: {text}");
     assert!(text.contains("needs `ssh_host`"), "{text}");
+    assert!(
+        text.contains("runs rabbitmqctl on ssh_host, while the management API is read from this machine"),
+        "{text}"
+    );
 }

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sshd::{SshKeys, Sshd};
 use common::{
     answering_server, closed_port, description, event, free_port, metric, once, require_binary, service, state,
     Running, Server, TempDir,
@@ -1117,23 +1118,46 @@ fn rabbitmq_queues_by_rabbitmqctl_and_the_api_agree_with_the_broker() {
     let closed = closed_port();
     let dir = TempDir::new("rabbitmq-once");
     let src = "duct.sources.rabbitmq.Queues";
+    // `remote` runs the same rabbitmqctl over SSH, as Duct's use_ssh did
+    // (left out where OpenSSH is not installed).
+    let ssh = SshKeys::make("ssh-keys-rabbitmq").map(|keys| {
+        let sshd = Sshd::start(&keys, "sshd-rabbitmq", None);
+        (keys, sshd)
+    });
+    let (globals, remote) = match &ssh {
+        Some((keys, sshd)) => (
+            sshd.globals(keys, &dir),
+            format!(
+                "  - {{service: remote, source: {src}, rabbitmqctl: '{}', timeout: 30, {}}}\n",
+                rabbit.ctl.display(),
+                sshd.source_options()
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let events = once(
         &dir,
         &format!(
             "interval: 1
-outputs: [{{output: duct.outputs.logger.Logger}}]
+{globals}outputs: [{{output: duct.outputs.logger.Logger}}]
 sources:
   - {{service: ctl, source: {src}, rabbitmqctl: '{ctl}', timeout: 30}}
+{remote}
   - {{service: api, source: {src}, url: 'http://127.0.0.1:{api}'}}
   - {{service: badpass, source: {src}, url: 'http://127.0.0.1:{api}', password: wrong}}
   - {{service: novhost, source: {src}, url: 'http://127.0.0.1:{api}', vhost: nosuch}}
   - {{service: down, source: {src}, url: 'http://127.0.0.1:{closed}'}}
   - {{service: noctl, source: {src}, rabbitmqctl: /nonexistent/rabbitmqctl}}
 ",
-            ctl = rabbit.ctl.display()
+            ctl = rabbit.ctl.display(),
         ),
     );
-    for name in ["ctl", "api"] {
+    let names: &[&str] = if ssh.is_some() {
+        &["ctl", "remote", "api"]
+    } else {
+        &["ctl", "api"]
+    };
+    for &name in names {
         let figures = [
             ("jobs.ready", 7.0),
             ("jobs.unack", 0.0),
@@ -1152,4 +1176,7 @@ sources:
     critical(&events, "novhost", "the server answered 404 Not Found");
     critical(&events, "down", &format!("connection refused by 127.0.0.1:{closed}"));
     critical(&events, "noctl", "/nonexistent/rabbitmqctl");
+    if let Some((_, sshd)) = &ssh {
+        assert_eq!(sshd.logins(), 1, "`remote` logged in:\n{}", sshd.log_text());
+    }
 }

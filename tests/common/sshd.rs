@@ -210,6 +210,23 @@ impl Sshd {
         self.launch();
     }
 
+    /// The top-level options that let ductd log in here as root with the
+    /// user's plain key, a known_hosts file trusting this daemon written
+    /// into `dir`; for a test of another source run over SSH.
+    pub fn globals(&self, keys: &SshKeys, dir: &TempDir) -> String {
+        let kh = dir.write("known_hosts", &self.known_hosts_line(&keys.host_public));
+        format!(
+            "ssh_username: root\nssh_keyfile: {}\nssh_knownhosts_file: {}\n",
+            keys.user_key.display(),
+            kh.display()
+        )
+    }
+
+    /// The options of a source block that make it run here over SSH.
+    pub fn source_options(&self) -> String {
+        format!("use_ssh: true, ssh_host: 127.0.0.1, ssh_port: {}", self.port)
+    }
+
     /// `[127.0.0.1]:port key`, the known_hosts line for this daemon.
     pub fn known_hosts_line(&self, public: &str) -> String {
         format!("[127.0.0.1]:{} {public}\n", self.port)

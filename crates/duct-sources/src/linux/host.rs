@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use duct_core::{Event, SourceArgs, SourceContext, SourceError};
+use duct_core::source::ForkRequest;
+use duct_core::{Event, ForkOutput, SourceArgs, SourceContext, SourceError};
 use duct_ssh::{Connection, SshError};
 
 use super::{HostError, HostPaths, ParseError, ProcFile};
@@ -117,6 +118,31 @@ impl Host {
                 Ok(out.stdout.lines().map(String::from).collect())
             }
         }
+    }
+}
+
+impl Host {
+    /// Runs `request.program` with its arguments on the host: here through
+    /// the shared fork helper, there through the remote user's shell on the
+    /// shared connection (`request.env` set for it in the command line),
+    /// either way within `request.timeout` and keeping
+    /// `request.output_limit` bytes of each stream. A program missing
+    /// there is the shell's exit status 127 and its "not found" on stderr.
+    pub async fn run(&self, request: &ForkRequest<'_>) -> Result<ForkOutput, HostError> {
+        let Some(r) = &self.remote else {
+            return Ok(duct_core::source::run(request).await?);
+        };
+        let program = request.program.to_string_lossy();
+        let args: Vec<&str> = request.args.iter().map(String::as_str).collect();
+        let mut line = String::new();
+        for (name, value) in request.env {
+            line.push_str(name);
+            line.push('=');
+            line.push_str(&duct_ssh::shell_quote(value));
+            line.push(' ');
+        }
+        line.push_str(&duct_ssh::command_line(&program, &args));
+        Ok(r.conn.exec(&line, request.timeout, request.output_limit).await?)
     }
 }
 

@@ -149,6 +149,9 @@ pub enum HostError {
     /// Over SSH (`use_ssh`): the connection, the login or the remote read.
     #[error(transparent)]
     Remote(#[from] duct_ssh::SshError),
+    /// A program run here ([`host::Host::run`]) could not be run or timed out.
+    #[error(transparent)]
+    Fork(#[from] duct_core::source::ForkError),
 }
 
 /// What a parser found wrong in a kernel file or a tool's output.

@@ -5,7 +5,9 @@
 //! messages_ready messages_unacknowledged` (the default; `rabbitmqctl`
 //! names the program), or, when `url` is set, the management plugin's
 //! HTTP API (`GET (url)/api/queues/(vhost)`, with `user` and `password`),
-//! which needs no local binary and no Erlang cookie.
+//! which needs no local binary and no Erlang cookie. With `use_ssh: true`
+//! `rabbitmqctl` runs on `ssh_host` through the shared SSH connection, as
+//! Duct ran it (docs/remote-checks.md); `url` is refused there.
 //!
 //! Events, Duct's names: per queue `(service).(queue).ready` and
 //! `.unack`, and from the second tick `.ready_rate` and `.unack_rate`
@@ -28,7 +30,8 @@ use serde_json::Value;
 use super::conn::shown;
 use super::web::{json, Access, Api, WebError};
 use super::{budget, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
-use duct_core::source::{run, ForkRequest};
+use crate::linux::host::Host;
+use duct_core::source::ForkRequest;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -75,6 +78,7 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
@@ -82,6 +86,13 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let _ = o.timeout;
     let budget = budget(args, DEFAULT_TIMEOUT);
     let reader = match &o.url {
+        Some(_) if args.settings.remote.is_some() => {
+            return Err(args.invalid(
+                "url",
+                "`use_ssh: true` runs rabbitmqctl on ssh_host, while the management API is read from this \
+                 machine: drop `url`, or `use_ssh` and point `url` at the broker",
+            ))
+        }
         Some(url) => {
             let access = Access {
                 user: Some(o.user),
@@ -115,6 +126,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     };
     Ok(Box::new(Queues {
         reader,
+        host: Host::of(args),
         budget,
         last: None,
         faults: Faults::default(),
@@ -136,6 +148,8 @@ enum Reader {
 
 pub struct Queues {
     reader: Reader,
+    /// Where rabbitmqctl runs: here, or over SSH (`use_ssh`).
+    host: Host,
     budget: Duration,
     /// The last tick's counts per queue, their totals and when, for rates.
     last: Option<Last>,
@@ -176,15 +190,17 @@ impl Queues {
         let Reader::Ctl { program, args } = &self.reader else {
             unreachable!("called for the rabbitmqctl reader only")
         };
-        let out = run(&ForkRequest {
-            program,
-            args,
-            env: &[],
-            timeout: self.budget,
-            output_limit: MAX_REPLY_BYTES,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let out = self
+            .host
+            .run(&ForkRequest {
+                program,
+                args,
+                env: &[],
+                timeout: self.budget,
+                output_limit: MAX_REPLY_BYTES,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         if out.code != Some(0) {
             let said = [&out.stderr, &out.stdout]
                 .into_iter()
@@ -402,6 +418,7 @@ mod tests {
                 program: "/bin/false".into(),
                 args: Vec::new(),
             },
+            host: Host::local(crate::linux::HostPaths::from_env()),
             budget: Duration::from_secs(1),
             last: None,
             faults: Faults::default(),

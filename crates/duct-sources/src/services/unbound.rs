@@ -9,19 +9,22 @@
 //! `stats_noreset` instead, for a resolver that another collector also
 //! reads. Beyond Duct: `config` (unbound-control's `-c`, where it finds the
 //! control interface and its keys) and `server` (`-s host[@port]`).
-//! Faults (the program is missing, cannot reach unbound, runs past the
-//! timeout, prints no statistics): `(service)` critical with no metric.
+//! With `use_ssh: true`, unbound-control runs on `ssh_host` through the
+//! shared SSH connection (docs/remote-checks.md). Faults (the program is
+//! missing, cannot reach unbound, runs past the timeout, prints no
+//! statistics, the SSH login fails): `(service)` critical with no metric.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::source::{run, ForkRequest};
+use duct_core::source::ForkRequest;
 use duct_core::{Event, Metric, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
 use super::conn::shown;
 use super::{budget, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
+use crate::linux::host::Host;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -60,6 +63,7 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
@@ -82,12 +86,15 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
         args: argv,
         budget: budget(args, DEFAULT_TIMEOUT),
         faults: Faults::default(),
+        host: Host::of(args),
     }))
 }
 
 pub struct Stats {
     executable: PathBuf,
     args: Vec<String>,
+    /// Where unbound-control runs: here, or over SSH (`use_ssh`).
+    host: Host,
     budget: Duration,
     faults: Faults,
 }
@@ -113,18 +120,20 @@ impl Stats {
     }
 
     async fn stats(&self) -> Result<Vec<(String, Metric)>, ServiceError> {
-        let out = run(&ForkRequest {
-            program: &self.executable,
-            args: &self.args,
-            env: &[],
-            timeout: self.budget,
-            output_limit: MAX_REPLY_BYTES,
-        })
-        .await
-        .map_err(|e| ServiceError::Io {
-            doing: "running it".into(),
-            reason: strip_program(&e.to_string(), &self.executable),
-        })?;
+        let out = self
+            .host
+            .run(&ForkRequest {
+                program: &self.executable,
+                args: &self.args,
+                env: &[],
+                timeout: self.budget,
+                output_limit: MAX_REPLY_BYTES,
+            })
+            .await
+            .map_err(|e| ServiceError::Io {
+                doing: "running it".into(),
+                reason: strip_program(&e.to_string(), &self.executable),
+            })?;
         if out.code != Some(0) {
             let said = complaint(&out.stderr).or_else(|| complaint(&out.stdout));
             return Err(ServiceError::Program(match (out.code, said) {
