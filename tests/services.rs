@@ -131,6 +131,62 @@ sources:
 }
 
 #[test]
+fn redis_queue_lengths_over_ssh_agree_with_redis_cli_and_faults_are_critical() {
+    let Some(redis) = start_redis("sekret") else {
+        return;
+    };
+    if require_binary("redis-cli", "redis-tools").is_none() {
+        return;
+    }
+    let Some(keys) = SshKeys::make("ssh-keys-redis") else {
+        return;
+    };
+    let sshd = Sshd::start(&keys, "sshd-redis", None);
+    let p = redis.port;
+    redis_cli(p, &["rpush", "celery", "a", "b", "c"]);
+    redis_cli(p, &["-n", "3", "rpush", "my jobs", "1", "2", "3", "4", "5", "6", "7"]);
+    redis_cli(p, &["-n", "3", "set", "text", "not a list"]);
+    let closed = closed_port();
+    let dir = TempDir::new("redis-ssh");
+    let src = "duct.sources.redis.Queues";
+    let events = once(
+        &dir,
+        &format!(
+            "interval: 1
+{globals}outputs: [{{output: duct.outputs.logger.Logger}}]
+sources:
+  - {{service: default, source: {src}, port: {p}, password: sekret, clipath: /usr/bin/redis-cli, {ssh}}}
+  - {{service: jobs, source: {src}, port: {p}, password: sekret, db: 3, queue: 'my jobs', {ssh}}}
+  - {{service: nopass, source: {src}, port: {p}, {ssh}}}
+  - {{service: badpass, source: {src}, port: {p}, password: wrong, {ssh}}}
+  - {{service: text, source: {src}, port: {p}, password: sekret, db: 3, queue: text, {ssh}}}
+  - {{service: baddb, source: {src}, port: {p}, password: sekret, db: 99, {ssh}}}
+  - {{service: down, source: {src}, port: {closed}, {ssh}}}
+  - {{service: nocli, source: {src}, port: {p}, clipath: /nonexistent/redis-cli, {ssh}}}
+",
+            globals = sshd.globals(&keys, &dir),
+            ssh = sshd.source_options(),
+        ),
+    );
+    let llen = |db: &str, q: &str| redis_cli(p, &["-n", db, "llen", q]).trim().parse::<f64>().unwrap();
+    for (name, db, queue) in [("default", "0", "celery"), ("jobs", "3", "my jobs")] {
+        let ev = event(&events, name);
+        assert_eq!(state(ev), "ok", "{ev}");
+        assert_eq!(metric(ev), Some(llen(db, queue)), "{ev}");
+        assert_eq!(metric(event(&events, &format!("{name}.rate"))), Some(0.0));
+    }
+    assert_eq!(metric(event(&events, "jobs")), Some(7.0));
+    critical(&events, "nopass", "NOAUTH Authentication required. to LLEN");
+    critical(&events, "badpass", "WRONGPASS");
+    critical(&events, "text", "WRONGTYPE");
+    critical(&events, "baddb", "ERR DB index is out of range to SELECT");
+    critical(&events, "down", "Connection refused");
+    critical(&events, "nocli", "/nonexistent/redis-cli: ");
+    critical(&events, "nocli", "(exit status 127)");
+    assert_eq!(sshd.logins(), 1, "{}", sshd.log_text());
+}
+
+#[test]
 fn a_growing_redis_queue_has_a_positive_rate_in_the_agent() {
     let Some(redis) = start_redis("sekret") else {
         return;

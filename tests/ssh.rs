@@ -363,7 +363,9 @@ fn duct_configurations_with_use_ssh_pass_check() {
          blueprint:\n  - toolbox: remote_host\n    sets:\n      ssh_host: [web1, web2, db1]\n\
          sources:\n  - {service: one, source: duct.sources.linux.basic.Memory, use_ssh: True, ssh_host: web9, ssh_password: pw}\n\
          \x20 - {service: dns, source: duct.sources.unbound.Stats, use_ssh: True, ssh_host: ns1}\n\
-         \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, vhost: /, use_ssh: True, ssh_host: mq1}\n",
+         \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, vhost: /, use_ssh: True, ssh_host: mq1}\n\
+         \x20 - {service: celery, source: duct.sources.redis.Queues, queue: celery, clipath: /usr/bin/redis-cli, use_ssh: True, ssh_host: mq1}\n\
+         \x20 - {service: mail, source: duct.sources.postfix.Postfix, use_ssh: True, ssh_host: mx1}\n",
     );
     let (code, stdout, stderr) = ductd_output(&["check", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -372,7 +374,8 @@ fn duct_configurations_with_use_ssh_pass_check() {
         "bad.yml",
         "sources:\n  - {service: web, source: duct.sources.network.HTTP, url: 'http://x/', use_ssh: true, ssh_host: h}\n\
          \x20 - {service: nohost, source: duct.sources.linux.basic.Memory, use_ssh: true}\n\
-         \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, url: 'http://mq1:15672', use_ssh: true, ssh_host: mq1}\n",
+         \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, url: 'http://mq1:15672', use_ssh: true, ssh_host: mq1}\n\
+         \x20 - {service: rtls, source: duct.sources.redis.Queues, tls: true, use_ssh: true, ssh_host: mq1}\n",
     );
     let (code, stdout, stderr) = ductd_output(&["check", "-c", bad.to_str().unwrap()]);
     let text = format!("{stdout}{stderr}");
@@ -385,6 +388,10 @@ fn duct_configurations_with_use_ssh_pass_check() {
     assert!(text.contains("needs `ssh_host`"), "{text}");
     assert!(
         text.contains("runs rabbitmqctl on ssh_host, while the management API is read from this machine"),
+        "{text}"
+    );
+    assert!(
+        text.contains("redis-cli on ssh_host would need its own certificates"),
         "{text}"
     );
 }

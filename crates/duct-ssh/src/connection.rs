@@ -124,10 +124,23 @@ impl Connection {
         timeout: Duration,
         limit: usize,
     ) -> Result<ForkOutput, SshError> {
+        self.exec_with_input(command, Vec::new(), timeout, limit).await
+    }
+
+    /// [`Connection::exec`] with `input` as the command's standard input
+    /// (then end of file): for what must not appear on a command line,
+    /// which every user of the remote host can read.
+    pub async fn exec_with_input(
+        self: &Arc<Self>,
+        command: &str,
+        input: Vec<u8>,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<ForkOutput, SshError> {
         let me = self.clone();
         let command = command.to_string();
         let label = self.label.clone();
-        let work = runtime::spawn(async move { me.exec_here(&command, timeout, limit).await });
+        let work = runtime::spawn(async move { me.exec_here(&command, &input, timeout, limit).await });
         work.await.unwrap_or_else(|join| {
             Err(SshError::Connect {
                 target: label,
@@ -151,19 +164,25 @@ impl Connection {
         Ok(out.stdout)
     }
 
-    async fn exec_here(&self, command: &str, timeout: Duration, limit: usize) -> Result<ForkOutput, SshError> {
+    async fn exec_here(
+        &self,
+        command: &str,
+        input: &[u8],
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<ForkOutput, SshError> {
         let deadline = Instant::now() + timeout;
         let run = async {
             // Never closed, so acquiring cannot fail.
             let _turn = self.channels.acquire().await;
             let session = self.session(deadline).await?;
-            match run_command(&session, command, limit).await {
+            match run_command(&session, command, input, limit).await {
                 // The session died since it was last used (the host
                 // restarted its sshd): open another at once, once.
                 Err(Run::Open(_)) => {
                     self.forget(&session).await;
                     let session = self.session(deadline).await?;
-                    run_command(&session, command, limit)
+                    run_command(&session, command, input, limit)
                         .await
                         .map_err(|e| e.into_error(&self.label, command))
                 }
@@ -357,12 +376,18 @@ impl Run {
 
 /// Runs one command on a new channel of `session`, reading its output to
 /// the end and keeping at most `limit` bytes of each stream.
-async fn run_command(session: &Handle<Client>, command: &str, limit: usize) -> Result<ForkOutput, Run> {
+async fn run_command(session: &Handle<Client>, command: &str, input: &[u8], limit: usize) -> Result<ForkOutput, Run> {
     let mut channel = session.channel_open_session().await.map_err(Run::Open)?;
     channel
         .exec(true, command)
         .await
         .map_err(|e| Run::Other(e.to_string()))?;
+    // The input, then end of file: a command that reads its standard
+    // input gets what it was given, never waits for more.
+    if !input.is_empty() {
+        channel.data(input).await.map_err(|e| Run::Other(e.to_string()))?;
+    }
+    channel.eof().await.map_err(|e| Run::Other(e.to_string()))?;
     let mut out = Kept::new(limit);
     let mut err = Kept::new(limit);
     let mut code = None;

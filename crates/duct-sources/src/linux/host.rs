@@ -129,7 +129,15 @@ impl Host {
     /// `request.output_limit` bytes of each stream. A program missing
     /// there is the shell's exit status 127 and its "not found" on stderr.
     pub async fn run(&self, request: &ForkRequest<'_>) -> Result<ForkOutput, HostError> {
+        self.run_with_input(request, &[]).await
+    }
+
+    /// [`Host::run`] with `input` as the program's standard input; only a
+    /// remote host takes input (nothing here needs it yet), so here it
+    /// must be empty.
+    pub async fn run_with_input(&self, request: &ForkRequest<'_>, input: &[u8]) -> Result<ForkOutput, HostError> {
         let Some(r) = &self.remote else {
+            debug_assert!(input.is_empty(), "standard input is sent to remote programs only");
             return Ok(duct_core::source::run(request).await?);
         };
         let program = request.program.to_string_lossy();
@@ -142,7 +150,9 @@ impl Host {
             line.push(' ');
         }
         line.push_str(&duct_ssh::command_line(&program, &args));
-        Ok(r.conn.exec(&line, request.timeout, request.output_limit).await?)
+        Ok(r.conn
+            .exec_with_input(&line, input.to_vec(), request.timeout, request.output_limit)
+            .await?)
     }
 }
 

@@ -8,13 +8,20 @@
 //! Duct's `clipath` is accepted and ignored, so old configurations still
 //! load.
 //!
+//! With `use_ssh: true`, as in Duct, `redis-cli` (`clipath`, else the one
+//! on the remote `PATH`) runs on `ssh_host` against `host:port` as that
+//! host sees them; the commands, the password among them, go to its
+//! standard input, never onto a command line the remote host's users can
+//! read. TLS is refused there (redis-cli would need certificates of its
+//! own on that host).
+//!
 //! Events: `(service)`, the length; `(service).rate`, the same value as a
 //! counter the router turns into a rate (items per second, negative
 //! changes dropped as for every counter). Any failure — refused, timed
 //! out, wrong password, not a list — is `(service)` critical with no
 //! metric, as in Duct, with the cause in the description.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +32,9 @@ use serde::Deserialize;
 
 use super::conn::{shown, split_line, Parsed};
 use super::{budget, host_option, port_option, Conn, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
+use crate::linux::host::Host;
 use crate::network::tls_policy;
+use duct_core::source::ForkRequest;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -76,12 +85,13 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let o: Options = args.options()?;
-    // `clipath` is read only so that Duct's configurations load.
-    let _ = o.clipath;
+    // `clipath` is used only over SSH; here it only lets Duct's
+    // configurations load.
     let host = host_option(args, o.host)?;
     let port = port_option(args, o.port)?;
     if o.db < 0 {
@@ -99,8 +109,24 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     } else {
         None
     };
+    let cli = match &args.settings.remote {
+        Some(_) if o.tls => {
+            return Err(args.invalid(
+                "tls",
+                "not with `use_ssh: true`: redis-cli on ssh_host would need its own certificates there",
+            ))
+        }
+        Some(_) => Some(RemoteCli {
+            host: Host::of(args),
+            program: o.clipath.clone().unwrap_or_else(|| "redis-cli".into()),
+            args: vec!["-h".into(), host.clone(), "-p".into(), port.to_string()],
+            input: cli_input(o.username.as_deref(), o.password.as_deref(), o.db, &o.queue),
+        }),
+        None => None,
+    };
     let request = request(o.username.as_deref(), o.password.as_deref(), o.db, &o.queue);
     Ok(Box::new(Queues {
+        cli,
         host,
         port,
         tls,
@@ -112,6 +138,8 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
 }
 
 pub struct Queues {
+    /// Over SSH: redis-cli on the remote host instead of RESP from here.
+    cli: Option<RemoteCli>,
     host: String,
     port: u16,
     tls: Option<Arc<ClientConfig>>,
@@ -120,6 +148,81 @@ pub struct Queues {
     request: Request,
     budget: Duration,
     faults: Faults,
+}
+
+/// `redis-cli` on a `use_ssh` host: its arguments, and its standard
+/// input, the commands (one per line) whose replies it prints one per line.
+struct RemoteCli {
+    host: Host,
+    program: String,
+    args: Vec<String>,
+    input: RemoteInput,
+}
+
+/// What is written to redis-cli, and which command each reply answers.
+struct RemoteInput {
+    text: String,
+    commands: Vec<&'static str>,
+}
+
+/// The same commands as [`request`], as lines redis-cli reads, each word
+/// in double quotes (redis-cli's escapes for `\`, `"` and line ends).
+fn cli_input(username: Option<&str>, password: Option<&str>, db: i64, queue: &str) -> RemoteInput {
+    let quote = |w: &str| {
+        let mut q = String::with_capacity(w.len() + 2);
+        q.push('"');
+        for c in w.chars() {
+            match c {
+                '\\' => q.push_str("\\\\"),
+                '"' => q.push_str("\\\""),
+                '\n' => q.push_str("\\n"),
+                '\r' => q.push_str("\\r"),
+                c => q.push(c),
+            }
+        }
+        q.push('"');
+        q
+    };
+    let mut text = String::new();
+    let mut commands = Vec::new();
+    if let Some(password) = password {
+        match username {
+            Some(user) => text.push_str(&format!("AUTH {} {}\n", quote(user), quote(password))),
+            None => text.push_str(&format!("AUTH {}\n", quote(password))),
+        }
+        commands.push("AUTH");
+    }
+    if db != 0 {
+        text.push_str(&format!("SELECT {db}\n"));
+        commands.push("SELECT");
+    }
+    text.push_str(&format!("LLEN {}\n", quote(queue)));
+    commands.push("LLEN");
+    RemoteInput { text, commands }
+}
+
+/// The length from what redis-cli printed: one line per reply (errors in
+/// the server's words, then a blank line), in the order of `commands`;
+/// every reply before `LLEN`'s must be `OK`. Nothing printed: its
+/// complaint on stderr (it cannot connect).
+fn cli_length(commands: &[&str], stdout: &str, stderr: &str) -> Result<i64, ServiceError> {
+    let mut replies = stdout.lines().map(str::trim).filter(|l| !l.is_empty());
+    for command in commands {
+        let Some(reply) = replies.next() else {
+            let said = stderr.lines().map(str::trim).find(|l| !l.is_empty());
+            return Err(ServiceError::Program(match said {
+                Some(said) => said.to_string(),
+                None => format!("redis-cli printed no reply to {command}"),
+            }));
+        };
+        match (*command, reply.parse::<i64>()) {
+            ("LLEN", Ok(n)) => return Ok(n),
+            ("LLEN", Err(_)) => return Err(ServiceError::Refused(format!("{reply} to LLEN"))),
+            (_, _) if reply == "OK" => {}
+            (_, _) => return Err(ServiceError::Refused(format!("{reply} to {command}"))),
+        }
+    }
+    Err(ServiceError::Refused("nothing to LLEN".into()))
 }
 
 /// The commands sent at every tick, and how many replies come back.
@@ -183,6 +286,9 @@ impl Queues {
     }
 
     async fn length(&self) -> Result<i64, ServiceError> {
+        if let Some(cli) = &self.cli {
+            return self.length_remote(cli).await;
+        }
         let mut conn = Conn::open(&self.host, self.port, self.budget, MAX_REPLY_BYTES, self.tls.clone()).await?;
         conn.send(&self.request.bytes, "the commands").await?;
         let mut length = None;
@@ -203,6 +309,44 @@ impl Queues {
         // LLEN is always the last command, so a length was read or an
         // error returned above.
         length.ok_or_else(|| ServiceError::Refused("nothing to LLEN".into()))
+    }
+
+    async fn length_remote(&self, cli: &RemoteCli) -> Result<i64, ServiceError> {
+        let out = cli
+            .host
+            .run_with_input(
+                &ForkRequest {
+                    program: Path::new(&cli.program),
+                    args: &cli.args,
+                    env: &[],
+                    timeout: self.budget,
+                    output_limit: MAX_REPLY_BYTES,
+                },
+                cli.input.text.as_bytes(),
+            )
+            .await
+            .map_err(|e| ServiceError::Io {
+                doing: "running redis-cli".into(),
+                reason: e.to_string(),
+            })?;
+        if out.code != Some(0) {
+            let said = out
+                .stderr
+                .lines()
+                .chain(out.stdout.lines())
+                .map(str::trim)
+                .find(|l| !l.is_empty());
+            let status = match out.code {
+                Some(code) => format!("exit status {code}"),
+                None => "killed by a signal".to_string(),
+            };
+            return Err(ServiceError::Program(format!(
+                "{}: {} ({status})",
+                cli.program,
+                said.unwrap_or("without a word")
+            )));
+        }
+        cli_length(&cli.input.commands, &out.stdout, &out.stderr)
     }
 }
 
@@ -296,6 +440,52 @@ mod tests {
             at += n;
         }
         out
+    }
+
+    #[test]
+    fn redis_cli_input_quotes_every_word() {
+        let input = cli_input(Some("ops"), Some("se\"cr\\et"), 3, "my queue");
+        assert_eq!(
+            input.text,
+            "AUTH \"ops\" \"se\\\"cr\\\\et\"\nSELECT 3\nLLEN \"my queue\"\n"
+        );
+        assert_eq!(input.commands, ["AUTH", "SELECT", "LLEN"]);
+        assert_eq!(cli_input(None, None, 0, "celery").text, "LLEN \"celery\"\n");
+    }
+
+    #[test]
+    fn redis_cli_replies_captured_from_redis_cli_7_0_parse() {
+        // redis-cli 7.0.15 against redis-server 7.0.15, commands on stdin.
+        let three = ["AUTH", "SELECT", "LLEN"];
+        assert_eq!(cli_length(&three, "OK\nOK\n7\n", "").unwrap(), 7);
+        let bad_db = cli_length(&three, "OK\nERR DB index is out of range\n\n0\n", "").unwrap_err();
+        assert_eq!(
+            bad_db.to_string(),
+            "the server answered ERR DB index is out of range to SELECT"
+        );
+        let two = ["AUTH", "LLEN"];
+        let wrong = cli_length(
+            &two,
+            "WRONGPASS invalid username-password pair or user is disabled.\n\nNOAUTH Authentication required.\n\n",
+            "",
+        )
+        .unwrap_err();
+        assert!(wrong.to_string().contains("WRONGPASS") && wrong.to_string().ends_with("to AUTH"));
+        let kind = cli_length(
+            &two,
+            "OK\nWRONGTYPE Operation against a key holding the wrong kind of value\n\n",
+            "",
+        );
+        assert!(kind.unwrap_err().to_string().contains("WRONGTYPE"));
+        let down = cli_length(
+            &["LLEN"],
+            "",
+            "Could not connect to Redis at 127.0.0.1:1: Connection refused\n",
+        );
+        assert_eq!(
+            down.unwrap_err().to_string(),
+            "Could not connect to Redis at 127.0.0.1:1: Connection refused"
+        );
     }
 
     #[test]
