@@ -114,6 +114,40 @@ fn host_sources_over_ssh_read_what_they_read_locally() {
 }
 
 #[test]
+fn disk_free_over_ssh_measures_the_same_filesystems() {
+    let Some(keys) = SshKeys::make("ssh-keys-df") else {
+        return;
+    };
+    let sshd = Sshd::start(&keys, "sshd-df", None);
+    let dir = TempDir::new("ssh-df");
+    let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
+    let source = "duct.sources.linux.basic.DiskFree";
+    let config = globals(&keys, &kh)
+        + "sources:\n"
+        + &remote("r", source, &sshd, "")
+        + &format!("  - {{service: l, source: {source}}}\n");
+    let (events, stderr) = once(&dir, &config);
+    let r = names_under(&events, "r.");
+    let l = names_under(&events, "l.");
+    assert!(!r.is_empty(), "no remote filesystems\n{stderr}");
+    assert_eq!(r, l, "the same filesystems and figures over SSH as here");
+    for name in &l {
+        let (lv, rv) = (
+            metric(get(&events, &format!("l.{name}"), &stderr)).unwrap(),
+            metric(get(&events, &format!("r.{name}"), &stderr)).unwrap(),
+        );
+        // The same statvfs figures, a few writes apart.
+        let close = if name.ends_with(".used") {
+            1.0
+        } else {
+            1e-3 * lv.max(1024.0 * 1024.0)
+        };
+        assert!((lv - rv).abs() <= close, "{name}: here {lv}, over SSH {rv}");
+    }
+    assert_eq!(sshd.logins(), 1, "{}", sshd.log_text());
+}
+
+#[test]
 fn unknown_and_changed_host_keys_are_refused_as_critical_events() {
     let Some(keys) = SshKeys::make("ssh-keys-refuse") else {
         return;

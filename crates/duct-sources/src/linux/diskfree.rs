@@ -6,7 +6,9 @@
 //! stopped answering would block `statvfs` and with it the tick's thread.
 //! Pseudo filesystems (proc, sysfs, tmpfs, overlay, cgroup, …) are skipped
 //! unless listed in `disks`. A device mounted more than once (bind mounts)
-//! is reported once, at its shortest mount point, as `df` does.
+//! is reported once, at its shortest mount point, as `df` does. With
+//! `use_ssh: true` the remote mount table is read and chosen from the same
+//! way, and one `stat -f` there measures the chosen mount points.
 
 use std::borrow::Cow;
 use std::ffi::CStr;
@@ -18,7 +20,9 @@ use duct_core::plan::StringList;
 use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
+use super::host::{reported, Host, HostFile};
 use super::{ready, HostError, HostPaths, ProcFile, Selection};
+use duct_core::source::ForkRequest;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -39,10 +43,19 @@ pub fn spec() -> SourceSpec {
         ],
         build,
     )
+    .over_ssh()
 }
 
 fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     let opts: Options = args.options()?;
+    if args.settings.remote.is_some() {
+        let host = Host::of(args);
+        return Ok(Box::new(RemoteDiskFree {
+            mounts: host.first_of(host.paths().mount_tables()),
+            host,
+            disks: Selection::new(opts.disks),
+        }));
+    }
     Ok(Box::new(DiskFree::new(
         HostPaths::from_env(),
         Selection::new(opts.disks),
@@ -294,27 +307,112 @@ impl DiskFree {
             ) else {
                 continue;
             };
-            events.push(ctx.create_event_prefixed(
-                &format!("{dev}.used"),
-                "ok",
-                format!("Disk percent used {}%", u.used_percent),
-                u.used_percent,
-            ));
-            events.push(ctx.create_event_prefixed(
-                &format!("{dev}.bytes"),
-                "ok",
-                format!("Disk bytes used {} kB", u.used_kb),
-                u.used_kb,
-            ));
-            events.push(ctx.create_event_prefixed(
-                &format!("{dev}.free"),
-                "ok",
-                format!("Disk free {} kB", u.free_kb),
-                u.free_kb,
-            ));
+            events.extend(usage_events(ctx, dev, &u));
         }
         Ok(events)
     }
+}
+
+/// The three events of one filesystem, Duct's names.
+fn usage_events(ctx: &SourceContext, dev: &str, u: &Usage) -> [Event; 3] {
+    [
+        ctx.create_event_prefixed(
+            &format!("{dev}.used"),
+            "ok",
+            format!("Disk percent used {}%", u.used_percent),
+            u.used_percent,
+        ),
+        ctx.create_event_prefixed(
+            &format!("{dev}.bytes"),
+            "ok",
+            format!("Disk bytes used {} kB", u.used_kb),
+            u.used_kb,
+        ),
+        ctx.create_event_prefixed(
+            &format!("{dev}.free"),
+            "ok",
+            format!("Disk free {} kB", u.free_kb),
+            u.free_kb,
+        ),
+    ]
+}
+
+/// DiskFree on a `use_ssh` host: its mount table read over SSH and the
+/// same selection made of it, then one `stat -f` (GNU coreutils) on every
+/// chosen mount point, which gives the statvfs figures used here.
+pub(crate) struct RemoteDiskFree {
+    host: Host,
+    mounts: HostFile,
+    disks: Selection,
+}
+
+impl RemoteDiskFree {
+    async fn tick(&mut self, ctx: &SourceContext) -> Result<Vec<Event>, HostError> {
+        let disks = &self.disks;
+        let chosen: Vec<(String, String)> = self
+            .mounts
+            .parse(|text| {
+                Ok(select_mounts(parse_mounts(text), disks)
+                    .into_iter()
+                    .map(|m| (m.device.into_owned(), m.mount_point.into_owned()))
+                    .collect())
+            })
+            .await?;
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["-f".to_string(), "-c".into(), "%b %f %a %S %n".into(), "--".into()];
+        args.extend(chosen.iter().map(|(_, mount_point)| mount_point.clone()));
+        let timeout = self.host.remote().map(|r| r.timeout()).unwrap_or_default();
+        let out = self
+            .host
+            .run(&ForkRequest {
+                program: Path::new("stat"),
+                args: &args,
+                env: &[],
+                timeout,
+                output_limit: super::host::REMOTE_READ_LIMIT,
+            })
+            .await?;
+        // A mount point stat cannot read is left out, as here; stat still
+        // prints the others (and exits 1).
+        if !out.stderr.trim().is_empty() {
+            tracing::debug!(service = %ctx.service(), "stat -f: {}", out.stderr.trim());
+        }
+        let figures = parse_stat_f(&out.stdout);
+        let mut events = Vec::new();
+        for (dev, mount_point) in &chosen {
+            let Some(u) = figures.iter().find(|(p, _)| p == mount_point).and_then(|(_, u)| *u) else {
+                continue;
+            };
+            events.extend(usage_events(ctx, dev, &u));
+        }
+        Ok(events)
+    }
+}
+
+impl Source for RemoteDiskFree {
+    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
+        Box::pin(async move {
+            let result = self.tick(ctx).await;
+            reported(ctx, result)
+        })
+    }
+}
+
+/// The lines of `stat -f -c '%b %f %a %S %n'`: (mount point, usage), the
+/// usage `None` for a filesystem without blocks. Lines that are not four
+/// numbers and a name are skipped.
+pub(crate) fn parse_stat_f(text: &str) -> Vec<(String, Option<Usage>)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(5, ' ');
+            let mut number = || fields.next()?.parse::<u64>().ok();
+            let (blocks, free, available, size) = (number()?, number()?, number()?, number()?);
+            let name = fields.next()?;
+            Some((name.to_string(), usage(blocks, free, available, size)))
+        })
+        .collect()
 }
 
 impl Source for DiskFree {
@@ -377,6 +475,20 @@ mod tests {
         assert_eq!(unescape("/odd\\9"), "/odd\\9", "not an escape");
         let m: Vec<Mount<'_>> = parse_mounts("short line\n/dev/sda1 /x ext4 rw 0 0\n").collect();
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn stat_f_lines_give_the_statvfs_usage() {
+        // GNU coreutils 9.1 `stat -f -c '%b %f %a %S %n' -- / /nonexistent /mnt/a b`
+        // (stat's complaint about /nonexistent went to stderr).
+        let text = "66053021 58977914 16746365 4096 /\n0 0 0 4096 /proc\n2048 1024 512 1024 /mnt/a b\n";
+        let got = parse_stat_f(text);
+        assert_eq!(got[0].0, "/");
+        assert_eq!(got[0].1, usage(66053021, 58977914, 16746365, 4096));
+        assert_eq!(got[1], ("/proc".to_string(), None), "no blocks, as df hides it");
+        assert_eq!(got[2].0, "/mnt/a b", "a mount point with a space keeps it");
+        assert_eq!(got[2].1.unwrap().used_kb, 1024);
+        assert!(parse_stat_f("stat: cannot read file system information\n").is_empty());
     }
 
     #[test]
