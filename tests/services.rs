@@ -911,6 +911,16 @@ fn find_count(dir: &std::path::Path) -> f64 {
     out.trim().parse().unwrap()
 }
 
+/// `name`'s count of every queue but `corrupt` is what `find` counts in
+/// `spool`, with a zero rate (nothing moved between the ticks).
+fn counts_agree_with_find(events: &HashMap<String, Value>, name: &str, spool: &std::path::Path) {
+    for queue in ["active", "deferred", "maildrop", "incoming", "hold", "bounce"] {
+        let ev = event(events, &format!("{name}.{queue}.value"));
+        assert_eq!(metric(ev), Some(find_count(&spool.join(queue))), "{queue}: {ev}");
+        assert_eq!(metric(event(events, &format!("{name}.{queue}.rate"))), Some(0.0));
+    }
+}
+
 #[test]
 fn postfix_queues_agree_with_find_and_a_missing_spool_is_critical() {
     let dir = TempDir::new("postfix");
@@ -937,11 +947,7 @@ sources:
             spool.display()
         ),
     );
-    for queue in ["active", "deferred", "maildrop", "incoming", "hold", "bounce"] {
-        let ev = event(&events, &format!("mail.{queue}.value"));
-        assert_eq!(metric(ev), Some(find_count(&spool.join(queue))), "{queue}: {ev}");
-        assert_eq!(metric(event(&events, &format!("mail.{queue}.rate"))), Some(0.0));
-    }
+    counts_agree_with_find(&events, "mail", &spool);
     assert_eq!(metric(event(&events, "mail.deferred.value")), Some(12.0));
     critical(&events, "mail.corrupt.value", "corrupt: No such file or directory");
     assert!(!events.contains_key("mail.corrupt.rate"));
@@ -976,11 +982,7 @@ sources:
             ssh = sshd.source_options(),
         ),
     );
-    for queue in ["active", "deferred", "maildrop", "incoming", "hold", "bounce"] {
-        let ev = event(&events, &format!("mail.{queue}.value"));
-        assert_eq!(metric(ev), Some(find_count(&spool.join(queue))), "{queue}: {ev}");
-        assert_eq!(metric(event(&events, &format!("mail.{queue}.rate"))), Some(0.0));
-    }
+    counts_agree_with_find(&events, "mail", &spool);
     assert_eq!(metric(event(&events, "mail.deferred.value")), Some(9.0));
     // find's own words about the missing queue.
     critical(&events, "mail.corrupt.value", "corrupt");

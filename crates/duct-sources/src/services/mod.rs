@@ -102,6 +102,23 @@ pub fn register(registry: &mut Registry) {
     registry.add_source(rabbitmq::spec());
 }
 
+/// Why a program a source ran failed, in its own words: the first line it
+/// printed (stderr first), then how it ended — "`said` (exit status N)",
+/// "exit status N, without a word", or "… killed by a signal".
+pub(crate) fn program_failure(out: &duct_core::ForkOutput) -> String {
+    let said = [&out.stderr, &out.stdout]
+        .into_iter()
+        .flat_map(|t| t.lines())
+        .map(str::trim)
+        .find(|l| !l.is_empty());
+    match (out.code, said) {
+        (Some(code), Some(said)) => format!("{said} (exit status {code})"),
+        (Some(code), None) => format!("exit status {code}, without a word"),
+        (None, Some(said)) => format!("{said} (killed by a signal)"),
+        (None, None) => "killed by a signal".to_string(),
+    }
+}
+
 /// A fault that repeats every tick is logged at most this often.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(300);
 

@@ -26,7 +26,7 @@ use duct_core::config::Diagnostic;
 use duct_core::{Aggregation, Event, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
-use super::{budget, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
+use super::{budget, program_failure, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
 use crate::linux::host::Host;
 use duct_core::source::ForkRequest;
 
@@ -167,15 +167,11 @@ impl Postfix {
             .await
             .map_err(|e| e.to_string())?;
         if out.code != Some(0) {
-            let said = out
-                .stderr
-                .lines()
-                .chain(out.stdout.lines())
-                .find(|l| !l.trim().is_empty());
-            return Err(match said {
-                Some(said) => format!("cannot read {}: {}", self.spool.display(), said.trim()),
-                None => format!("cannot read {}: exit status {:?}", self.spool.display(), out.code),
-            });
+            return Err(format!(
+                "cannot read {}: {}",
+                self.spool.display(),
+                program_failure(&out)
+            ));
         }
         Ok(parse_remote_counts(&self.spool, &out.stdout))
     }

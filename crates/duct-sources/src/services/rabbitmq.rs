@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::conn::shown;
 use super::web::{json, Access, Api, WebError};
-use super::{budget, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
+use super::{budget, program_failure, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
 use crate::linux::host::Host;
 use duct_core::source::ForkRequest;
 
@@ -202,17 +202,7 @@ impl Queues {
             .await
             .map_err(|e| e.to_string())?;
         if out.code != Some(0) {
-            let said = [&out.stderr, &out.stdout]
-                .into_iter()
-                .flat_map(|t| t.lines())
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_string);
-            return Err(match (out.code, said) {
-                (Some(code), Some(said)) => format!("{said} (exit status {code})"),
-                (Some(code), None) => format!("exit status {code}, without a word"),
-                (None, _) => "killed by a signal".to_string(),
-            });
+            return Err(program_failure(&out));
         }
         if out.truncated {
             return Err(format!("the output was longer than {MAX_REPLY_BYTES} bytes"));

@@ -31,7 +31,9 @@ use rustls::ClientConfig;
 use serde::Deserialize;
 
 use super::conn::{shown, split_line, Parsed};
-use super::{budget, host_option, port_option, Conn, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
+use super::{
+    budget, host_option, port_option, program_failure, Conn, Faults, ServiceError, DEFAULT_TIMEOUT, MAX_REPLY_BYTES,
+};
 use crate::linux::host::Host;
 use crate::network::tls_policy;
 use duct_core::source::ForkRequest;
@@ -330,20 +332,10 @@ impl Queues {
                 reason: e.to_string(),
             })?;
         if out.code != Some(0) {
-            let said = out
-                .stderr
-                .lines()
-                .chain(out.stdout.lines())
-                .map(str::trim)
-                .find(|l| !l.is_empty());
-            let status = match out.code {
-                Some(code) => format!("exit status {code}"),
-                None => "killed by a signal".to_string(),
-            };
             return Err(ServiceError::Program(format!(
-                "{}: {} ({status})",
+                "{}: {}",
                 cli.program,
-                said.unwrap_or("without a word")
+                program_failure(&out)
             )));
         }
         cli_length(&cli.input.commands, &out.stdout, &out.stderr)
