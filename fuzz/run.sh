@@ -8,8 +8,20 @@
 #   fuzz/run.sh                 every target, 30 s each
 #   fuzz/run.sh 3600 config dns an hour each for two targets
 #   JOBS=1 fuzz/run.sh 600      one at a time
+#
+# FUZZ_CORPUS=DIR grows the corpora in DIR instead of fuzz/corpus (a fresh
+# DIR starts from the seeds alone, as in CI); FUZZ_SEED=N makes libFuzzer's
+# choices repeat from run to run (CI's run is seed 1 on the seeds alone,
+# which docs/fuzzing.md says was run far longer here first).
+# FUZZ_SANITIZER=none builds without AddressSanitizer (default: address),
+# in about two thirds of the time; overflow checks and debug assertions
+# stay on either way. FUZZ_TARGET_DIR: where to build (default fuzz/target).
 set -euo pipefail
 cd "$(dirname "$0")"
+export FUZZ_CORPUS=${FUZZ_CORPUS:-corpus}
+corpus=$FUZZ_CORPUS
+seed_flag=()
+[ -z "${FUZZ_SEED:-}" ] || seed_flag=("-seed=$FUZZ_SEED")
 seconds=${1:-30}
 shift || true
 jobs=${JOBS:-2}
@@ -22,8 +34,11 @@ fi
 ./seed.sh
 # Overflow checks and debug assertions on (cargo-fuzz's default), so
 # that an arithmetic overflow is a crash.
-cargo +nightly fuzz build 2>&1 | grep -v "^ *\(Compiling\|Finished\)" || true
-bin=target/x86_64-unknown-linux-gnu/release
+sanitizer=${FUZZ_SANITIZER:-address}
+target_dir=${FUZZ_TARGET_DIR:-target}
+cargo +nightly fuzz build -s "$sanitizer" --target-dir "$target_dir" 2>&1 |
+  grep -v "^ *\(Compiling\|Finished\)" || true
+bin=$target_dir/x86_64-unknown-linux-gnu/release
 mkdir -p artifacts logs
 
 # One target: its corpus grows in corpus/<target>; the libFuzzer flags
@@ -31,11 +46,11 @@ mkdir -p artifacts logs
 # allocation over 256 MB a failure like a crash.
 run() {
   local t=$1
-  mkdir -p "artifacts/$t" "corpus/$t"
+  mkdir -p "artifacts/$t" "$corpus/$t"
   local rc=0
-  nice -n "${NICE:-0}" "$bin/$t" "corpus/$t" \
+  nice -n "${NICE:-0}" "$bin/$t" "$corpus/$t" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=512 -malloc_limit_mb=256 \
-    -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"logs/$t.log" 2>&1 || rc=$?
+    -artifact_prefix="artifacts/$t/" -print_final_stats=1 "${seed_flag[@]}" >"logs/$t.log" 2>&1 || rc=$?
   local runs
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log")
   if [ "$rc" -eq 0 ]; then

@@ -7,6 +7,8 @@
 # corpus only grows from there); existing corpus files are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
+# FUZZ_CORPUS: another directory to seed (default fuzz/corpus).
+corpus=${FUZZ_CORPUS:-corpus}
 fx=../crates/duct-sources/tests/fixtures
 
 # seed TARGET SELECTOR FILE...: each FILE as a seed of TARGET, after the
@@ -14,7 +16,7 @@ fx=../crates/duct-sources/tests/fixtures
 seed() {
   local target=$1 selector=$2
   shift 2
-  mkdir -p "corpus/$target"
+  mkdir -p "$corpus/$target"
   for f in "$@"; do
     [ -f "$f" ] || continue
     local name
@@ -22,14 +24,14 @@ seed() {
     {
       [ "$selector" = - ] || printf "\\x$selector"
       cat "$f"
-    } >"corpus/$target/$name"
+    } >"$corpus/$target/$name"
   done
 }
 
 # literal TARGET NAME: standard input as the seed NAME of TARGET.
 literal() {
-  mkdir -p "corpus/$1"
-  cat >"corpus/$1/$2"
+  mkdir -p "$corpus/$1"
+  cat >"$corpus/$1/$2"
 }
 
 seed proc 00 $fx/linux/stat*
@@ -82,9 +84,9 @@ seed nats 03 ../tests/data/nats/*.senml-cbor-extended
 seed config - ../config/default.yml ../config/examples/*.yml ../config/examples/*/*.yml ../deploy/*/duct.yml
 
 # The certificates' DER, as a TLS peer sends it.
-mkdir -p corpus/cert
+mkdir -p "$corpus/cert"
 for pem in $fx/network/cert-*.pem; do
-  sed '/-----/d' "$pem" | base64 -d >"corpus/cert/$(basename "$pem" .pem).der"
+  sed '/-----/d' "$pem" | base64 -d >"$corpus/cert/$(basename "$pem" .pem).der"
 done
 
 # nginx logs after the format they were written in (see their README).
@@ -119,7 +121,7 @@ printf '\x25STAT a 1\r\nSTAT b 2\r\n\r\nEND\r\nlong line here\n' | literal lines
 # sFlow v5: a datagram from 192.0.2.7 with an interface counter sample and
 # a flow sample of one TCP frame's headers (the layout of the unit tests'
 # generator in crates/duct-sources/src/sflow/datagram.rs).
-python3 - >"$(mkdir -p corpus/sflow && echo corpus/sflow/counters-and-flow)" <<'PY'
+python3 - >"$(mkdir -p "$corpus/sflow" && echo "$corpus/sflow/counters-and-flow")" <<'PY'
 import struct, sys
 def put(*words): return b"".join(struct.pack(">I", w & 0xffffffff) for w in words)
 def opaque(data): return put(len(data)) + data + b"\0" * ((4 - len(data) % 4) % 4)
