@@ -1128,7 +1128,7 @@ fn rabbitmq_queues_by_rabbitmqctl_and_the_api_agree_with_the_broker() {
         Some((keys, sshd)) => (
             sshd.globals(keys, &dir),
             format!(
-                "  - {{service: remote, source: {src}, rabbitmqctl: '{}', timeout: 30, {}}}\n",
+                "  - {{service: remote, source: {src}, rabbitmqctl: '{}', {}}}\n",
                 rabbit.ctl.display(),
                 sshd.source_options()
             ),

@@ -22,7 +22,6 @@ use serde::Deserialize;
 
 use super::host::{reported, Host, HostFile};
 use super::{ready, HostError, HostPaths, ProcFile, Selection};
-use duct_core::source::ForkRequest;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -54,6 +53,7 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
             mounts: host.first_of(host.paths().mount_tables()),
             host,
             disks: Selection::new(opts.disks),
+            timeout: std::time::Duration::from_secs_f64(args.settings.timeout),
         }));
     }
     Ok(Box::new(DiskFree::new(
@@ -344,6 +344,8 @@ pub(crate) struct RemoteDiskFree {
     host: Host,
     mounts: HostFile,
     disks: Selection,
+    /// The tick's timeout, for `stat`.
+    timeout: std::time::Duration,
 }
 
 impl RemoteDiskFree {
@@ -363,16 +365,15 @@ impl RemoteDiskFree {
         }
         let mut args = vec!["-f".to_string(), "-c".into(), "%b %f %a %S %n".into(), "--".into()];
         args.extend(chosen.iter().map(|(_, mount_point)| mount_point.clone()));
-        let timeout = self.host.remote().map(|r| r.timeout()).unwrap_or_default();
         let out = self
             .host
-            .run(&ForkRequest {
-                program: Path::new("stat"),
-                args: &args,
-                env: &[],
-                timeout,
-                output_limit: super::host::REMOTE_READ_LIMIT,
-            })
+            .run(
+                Path::new("stat"),
+                &args,
+                &[],
+                self.timeout,
+                super::host::REMOTE_READ_LIMIT,
+            )
             .await?;
         // A mount point stat cannot read is left out, as here; stat still
         // prints the others (and exits 1).

@@ -122,37 +122,36 @@ impl Host {
 }
 
 impl Host {
-    /// Runs `request.program` with its arguments on the host: here through
-    /// the shared fork helper, there through the remote user's shell on the
-    /// shared connection (`request.env` set for it in the command line),
-    /// either way within `request.timeout` and keeping
-    /// `request.output_limit` bytes of each stream. A program missing
-    /// there is the shell's exit status 127 and its "not found" on stderr.
-    pub async fn run(&self, request: &ForkRequest<'_>) -> Result<ForkOutput, HostError> {
-        self.run_with_input(request, &[]).await
-    }
-
-    /// [`Host::run`] with `input` as the program's standard input; only a
-    /// remote host takes input (nothing here needs it yet), so here it
-    /// must be empty.
-    pub async fn run_with_input(&self, request: &ForkRequest<'_>, input: &[u8]) -> Result<ForkOutput, HostError> {
+    /// Runs `program` with `args` on the host, within `timeout`, keeping
+    /// `limit` bytes of each of stdout and stderr: here through the shared
+    /// fork helper, there through the remote user's shell on the shared
+    /// connection, with `input` as its standard input (for what must not
+    /// appear on a command line the remote host's users can list). Only a
+    /// remote program takes input (nothing here needs it), so here it must
+    /// be empty. A program missing there is the shell's exit status 127
+    /// and its complaint on stderr.
+    pub async fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        input: &[u8],
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<ForkOutput, HostError> {
         let Some(r) = &self.remote else {
             debug_assert!(input.is_empty(), "standard input is sent to remote programs only");
-            return Ok(duct_core::source::run(request).await?);
+            let request = ForkRequest {
+                program,
+                args,
+                env: &[],
+                timeout,
+                output_limit: limit,
+            };
+            return Ok(duct_core::source::run(&request).await?);
         };
-        let program = request.program.to_string_lossy();
-        let args: Vec<&str> = request.args.iter().map(String::as_str).collect();
-        let mut line = String::new();
-        for (name, value) in request.env {
-            line.push_str(name);
-            line.push('=');
-            line.push_str(&duct_ssh::shell_quote(value));
-            line.push(' ');
-        }
-        line.push_str(&duct_ssh::command_line(&program, &args));
-        Ok(r.conn
-            .exec_with_input(&line, input.to_vec(), request.timeout, request.output_limit)
-            .await?)
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let line = duct_ssh::command_line(&program.to_string_lossy(), &args);
+        Ok(r.conn.exec_with_input(&line, input.to_vec(), timeout, limit).await?)
     }
 }
 

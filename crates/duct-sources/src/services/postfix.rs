@@ -28,7 +28,6 @@ use serde::Deserialize;
 
 use super::{budget, program_failure, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
 use crate::linux::host::Host;
-use duct_core::source::ForkRequest;
 
 /// The queues Duct reported, in its order.
 const QUEUES: &[&str] = &[
@@ -157,13 +156,13 @@ impl Postfix {
         let script = remote_script(&self.spool);
         let out = self
             .host
-            .run(&ForkRequest {
-                program: Path::new("sh"),
-                args: &["-c".to_string(), script],
-                env: &[],
-                timeout: self.budget,
-                output_limit: MAX_REPLY_BYTES,
-            })
+            .run(
+                Path::new("sh"),
+                &["-c".to_string(), script],
+                &[],
+                self.budget,
+                MAX_REPLY_BYTES,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if out.code != Some(0) {

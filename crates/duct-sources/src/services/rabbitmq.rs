@@ -31,7 +31,6 @@ use super::conn::shown;
 use super::web::{json, Access, Api, WebError};
 use super::{budget, program_failure, Faults, DEFAULT_TIMEOUT, MAX_REPLY_BYTES};
 use crate::linux::host::Host;
-use duct_core::source::ForkRequest;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -192,13 +191,7 @@ impl Queues {
         };
         let out = self
             .host
-            .run(&ForkRequest {
-                program,
-                args,
-                env: &[],
-                timeout: self.budget,
-                output_limit: MAX_REPLY_BYTES,
-            })
+            .run(program, args, &[], self.budget, MAX_REPLY_BYTES)
             .await
             .map_err(|e| e.to_string())?;
         if out.code != Some(0) {

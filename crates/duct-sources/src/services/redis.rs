@@ -36,7 +36,6 @@ use super::{
 };
 use crate::linux::host::Host;
 use crate::network::tls_policy;
-use duct_core::source::ForkRequest;
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -316,15 +315,12 @@ impl Queues {
     async fn length_remote(&self, cli: &RemoteCli) -> Result<i64, ServiceError> {
         let out = cli
             .host
-            .run_with_input(
-                &ForkRequest {
-                    program: Path::new(&cli.program),
-                    args: &cli.args,
-                    env: &[],
-                    timeout: self.budget,
-                    output_limit: MAX_REPLY_BYTES,
-                },
+            .run(
+                Path::new(&cli.program),
+                &cli.args,
                 cli.input.text.as_bytes(),
+                self.budget,
+                MAX_REPLY_BYTES,
             )
             .await
             .map_err(|e| ServiceError::Io {

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use duct_core::config::Diagnostic;
-use duct_core::source::ForkRequest;
 use duct_core::{Event, Metric, Source, SourceArgs, SourceContext, SourceSpec};
 use serde::Deserialize;
 
@@ -122,13 +121,7 @@ impl Stats {
     async fn stats(&self) -> Result<Vec<(String, Metric)>, ServiceError> {
         let out = self
             .host
-            .run(&ForkRequest {
-                program: &self.executable,
-                args: &self.args,
-                env: &[],
-                timeout: self.budget,
-                output_limit: MAX_REPLY_BYTES,
-            })
+            .run(&self.executable, &self.args, &[], self.budget, MAX_REPLY_BYTES)
             .await
             .map_err(|e| ServiceError::Io {
                 doing: "running it".into(),
