@@ -44,6 +44,7 @@ seed proc 06 $fx/linux/pid-status
 seed proc 07 $fx/linux/uptime
 seed proc 08 $fx/linux/passwd
 seed proc 09 $fx/linux/mounts*
+seed proc 0a $fx/linux/process-snapshot
 
 seed host_commands 00 $fx/linux/sensors-u
 seed host_commands 01 $fx/linux/smartctl-scan

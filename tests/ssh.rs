@@ -148,6 +148,56 @@ fn disk_free_over_ssh_measures_the_same_filesystems() {
 }
 
 #[test]
+fn process_stats_over_ssh_see_the_same_processes() {
+    let Some(keys) = SshKeys::make("ssh-keys-ps") else {
+        return;
+    };
+    let sshd = Sshd::start(&keys, "sshd-ps", None);
+    let dir = TempDir::new("ssh-ps");
+    let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
+    // A process of a name no other test uses, older than the second
+    // ProcessStats wants.
+    let probe = dir.path().join("ductd-probe");
+    std::fs::copy("/bin/sleep", &probe).unwrap();
+    let mut child = std::process::Command::new(&probe).arg("600").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let source = "duct.sources.linux.process.ProcessStats";
+    let config = globals(&keys, &kh)
+        + "sources:\n"
+        + &remote("r", source, &sshd, "")
+        + &format!("  - {{service: l, source: {source}}}\n");
+    let (events, stderr) = once(&dir, &config);
+    child.kill().ok();
+    child.wait().ok();
+
+    // Duct's name: the command's first word and its comm, each stripped
+    // to word characters.
+    let word = |t: &str| -> String { t.chars().filter(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let key = format!("{}.ductdprobe", word(probe.to_str().unwrap()));
+    let value = |n: &str| metric(get(&events, n, &stderr)).unwrap();
+    for side in ["l", "r"] {
+        assert!(value(&format!("{side}.user.root.mem")) > 0.0, "{side}: root's memory");
+        assert!(
+            value(&format!("{side}.proc.{key}.age")) >= 1.0,
+            "{side}: the probe's age"
+        );
+        assert!(value(&format!("{side}.proc.{key}.cpu")) < 5.0, "{side}: sleep is idle");
+    }
+    // The same process, read both ways a moment apart.
+    assert_eq!(value(&format!("l.proc.{key}.mem")), value(&format!("r.proc.{key}.mem")));
+    assert!((value(&format!("l.proc.{key}.age")) - value(&format!("r.proc.{key}.age"))).abs() <= 2.0);
+    // What lasts (this test, sshd, the probe) is there both ways; what
+    // other tests start and stop meanwhile may not be.
+    let (l, r) = (names_under(&events, "l.proc."), names_under(&events, "r.proc."));
+    let common = l.iter().filter(|n| r.contains(n)).count();
+    assert!(common * 2 > l.len(), "most names agree: here {l:?}, over SSH {r:?}");
+    for ev in events.values() {
+        assert_eq!(state(ev), "ok", "{ev}");
+    }
+    assert_eq!(sshd.logins(), 1, "{}", sshd.log_text());
+}
+
+#[test]
 fn unknown_and_changed_host_keys_are_refused_as_critical_events() {
     let Some(keys) = SshKeys::make("ssh-keys-refuse") else {
         return;
@@ -394,6 +444,7 @@ fn duct_configurations_with_use_ssh_pass_check() {
          \x20     - {service: load, source: duct.sources.linux.basic.LoadAverage, use_ssh: True}\n\
          \x20     - {service: cpu, source: duct.sources.linux.basic.CPU, use_ssh: True}\n\
          \x20     - {service: smart, source: duct.sources.linux.sensors.SMART, use_ssh: True}\n\
+         \x20     - {service: ps, source: duct.sources.linux.process.ProcessStats, use_ssh: True}\n\
          blueprint:\n  - toolbox: remote_host\n    sets:\n      ssh_host: [web1, web2, db1]\n\
          sources:\n  - {service: one, source: duct.sources.linux.basic.Memory, use_ssh: True, ssh_host: web9, ssh_password: pw}\n\
          \x20 - {service: dns, source: duct.sources.unbound.Stats, use_ssh: True, ssh_host: ns1}\n\

@@ -1,19 +1,23 @@
 //! Fuzz entry points for the host parsers (see [`crate::fuzzing`]).
 
 use std::hint::black_box;
+use std::time::Duration;
 
+use super::host::Host;
+use super::HostPaths;
 use super::{cpu, diskfree, diskio, ipsec, load, memory, network, process, sensors, smart};
 use crate::fuzzing::{choose, text, two_parts};
 
 /// A file of `/proc`, the first byte choosing which: `stat`, `meminfo`,
 /// `loadavg`, `diskstats`, `net/dev`, `PID/stat`, `PID/status`, `uptime`,
-/// `/etc/passwd`, `mounts`.
+/// `/etc/passwd`, `mounts`, and ProcessStats' remote snapshot (summed as
+/// the source sums it).
 pub fn proc_file(data: &[u8]) {
     let Some((which, rest)) = choose(data) else {
         return;
     };
     let text = text(rest);
-    match which % 10 {
+    match which % 11 {
         0 => {
             let mut times = Vec::new();
             if cpu::parse_stat(&text, &mut times).is_ok() {
@@ -60,9 +64,16 @@ pub fn proc_file(data: &[u8]) {
         8 => {
             black_box(process::parse_passwd(&text));
         }
-        _ => {
+        9 => {
             let mounts: Vec<_> = diskfree::parse_mounts(&text).collect();
             black_box(mounts);
+        }
+        _ => {
+            if let Ok(snapshot) = process::parse_snapshot(&text) {
+                let host = Host::from(&HostPaths::from_vars(|_| None));
+                let mut stats = process::RemoteProcessStats::new(host, Duration::from_secs(1));
+                black_box(stats.tally(&snapshot));
+            }
         }
     }
 }

@@ -44,14 +44,20 @@ pub fn stats_spec() -> SourceSpec {
         ],
         build_stats,
     )
+    .over_ssh()
 }
 
 fn build_count(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
     Ok(Box::new(ProcessCount { host: Host::of(args) }))
 }
 
-fn build_stats(_: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
-    Ok(Box::new(ProcessStats::new(&HostPaths::from_env())))
+fn build_stats(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
+    let host = Host::of(args);
+    if host.remote().is_none() {
+        return Ok(Box::new(ProcessStats::new(host.paths())));
+    }
+    let timeout = std::time::Duration::from_secs_f64(args.settings.timeout);
+    Ok(Box::new(RemoteProcessStats::new(host, timeout)))
 }
 
 /// Whether a `/proc` entry is a process.
@@ -86,6 +92,8 @@ impl Source for ProcessCount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PidStat<'a> {
     pub comm: &'a str,
+    /// `R`, `S`, … `Z` for a zombie.
+    pub state: &'a str,
     pub flags: u64,
     /// User and system time, in clock ticks.
     pub cpu_ticks: u64,
@@ -102,6 +110,7 @@ pub(crate) fn parse_pid_stat(text: &str) -> Result<PidStat<'_>, ParseError> {
     let comm = text.get(open + 1..close).ok_or(ParseError::Missing("comm"))?;
     // Fields from the third (state) on; see proc(5) for the numbering.
     let mut fields = text[close + 1..].split_ascii_whitespace();
+    let state = fields.next().ok_or(ParseError::Missing("state"))?;
     let mut field = |skip: usize, what: &'static str| -> Result<u64, ParseError> {
         let f = fields.nth(skip).ok_or(ParseError::Missing(what))?;
         // rss is signed in the kernel's format; clamp odd negatives to 0.
@@ -110,13 +119,14 @@ pub(crate) fn parse_pid_stat(text: &str) -> Result<PidStat<'_>, ParseError> {
         }
         number(what, f)
     };
-    let flags = field(6, "flags")?; // field 9
+    let flags = field(5, "flags")?; // field 9
     let utime = field(4, "utime")?; // field 14
     let stime = field(0, "stime")?; // field 15
     let start_ticks = field(6, "starttime")?; // field 22
     let rss_pages = field(1, "rss")?; // field 24
     Ok(PidStat {
         comm,
+        state,
         flags,
         cpu_ticks: utime.saturating_add(stime),
         start_ticks,
@@ -202,11 +212,24 @@ pub(crate) fn cpu_percent(previous: Option<(u64, f64)>, ticks: u64, started: f64
     }
 }
 
-/// User names, re-read when the passwd file changes.
+/// User names by id, as Duct named users: lower-cased and stripped to
+/// word characters.
+fn user_names(passwd: &str) -> HashMap<u32, String> {
+    parse_passwd(passwd)
+        .into_iter()
+        .map(|(uid, name)| (uid, word_chars(&name.to_lowercase())))
+        .collect()
+}
+
+/// The user's name, or the number `ps` would show for an unknown one.
+fn user_name(names: &HashMap<u32, String>, uid: u32) -> String {
+    names.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+}
+
+/// User names of this machine, re-read when the passwd file changes.
 struct Users {
     passwd: PathBuf,
     modified: Option<SystemTime>,
-    /// Lower-cased and stripped to word characters, as Duct named users.
     names: HashMap<u32, String>,
 }
 
@@ -218,18 +241,8 @@ impl Users {
         }
         self.modified = modified;
         self.names = fs::read_to_string(&self.passwd)
-            .map(|text| {
-                parse_passwd(&text)
-                    .into_iter()
-                    .map(|(uid, name)| (uid, word_chars(&name.to_lowercase())))
-                    .collect()
-            })
+            .map(|text| user_names(&text))
             .unwrap_or_default();
-    }
-
-    /// The user's name, or the number `ps` would show for an unknown one.
-    fn name(&self, uid: u32) -> String {
-        self.names.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
     }
 }
 
@@ -240,6 +253,13 @@ struct Totals {
     age: u64,
 }
 
+/// One tick's sums per process name and per user.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    procs: BTreeMap<String, Totals>,
+    users: BTreeMap<String, Totals>,
+}
+
 /// One tick's reading of one process.
 struct Sample {
     start_ticks: u64,
@@ -247,17 +267,109 @@ struct Sample {
     uptime: f64,
 }
 
-pub(crate) struct ProcessStats {
-    proc: PathBuf,
-    uptime: ProcFile,
-    users: Users,
-    /// Clock ticks per second and bytes per page, asked of the system once.
+/// What turns readings of processes into a tick's sums, wherever they
+/// were read: the clock, the page size and the previous tick's CPU times.
+struct Rates {
+    /// Clock ticks per second and bytes per page of the observed host.
     hz: f64,
     page_size: u64,
     /// The previous tick's CPU reading per pid, for rates; swapped with
     /// `current` each tick.
     previous: HashMap<u32, Sample>,
     current: HashMap<u32, Sample>,
+}
+
+impl Rates {
+    /// Whether a process counts: not a kernel thread nor a zombie, and at
+    /// least a second old (younger ones are left out, as by the `ps` Duct
+    /// ran).
+    fn counts(&self, stat: &PidStat<'_>, uptime: f64) -> bool {
+        let kernel_or_dead = stat.flags & PF_KTHREAD != 0 || matches!(stat.state, "Z" | "X");
+        !kernel_or_dead && uptime - stat.start_ticks as f64 / self.hz >= 1.0
+    }
+
+    /// Adds a process that counts, named `key` and run by `user`.
+    fn add(&mut self, tally: &mut Tally, pid: u32, stat: &PidStat<'_>, uptime: f64, key: &str, user: String) {
+        let started = stat.start_ticks as f64 / self.hz;
+        let previous = self
+            .previous
+            .get(&pid)
+            .filter(|p| p.start_ticks == stat.start_ticks)
+            .map(|p| (p.cpu_ticks, p.uptime));
+        let cpu = cpu_percent(previous, stat.cpu_ticks, started, uptime, self.hz);
+        self.current.insert(
+            pid,
+            Sample {
+                start_ticks: stat.start_ticks,
+                cpu_ticks: stat.cpu_ticks,
+                uptime,
+            },
+        );
+        let mem_mb = (stat.rss_pages.saturating_mul(self.page_size)) as f64 / (1024.0 * 1024.0);
+        let p = match tally.procs.get_mut(key) {
+            Some(p) => p,
+            None => tally.procs.entry(key.to_string()).or_default(),
+        };
+        p.cpu += cpu;
+        p.mem_mb += mem_mb;
+        p.age = p.age.saturating_add((uptime - started).floor() as u64);
+        let u = tally.users.entry(user).or_default();
+        u.cpu += cpu;
+        u.mem_mb += mem_mb;
+    }
+
+    /// The tick is over: its readings are the next one's previous.
+    fn finish(&mut self) {
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+    }
+}
+
+/// The events of a tick's sums.
+fn tally_events(ctx: &SourceContext, tally: &Tally) -> Vec<Event> {
+    let mut events = Vec::with_capacity(tally.users.len() * 2 + tally.procs.len() * 3);
+    for (user, t) in &tally.users {
+        events.push(ctx.create_event_prefixed(
+            &format!("user.{user}.mem"),
+            "ok",
+            format!("User memory {user}: {:.2}MB", t.mem_mb),
+            t.mem_mb,
+        ));
+        events.push(ctx.create_event_prefixed(
+            &format!("user.{user}.cpu"),
+            "ok",
+            format!("User CPU usage {user}: {:.1}%", t.cpu),
+            t.cpu,
+        ));
+    }
+    for (name, t) in &tally.procs {
+        events.push(ctx.create_event_prefixed(
+            &format!("proc.{name}.age"),
+            "ok",
+            format!("Process age {name}: {}s", t.age),
+            t.age,
+        ));
+        events.push(ctx.create_event_prefixed(
+            &format!("proc.{name}.mem"),
+            "ok",
+            format!("Process memory {name}: {:.2}MB", t.mem_mb),
+            t.mem_mb,
+        ));
+        events.push(ctx.create_event_prefixed(
+            &format!("proc.{name}.cpu"),
+            "ok",
+            format!("Process CPU usage {name}: {:.1}%", t.cpu),
+            t.cpu,
+        ));
+    }
+    events
+}
+
+pub(crate) struct ProcessStats {
+    proc: PathBuf,
+    uptime: ProcFile,
+    users: Users,
+    rates: Rates,
     /// Reused buffers: one file's content each, a path, a process key.
     stat_buf: Vec<u8>,
     other_buf: Vec<u8>,
@@ -277,10 +389,12 @@ impl ProcessStats {
                 modified: None,
                 names: HashMap::new(),
             },
-            hz: if hz > 0 { hz as f64 } else { 100.0 },
-            page_size: u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096),
-            previous: HashMap::new(),
-            current: HashMap::new(),
+            rates: Rates {
+                hz: if hz > 0 { hz as f64 } else { 100.0 },
+                page_size: u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096),
+                previous: HashMap::new(),
+                current: HashMap::new(),
+            },
             stat_buf: Vec::new(),
             other_buf: Vec::new(),
             path: PathBuf::new(),
@@ -295,9 +409,7 @@ impl ProcessStats {
             path: self.proc.clone(),
             source,
         })?;
-        let mut procs: BTreeMap<String, Totals> = BTreeMap::new();
-        let mut users: BTreeMap<String, Totals> = BTreeMap::new();
-        self.current.clear();
+        let mut tally = Tally::default();
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let Some(pid) = pid_of(&name) else {
@@ -318,12 +430,7 @@ impl ProcessStats {
             let Ok(stat) = parse_pid_stat(&stat_text) else {
                 continue;
             };
-            if stat.flags & PF_KTHREAD != 0 {
-                continue;
-            }
-            let started = stat.start_ticks as f64 / self.hz;
-            let age = (uptime - started).floor();
-            if age < 1.0 {
+            if !self.rates.counts(&stat, uptime) {
                 continue;
             }
             if !read("cmdline", &mut self.other_buf) || !process_key(&self.other_buf, stat.comm, &mut self.key) {
@@ -335,76 +442,206 @@ impl ProcessStats {
             let Some(uid) = parse_status_euid(&String::from_utf8_lossy(&self.other_buf)) else {
                 continue;
             };
-            let previous = self
-                .previous
-                .get(&pid)
-                .filter(|p| p.start_ticks == stat.start_ticks)
-                .map(|p| (p.cpu_ticks, p.uptime));
-            let cpu = cpu_percent(previous, stat.cpu_ticks, started, uptime, self.hz);
-            self.current.insert(
-                pid,
-                Sample {
-                    start_ticks: stat.start_ticks,
-                    cpu_ticks: stat.cpu_ticks,
-                    uptime,
-                },
-            );
-            let mem_mb = (stat.rss_pages * self.page_size) as f64 / (1024.0 * 1024.0);
-            let p = match procs.get_mut(self.key.as_str()) {
-                Some(p) => p,
-                None => procs.entry(self.key.clone()).or_default(),
-            };
-            p.cpu += cpu;
-            p.mem_mb += mem_mb;
-            p.age += age as u64;
-            let u = users.entry(self.users.name(uid)).or_default();
-            u.cpu += cpu;
-            u.mem_mb += mem_mb;
+            let user = user_name(&self.users.names, uid);
+            self.rates.add(&mut tally, pid, &stat, uptime, &self.key, user);
         }
-        std::mem::swap(&mut self.previous, &mut self.current);
-
-        let mut events = Vec::with_capacity(users.len() * 2 + procs.len() * 3);
-        for (user, t) in &users {
-            events.push(ctx.create_event_prefixed(
-                &format!("user.{user}.mem"),
-                "ok",
-                format!("User memory {user}: {:.2}MB", t.mem_mb),
-                t.mem_mb,
-            ));
-            events.push(ctx.create_event_prefixed(
-                &format!("user.{user}.cpu"),
-                "ok",
-                format!("User CPU usage {user}: {:.1}%", t.cpu),
-                t.cpu,
-            ));
-        }
-        for (name, t) in &procs {
-            events.push(ctx.create_event_prefixed(
-                &format!("proc.{name}.age"),
-                "ok",
-                format!("Process age {name}: {}s", t.age),
-                t.age,
-            ));
-            events.push(ctx.create_event_prefixed(
-                &format!("proc.{name}.mem"),
-                "ok",
-                format!("Process memory {name}: {:.2}MB", t.mem_mb),
-                t.mem_mb,
-            ));
-            events.push(ctx.create_event_prefixed(
-                &format!("proc.{name}.cpu"),
-                "ok",
-                format!("Process CPU usage {name}: {:.1}%", t.cpu),
-                t.cpu,
-            ));
-        }
-        Ok(events)
+        self.rates.finish();
+        Ok(tally_events(ctx, &tally))
     }
 }
 
 impl Source for ProcessStats {
     fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
         ready(self.tick(ctx))
+    }
+}
+
+/// Marker lines between the parts of [`REMOTE_SNAPSHOT`]'s output. Longer
+/// than the 15 bytes a command name can hold, so that no process can
+/// forge one in the `stat` lines.
+const STAT_MARK: &str = "@@ductd: /proc/PID/stat@@";
+const PS_MARK: &str = "@@ductd: ps pid,euid,args@@";
+const PASSWD_MARK: &str = "@@ductd: /etc/passwd@@";
+
+/// The one command ProcessStats runs on a `use_ssh` host at each tick:
+/// the uptime, clock ticks and page size, every process's `stat` line,
+/// `ps` for the effective user and command line of each (in one
+/// process, where reading each `cmdline` would take one per process),
+/// and the user names. A process that exits meanwhile only makes `cat`
+/// complain.
+const REMOTE_SNAPSHOT: &str = "cat /proc/uptime; getconf CLK_TCK; getconf PAGESIZE; \
+     echo '@@ductd: /proc/PID/stat@@'; cat /proc/[0-9]*/stat 2>/dev/null; \
+     echo '@@ductd: ps pid,euid,args@@'; ps -e -ww -o pid= -o euid= -o args=; \
+     echo '@@ductd: /etc/passwd@@'; cat /etc/passwd";
+
+/// The output of [`REMOTE_SNAPSHOT`], parsed.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Snapshot<'a> {
+    pub uptime: f64,
+    pub hz: f64,
+    pub page_size: u64,
+    /// `stat` lines by pid; a pid seen twice (a command name holding a
+    /// newline) is dropped.
+    pub stats: Vec<(u32, &'a str)>,
+    /// Effective uid and command line (arguments joined by spaces) by pid.
+    pub args: HashMap<u32, (u32, &'a str)>,
+    pub passwd: &'a str,
+}
+
+/// Splits and reads [`REMOTE_SNAPSHOT`]'s output.
+pub(crate) fn parse_snapshot(text: &str) -> Result<Snapshot<'_>, ParseError> {
+    let (head, rest) = split_at_line(text, STAT_MARK).ok_or(ParseError::Missing(STAT_MARK))?;
+    let (stat_part, rest) = split_at_line(rest, PS_MARK).ok_or(ParseError::Missing(PS_MARK))?;
+    let (ps_part, passwd) = split_at_line(rest, PASSWD_MARK).ok_or(ParseError::Missing(PASSWD_MARK))?;
+    let mut lines = head.lines();
+    let uptime = parse_uptime(lines.next().unwrap_or(""))?;
+    let mut constant = |what: &'static str| -> Result<u64, ParseError> {
+        let line = lines.next().ok_or(ParseError::Missing(what))?;
+        number(what, line.trim()).and_then(|n| if n == 0 { Err(ParseError::Missing(what)) } else { Ok(n) })
+    };
+    let hz = constant("CLK_TCK")? as f64;
+    let page_size = constant("PAGESIZE")?;
+
+    let mut stats: Vec<(u32, &str)> = stat_part
+        .lines()
+        .filter_map(|line| Some((line.split_once(" (")?.0.parse().ok()?, line)))
+        .collect();
+    stats.sort_unstable_by_key(|(pid, _)| *pid);
+    let unique = stats
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|same_pid| same_pid.len() == 1)
+        .map(|one| one[0])
+        .collect();
+    let args = ps_part
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let (pid, rest) = line.split_once(' ')?;
+            let rest = rest.trim_start();
+            let (euid, args) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some((pid.parse().ok()?, (euid.parse().ok()?, args.trim_start())))
+        })
+        .collect();
+    Ok(Snapshot {
+        uptime,
+        hz,
+        page_size,
+        stats: unique,
+        args,
+        passwd,
+    })
+}
+
+/// The text before and after the line `mark`.
+fn split_at_line<'a>(text: &'a str, mark: &str) -> Option<(&'a str, &'a str)> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end_matches('\n') == mark {
+            return Some((&text[..at], &text[at + line.len()..]));
+        }
+        at += line.len();
+    }
+    None
+}
+
+/// The command line `ps` shows, as the NUL-separated one `process_key`
+/// reads: `ps` shows an empty one as the name in brackets.
+fn ps_cmdline<'a>(args: &'a str, comm: &str) -> &'a str {
+    let bracketed = args.strip_prefix('[').and_then(|a| a.strip_suffix(']'));
+    if bracketed == Some(comm) {
+        ""
+    } else {
+        args
+    }
+}
+
+/// ProcessStats on a `use_ssh` host: one [`REMOTE_SNAPSHOT`] per tick,
+/// read by the same parsers and summed by the same [`Rates`].
+pub(crate) struct RemoteProcessStats {
+    host: Host,
+    timeout: std::time::Duration,
+    rates: Rates,
+    key: String,
+}
+
+impl RemoteProcessStats {
+    pub fn new(host: Host, timeout: std::time::Duration) -> Self {
+        RemoteProcessStats {
+            host,
+            timeout,
+            rates: Rates {
+                // Until the first snapshot says what the host uses.
+                hz: 100.0,
+                page_size: 4096,
+                previous: HashMap::new(),
+                current: HashMap::new(),
+            },
+            key: String::new(),
+        }
+    }
+
+    async fn tick(&mut self, ctx: &SourceContext) -> Result<Vec<Event>, HostError> {
+        let args = ["-c".to_string(), REMOTE_SNAPSHOT.to_string()];
+        let out = self
+            .host
+            .run("sh".as_ref(), &args, &[], self.timeout, super::host::REMOTE_READ_LIMIT)
+            .await?;
+        let label = self
+            .host
+            .remote()
+            .map(|r| r.connection().target().label())
+            .unwrap_or_default();
+        let snapshot = parse_snapshot(&out.stdout).map_err(|source| match out.stderr.lines().next() {
+            // The command failed before its end: what it said is the cause.
+            Some(first) if !out.stdout.contains(PASSWD_MARK) => HostError::Remote(duct_ssh::SshError::Read {
+                target: label.clone(),
+                path: "/proc".into(),
+                reason: first.to_string(),
+            }),
+            _ => HostError::Parse {
+                path: format!("{label}: the process table").into(),
+                source,
+            },
+        })?;
+        let tally = self.tally(&snapshot);
+        Ok(tally_events(ctx, &tally))
+    }
+
+    /// Sums a snapshot, as [`ProcessStats::tick`] sums the files here.
+    pub(crate) fn tally(&mut self, snapshot: &Snapshot<'_>) -> Tally {
+        self.rates.hz = snapshot.hz;
+        self.rates.page_size = snapshot.page_size;
+        let names = user_names(snapshot.passwd);
+        let mut tally = Tally::default();
+        for &(pid, line) in &snapshot.stats {
+            let Ok(stat) = parse_pid_stat(line) else {
+                continue;
+            };
+            if !self.rates.counts(&stat, snapshot.uptime) {
+                continue;
+            }
+            // Exited before `ps` ran: left out, as when a file of it
+            // cannot be read here.
+            let Some(&(euid, args)) = snapshot.args.get(&pid) else {
+                continue;
+            };
+            if !process_key(ps_cmdline(args, stat.comm).as_bytes(), stat.comm, &mut self.key) {
+                continue;
+            }
+            let user = user_name(&names, euid);
+            self.rates.add(&mut tally, pid, &stat, snapshot.uptime, &self.key, user);
+        }
+        self.rates.finish();
+        tally
+    }
+}
+
+impl Source for RemoteProcessStats {
+    fn get<'a>(&'a mut self, ctx: &'a SourceContext) -> Poll<'a> {
+        Box::pin(async move {
+            let result = self.tick(ctx).await;
+            reported(ctx, result)
+        })
     }
 }
 
@@ -427,6 +664,7 @@ mod tests {
             s,
             PidStat {
                 comm: "cat",
+                state: "R",
                 flags: 4194304,
                 cpu_ticks: 0,
                 start_ticks: 166603,
@@ -521,8 +759,8 @@ mod tests {
         // written in them.
         let paths = paths_in(&dir.0);
         let probe = ProcessStats::new(&paths);
-        let hz = probe.hz as u64;
-        let page_mb = probe.page_size as f64 / (1024.0 * 1024.0);
+        let hz = probe.rates.hz as u64;
+        let page_mb = probe.rates.page_size as f64 / (1024.0 * 1024.0);
         dir.write("proc/uptime", "1000.00 1900.00\n");
         write_process(
             &dir,
@@ -582,6 +820,74 @@ mod tests {
         let cpu = events.iter().find(|e| e.service == "ps.proc.bash.cpu").unwrap();
         assert_eq!(cpu.metric, Some(Metric::Float(50.0)));
         assert_eq!(cpu.description, "Process CPU usage bash: 50.0%");
+    }
+
+    const SNAPSHOT: &str = include_str!("../../tests/fixtures/linux/process-snapshot");
+
+    fn remote_stats() -> RemoteProcessStats {
+        // The host is not used by `tally`: the snapshot is given.
+        let host = Host::from(&HostPaths::from_vars(|_| None));
+        RemoteProcessStats::new(host, std::time::Duration::from_secs(1))
+    }
+
+    #[test]
+    fn reads_a_captured_remote_snapshot() {
+        let s = parse_snapshot(SNAPSHOT).unwrap();
+        assert_eq!((s.uptime, s.hz, s.page_size), (22964.13, 100.0, 4096));
+        assert_eq!(s.stats.len(), 71);
+        assert_eq!(s.args.len(), 72);
+        assert_eq!(s.args[&1].0, 0);
+        assert!(s.args[&1].1.starts_with("/process_api --firecracker-init"));
+        assert_eq!(s.args[&2], (0, "[kthreadd]"));
+        assert!(s.passwd.starts_with("root:x:0:0:"));
+        // The shell running the snapshot shows the marks in its command
+        // line, which is no mark line.
+        assert!(s.args.values().any(|(_, a)| a.contains(PS_MARK)));
+
+        let mut src = remote_stats();
+        let tally = src.tally(&s);
+        let names: Vec<&str> = tally.procs.keys().map(String::as_str).collect();
+        // Kernel threads and what started within the last second (the
+        // snapshot's own sh, cat and ps) are left out.
+        assert_eq!(
+            names,
+            [
+                "bash",
+                "line_io_toolsbinary_backend.memfdsealed91",
+                "process_api",
+                "tmpfznonex86_64unknownlinuxgnureleaseconfig.config"
+            ]
+        );
+        assert_eq!(tally.users.keys().collect::<Vec<_>>(), ["root"]);
+    }
+
+    #[test]
+    fn remote_snapshots_drop_forged_lines_zombies_and_the_unfinished() {
+        let stat = |pid: u32, comm: &str, state: &str| {
+            stat_line(pid, comm, 0x400000, 100, 100, 10).replacen(" S ", &format!(" {state} "), 1)
+        };
+        let text = format!(
+            "1000.0 1.0\n100\n4096\n{STAT_MARK}\n{}{}{}{}{}{PS_MARK}\n  7  1000 /bin/app -x\n  8 0 [fake]\n  9 0 [nine]\n 10 0 zombie\n{PASSWD_MARK}\nalice:x:1000:1000::/:/bin/sh\n",
+            stat(7, "app", "S"),
+            stat(8, "fake", "S").replacen("8 (", "8 (\n8 (", 1),
+            stat(9, "nine", "S"),
+            stat(10, "zombie", "Z"),
+            stat(11, "gone", "S"),
+        );
+        let s = parse_snapshot(&text).unwrap();
+        let pids: Vec<u32> = s.stats.iter().map(|(p, _)| *p).collect();
+        assert_eq!(pids, [7, 9, 10, 11], "a pid seen twice is dropped");
+        let tally = remote_stats().tally(&s);
+        // 8 is dropped, 9 has an empty command line, 10 is a zombie, 11
+        // exited before `ps` ran.
+        assert_eq!(tally.procs.keys().collect::<Vec<_>>(), ["binapp.app"]);
+        assert_eq!(tally.users.keys().collect::<Vec<_>>(), ["alice"]);
+        assert_eq!(tally.procs["binapp.app"].age, 999);
+
+        let cut = &text[..text.find(PS_MARK).unwrap()];
+        assert_eq!(parse_snapshot(cut), Err(ParseError::Missing(PS_MARK)));
+        let bad = text.replacen("\n100\n", "\n0\n", 1);
+        assert!(parse_snapshot(&bad).is_err(), "a zero clock rate");
     }
 
     #[tokio::test]
