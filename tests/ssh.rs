@@ -450,7 +450,8 @@ fn duct_configurations_with_use_ssh_pass_check() {
          \x20 - {service: dns, source: duct.sources.unbound.Stats, use_ssh: True, ssh_host: ns1}\n\
          \x20 - {service: mq, source: duct.sources.rabbitmq.Queues, vhost: /, use_ssh: True, ssh_host: mq1}\n\
          \x20 - {service: celery, source: duct.sources.redis.Queues, queue: celery, clipath: /usr/bin/redis-cli, use_ssh: True, ssh_host: mq1}\n\
-         \x20 - {service: mail, source: duct.sources.postfix.Postfix, use_ssh: True, ssh_host: mx1}\n",
+         \x20 - {service: mail, source: duct.sources.postfix.Postfix, use_ssh: True, ssh_host: mx1}\n\
+         \x20 - {service: vpn, source: duct.sources.linux.ipsec.StrongSwan, use_ssh: True, ssh_host: gw1}\n",
     );
     let (code, stdout, stderr) = ductd_output(&["check", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");

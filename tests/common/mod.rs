@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod charon;
 pub mod sshd;
 
 use std::collections::HashMap;
@@ -103,13 +104,20 @@ pub fn services_required() -> bool {
 }
 
 /// The path of `name` (searched in PATH and the sbin and lib directories
-/// Debian puts servers in). When it is missing: `None` after printing why
-/// the test is skipped, or a panic under `DUCT_REQUIRE_SERVICES=1`.
+/// Debian puts servers in, strongSwan's among them). When it is missing:
+/// `None` after printing why the test is skipped, or a panic under
+/// `DUCT_REQUIRE_SERVICES=1`.
 pub fn require_binary(name: &str, package: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    for extra in ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/lib/postgresql"] {
+    for extra in [
+        "/usr/sbin",
+        "/sbin",
+        "/usr/local/sbin",
+        "/usr/lib/postgresql",
+        "/usr/lib/ipsec",
+    ] {
         dirs.push(PathBuf::from(extra));
     }
     if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {

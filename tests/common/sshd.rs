@@ -89,6 +89,12 @@ pub struct Sshd {
 impl Sshd {
     /// sshd with `keys`, on a free port; `password` lets root log in with it.
     pub fn start(keys: &SshKeys, tag: &str, password: Option<&str>) -> Sshd {
+        Self::start_with_env(keys, tag, password, &[])
+    }
+
+    /// The same, with `env` (name, value) set in every session (`SetEnv`),
+    /// as a host's own login environment would set them.
+    pub fn start_with_env(keys: &SshKeys, tag: &str, password: Option<&str>, env: &[(&str, &str)]) -> Sshd {
         let dir = TempDir::new(tag);
         let port = free_port();
         let d = dir.path();
@@ -109,10 +115,15 @@ impl Sshd {
                  PubkeyAuthentication yes\n\
                  PrintMotd no\n\
                  LogLevel VERBOSE\n\
-                 MaxStartups 200\n",
+                 MaxStartups 200\n\
+                 {set_env}",
                 host_key = keys.host_key.display(),
                 d = d.display(),
                 pw = if password.is_some() { "yes" } else { "no" },
+                set_env = env
+                    .iter()
+                    .map(|(name, value)| format!("SetEnv {name}=\"{value}\"\n"))
+                    .collect::<String>(),
             ),
         );
         if let Some(pw) = password {

@@ -23,8 +23,8 @@ use super::host::{Host, Remote};
 /// The shell's exit status for a command it cannot find.
 const NOT_FOUND: i32 = 127;
 
-/// Searched after the `PATH`.
-const SBIN_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin"];
+/// Searched after the `PATH`, here and on a remote host.
+pub(crate) const SBIN_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin"];
 
 /// One external program a source runs.
 pub(crate) struct Tool {

@@ -5,12 +5,19 @@
 //!
 //! When the tool runs but fails (charon stopped), every tunnel seen before
 //! is reported down: a dead daemon is the outage this source watches for.
+//!
+//! With `use_ssh: true` the tool runs on the remote host; which tool it has
+//! and whether its login user is root (for the `sudo` default) are asked
+//! there in one command until a tool is found. Everything after that is
+//! the same code here and there.
 
 use duct_core::config::Diagnostic;
+use duct_core::source::FORK_OUTPUT_LIMIT;
 use duct_core::{Event, Poll, Source, SourceArgs, SourceContext, SourceError, SourceSpec};
 use serde::Deserialize;
 
-use super::command::{find_program, first_line, Tool};
+use super::command::{find_program, first_line, Tool, SBIN_DIRS};
+use super::host::Host;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -18,7 +25,7 @@ struct Options {
     /// `ipsec` (statusall) or `swanctl`; the first installed when absent.
     tool: Option<String>,
     /// Run through `sudo -n`, as Duct did; by default only when ductd is
-    /// not root.
+    /// not root (with `use_ssh`: when the remote login user is not root).
     sudo: Option<bool>,
 }
 
@@ -29,6 +36,7 @@ pub fn spec() -> SourceSpec {
         &["(service).(connection): 1 and ok when its IKE SA is established, 0 and critical otherwise"],
         build,
     )
+    .over_ssh()
 }
 
 /// Which strongSwan interface to ask.
@@ -41,6 +49,10 @@ pub(crate) enum Flavour {
 }
 
 impl Flavour {
+    /// Both, in the order they are looked for: Duct's `ipsec` wins where
+    /// strongswan-starter is installed beside swanctl.
+    const PREFERRED: [Flavour; 2] = [Flavour::Ipsec, Flavour::Swanctl];
+
     fn program(self) -> &'static str {
         match self {
             Flavour::Ipsec => "ipsec",
@@ -64,15 +76,48 @@ fn build(args: &SourceArgs<'_>) -> Result<Box<dyn Source>, Diagnostic> {
         Some("swanctl") => Some(Flavour::Swanctl),
         Some(other) => return Err(args.invalid("tool", format!("expected `ipsec` or `swanctl`, found `{other}`"))),
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let host = Host::of(args);
+    // A remote login user's uid is known only once the host is asked.
+    let sudo = opts.sudo.or_else(|| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        host.remote().is_none().then_some(!root)
+    });
     Ok(Box::new(StrongSwan {
+        host,
         flavour,
-        sudo: opts.sudo.unwrap_or(!root),
+        sudo,
         runner: None,
         known: Vec::new(),
         said_missing: false,
     }))
+}
+
+/// The one command that asks a remote host for its login user's uid (first
+/// line) and which strongSwan tools its shell finds, one name a line, in
+/// the order the local search prefers them; on the `PATH` a remote
+/// [`Tool`] runs them with.
+fn probe_command() -> String {
+    let names = Flavour::PREFERRED.map(Flavour::program);
+    let script = format!(
+        "PATH=\"$PATH:{}\"; id -u; for t in {}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done; exit 0",
+        SBIN_DIRS.join(":"),
+        names.join(" ")
+    );
+    duct_ssh::command_line("sh", &["-c", &script])
+}
+
+/// What the probe found: whether the login user is root, and the tools
+/// installed, preferred first. `None` when the first line is no uid (no
+/// POSIX shell there, or `id` missing).
+pub(crate) fn parse_probe(text: &str) -> Option<(bool, Vec<Flavour>)> {
+    let mut lines = text.lines().map(str::trim);
+    let uid: u32 = lines.next()?.parse().ok()?;
+    let mut found: Vec<Flavour> = lines
+        .filter_map(|l| Flavour::PREFERRED.into_iter().find(|f| f.program() == l))
+        .collect();
+    found.dedup();
+    Some((uid == 0, found))
 }
 
 /// Tunnels and whether each is up, in the order strongSwan lists them.
@@ -150,15 +195,20 @@ pub(crate) fn parse_swanctl<'a>(conns: &'a str, sas: &'a str) -> Tunnels<'a> {
 }
 
 pub(crate) struct StrongSwan {
-    /// Configured, or found at the first tick.
+    /// This machine, or the remote host the tool runs on.
+    host: Host,
+    /// Configured, or found at the first tick that finds one.
     flavour: Option<Flavour>,
-    sudo: bool,
+    /// Configured, or decided by whether the tool's user is root: ductd's
+    /// here (at once), the login user's there (once the host is asked).
+    sudo: Option<bool>,
     /// `sudo` or the strongSwan tool itself, once the flavour is known.
     runner: Option<Tool>,
     /// Tunnels of the last successful reading, reported down when the
     /// daemon stops answering.
     known: Vec<String>,
-    /// Neither tool is installed, and that has been logged.
+    /// Neither tool is installed (or the remote host could not tell), and
+    /// that has been logged.
     said_missing: bool,
 }
 
@@ -169,15 +219,17 @@ impl StrongSwan {
         &mut self,
         ctx: &SourceContext,
         flavour: Flavour,
+        sudo: bool,
         args: &[&str],
     ) -> Result<Option<String>, SourceError> {
-        let sudo = self.sudo;
+        let host = &self.host;
         let runner = self.runner.get_or_insert_with(|| {
-            if sudo {
+            let tool = if sudo {
                 Tool::new("sudo", "sudo")
             } else {
                 Tool::new(flavour.program(), flavour.package())
-            }
+            };
+            tool.on(host)
         });
         let mut full = Vec::with_capacity(args.len() + 2);
         if sudo {
@@ -200,30 +252,64 @@ impl StrongSwan {
         Ok(Some(out.stdout))
     }
 
-    fn detect(&mut self, ctx: &SourceContext) -> Option<Flavour> {
-        if self.flavour.is_none() {
-            self.flavour = [Flavour::Ipsec, Flavour::Swanctl]
+    /// The tool to run and whether through sudo: as configured, else
+    /// found here, or asked of the remote host, until one is installed.
+    async fn detect(&mut self, ctx: &SourceContext) -> Result<Option<(Flavour, bool)>, SourceError> {
+        if let (Some(flavour), Some(sudo)) = (self.flavour, self.sudo) {
+            return Ok(Some((flavour, sudo)));
+        }
+        let found = match self.host.remote() {
+            None => Flavour::PREFERRED
                 .into_iter()
-                .find(|f| find_program(f.program()).is_some());
+                .find(|f| find_program(f.program()).is_some()),
+            Some(remote) => {
+                let conn = remote.connection();
+                let out = conn.exec(&probe_command(), remote.timeout(), FORK_OUTPUT_LIMIT).await?;
+                let Some((root, installed)) = parse_probe(&out.stdout) else {
+                    if !std::mem::replace(&mut self.said_missing, true) {
+                        let why = [&out.stderr, &out.stdout]
+                            .map(|t| first_line(t))
+                            .into_iter()
+                            .find(|l| !l.is_empty())
+                            .unwrap_or("no output");
+                        tracing::warn!(service = %ctx.service(), "cannot tell which strongSwan tool {} has: the answer to `id -u` and `command -v` did not start with a uid ({why}; exit status {:?}); no events until it does", conn.target().label(), out.code);
+                    }
+                    return Ok(None);
+                };
+                self.sudo.get_or_insert(!root);
+                installed.first().copied()
+            }
+        };
+        self.flavour = self.flavour.or(found);
+        match (self.flavour, self.sudo) {
+            (Some(flavour), Some(sudo)) => Ok(Some((flavour, sudo))),
+            _ => {
+                if !std::mem::replace(&mut self.said_missing, true) {
+                    let place = match self.host.remote() {
+                        Some(r) => format!(" on {}", r.connection().target().label()),
+                        None => String::new(),
+                    };
+                    tracing::warn!(service = %ctx.service(), "neither `ipsec` nor `swanctl` is installed{place} (Debian packages strongswan-starter, strongswan-swanctl): no events until one is");
+                }
+                Ok(None)
+            }
         }
-        if self.flavour.is_none() && !self.said_missing {
-            self.said_missing = true;
-            tracing::warn!(service = %ctx.service(), "neither `ipsec` nor `swanctl` is installed (Debian packages strongswan-starter, strongswan-swanctl): no events until one is");
-        }
-        self.flavour
     }
 
     async fn tick(&mut self, ctx: &SourceContext) -> Result<Vec<Event>, SourceError> {
-        let Some(flavour) = self.detect(ctx) else {
+        let Some((flavour, sudo)) = self.detect(ctx).await? else {
             return Ok(Vec::new());
         };
         let outputs = match flavour {
             Flavour::Ipsec => self
-                .run(ctx, flavour, &["statusall"])
+                .run(ctx, flavour, sudo, &["statusall"])
                 .await?
                 .map(|s| (s, String::new())),
-            Flavour::Swanctl => match self.run(ctx, flavour, &["--list-conns"]).await? {
-                Some(conns) => self.run(ctx, flavour, &["--list-sas"]).await?.map(|sas| (conns, sas)),
+            Flavour::Swanctl => match self.run(ctx, flavour, sudo, &["--list-conns"]).await? {
+                Some(conns) => self
+                    .run(ctx, flavour, sudo, &["--list-sas"])
+                    .await?
+                    .map(|sas| (conns, sas)),
                 None => None,
             },
         };
@@ -270,6 +356,7 @@ impl Source for StrongSwan {
 mod tests {
     use super::*;
     use crate::linux::testing::Scratch;
+    use crate::linux::HostPaths;
     use crate::testing::context;
     use duct_core::Metric;
 
@@ -315,12 +402,47 @@ mod tests {
 
     fn source(runner: String, flavour: Flavour, sudo: bool) -> StrongSwan {
         StrongSwan {
+            host: Host::from(&HostPaths::from_vars(|_| None)),
             flavour: Some(flavour),
-            sudo,
+            sudo: Some(sudo),
             runner: Some(Tool::new(runner, "test")),
             known: Vec::new(),
             said_missing: false,
         }
+    }
+
+    #[test]
+    fn the_remote_probe_gives_the_user_and_the_tools_preferred_first() {
+        assert_eq!(
+            parse_probe("0\nipsec\nswanctl\n"),
+            Some((true, vec![Flavour::Ipsec, Flavour::Swanctl]))
+        );
+        assert_eq!(parse_probe("1000\nswanctl\n"), Some((false, vec![Flavour::Swanctl])));
+        // Neither installed: the host answered, with no tool.
+        assert_eq!(parse_probe("0\n"), Some((true, vec![])));
+        // A login banner or a shell that is not POSIX: no answer at all.
+        assert_eq!(parse_probe("Welcome!\nipsec\n"), None);
+        assert_eq!(parse_probe(""), None);
+        // A name it did not ask about is no tool.
+        assert_eq!(parse_probe("0\n/usr/sbin/ipsec\n"), Some((true, vec![])));
+    }
+
+    /// The probe run here, as a remote shell would run it, finds what
+    /// `find_program` finds and the same uid.
+    #[test]
+    fn the_remote_probe_agrees_with_the_local_search() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &probe_command()])
+            .output()
+            .unwrap();
+        let (root, found) = parse_probe(&String::from_utf8_lossy(&out.stdout)).expect("a uid first");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        assert_eq!(root, unsafe { libc::geteuid() } == 0);
+        let here: Vec<Flavour> = Flavour::PREFERRED
+            .into_iter()
+            .filter(|f| find_program(f.program()).is_some())
+            .collect();
+        assert_eq!(found, here);
     }
 
     #[tokio::test]
