@@ -110,6 +110,99 @@ pub struct ReadBack {
     pub corrupted: u64,
 }
 
+/// A read of records from one segment ([`DiskBuffer::next_read`]).
+pub struct ReadJob {
+    file: File,
+    from: StoredAt,
+    /// The segment's length when the read was planned.
+    end: u64,
+    want: usize,
+}
+
+/// What a [`ReadJob`] read, for [`DiskBuffer::finish_read`].
+pub struct ReadDone {
+    from: StoredAt,
+    /// Where the next read starts in the segment.
+    to: u64,
+    /// Events read.
+    events: u64,
+    back: ReadBack,
+}
+
+impl ReadJob {
+    /// Reads one block (or the one record larger than a block) from the
+    /// planned position and decodes the whole records in it, up to about
+    /// `want` events; a torn or corrupted record is skipped to the next
+    /// magic that starts a valid one, and counted.
+    pub fn run(self) -> io::Result<ReadDone> {
+        let ReadJob { file, from, end, want } = self;
+        let mut back = ReadBack::default();
+        let mut got = 0;
+        let block = ((end - from.offset) as usize).min(READ_BLOCK);
+        let mut buf = vec![0u8; block];
+        file.read_exact_at(&mut buf, from.offset)?;
+        let mut at_end = from.offset + block as u64 == end;
+        let mut pos = 0;
+        let mut damaged = false;
+        loop {
+            match parse_record(&buf[pos..]) {
+                Parsed::Record { events, len } => {
+                    if damaged {
+                        back.corrupted += 1;
+                        damaged = false;
+                    }
+                    let at = StoredAt {
+                        segment: from.segment,
+                        offset: from.offset + pos as u64,
+                    };
+                    got += events.len();
+                    back.chunks.push((at, events));
+                    pos += len;
+                    if got >= want {
+                        break;
+                    }
+                }
+                Parsed::Short { need } if !at_end => {
+                    if pos == 0 && need > buf.len() {
+                        // One record larger than a block: read it whole.
+                        let mut whole = vec![0u8; need.min((end - from.offset) as usize)];
+                        file.read_exact_at(&mut whole, from.offset)?;
+                        at_end = from.offset + whole.len() as u64 == end;
+                        buf = whole;
+                        continue;
+                    }
+                    break;
+                }
+                Parsed::Short { .. } if pos == buf.len() => break,
+                Parsed::Short { .. } | Parsed::Bad => {
+                    damaged = true;
+                    match find_magic(&buf[pos + 1..]) {
+                        Some(skip) => pos += 1 + skip,
+                        None if at_end => {
+                            pos = buf.len();
+                            break;
+                        }
+                        // Keep the last bytes: a magic may straddle.
+                        None => {
+                            pos = buf.len().saturating_sub(MAGIC.len() - 1).max(pos + 1);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if damaged {
+            back.corrupted += 1;
+        }
+        Ok(ReadDone {
+            from,
+            to: from.offset + pos as u64,
+            events: got as u64,
+            back,
+        })
+    }
+}
+
 pub struct DiskBuffer {
     dir: PathBuf,
     max_bytes: u64,
@@ -391,90 +484,76 @@ impl DiskBuffer {
     }
 
     /// Reads records in order until about `want` events are read or
-    /// nothing is left on disk that is not in memory.
+    /// nothing is left on disk that is not in memory, on this thread.
     pub fn read_back(&mut self, want: usize) -> io::Result<ReadBack> {
         let mut back = ReadBack::default();
         let mut got = 0;
         while got < want {
-            let Some(read) = self.read else { break };
-            let end = self
-                .segments
-                .iter()
-                .find(|s| s.id == read.segment)
-                .map_or(0, |s| s.bytes);
-            if self.reader.as_ref().is_none_or(|(id, _)| *id != read.segment) {
-                let file = File::open(segment_path(&self.dir, read.segment))?;
-                self.reader = Some((read.segment, file));
+            let Some(job) = self.next_read(want - got)? else {
+                break;
+            };
+            let before = self.read;
+            let part = self.finish_read(job.run()?);
+            if self.read == before {
+                break;
             }
-            let (_, file) = self.reader.as_ref().expect("just opened");
-            let block = ((end - read.offset) as usize).min(READ_BLOCK);
-            let mut buf = vec![0u8; block];
-            file.read_exact_at(&mut buf, read.offset)?;
-            let mut at_end = read.offset + block as u64 == end;
-            let mut pos = 0;
-            let mut damaged = false;
-            loop {
-                match parse_record(&buf[pos..]) {
-                    Parsed::Record { events, len } => {
-                        if damaged {
-                            back.corrupted += 1;
-                            damaged = false;
-                        }
-                        let at = StoredAt {
-                            segment: read.segment,
-                            offset: read.offset + pos as u64,
-                        };
-                        got += events.len();
-                        self.read_in_segment += events.len() as u64;
-                        self.unread = self.unread.saturating_sub(events.len() as u64);
-                        back.chunks.push((at, events));
-                        pos += len;
-                        if got >= want {
-                            break;
-                        }
-                    }
-                    Parsed::Short { need } if !at_end => {
-                        if pos == 0 && need > buf.len() {
-                            // One record larger than a block: read it whole.
-                            let mut whole = vec![0u8; need.min((end - read.offset) as usize)];
-                            file.read_exact_at(&mut whole, read.offset)?;
-                            at_end = read.offset + whole.len() as u64 == end;
-                            buf = whole;
-                            continue;
-                        }
-                        break;
-                    }
-                    Parsed::Short { .. } if pos == buf.len() => break,
-                    Parsed::Short { .. } | Parsed::Bad => {
-                        damaged = true;
-                        match find_magic(&buf[pos + 1..]) {
-                            Some(skip) => pos += 1 + skip,
-                            None if at_end => {
-                                pos = buf.len();
-                                break;
-                            }
-                            // Keep the last bytes: a magic may straddle.
-                            None => {
-                                pos = buf.len().saturating_sub(MAGIC.len() - 1).max(pos + 1);
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            if damaged {
-                back.corrupted += 1;
-            }
-            self.read = Some(StoredAt {
-                segment: read.segment,
-                offset: read.offset + pos as u64,
-            });
-            self.skip_to_unread();
+            got += part.chunks.iter().map(|(_, events)| events.len()).sum::<usize>();
+            back.chunks.extend(part.chunks);
+            back.corrupted += part.corrupted;
         }
+        Ok(back)
+    }
+
+    /// The next read of records from disk, to run anywhere (the output
+    /// actor runs it on the blocking pool, so that decoding does not hold
+    /// up its sends): up to one block of the segment being read, or about
+    /// `want` events. `None` when everything on disk is in memory. One read
+    /// at a time: [`DiskBuffer::finish_read`] must see its result before
+    /// the next is asked for.
+    pub fn next_read(&mut self, want: usize) -> io::Result<Option<ReadJob>> {
+        let Some(read) = self.read else {
+            self.unread = 0;
+            return Ok(None);
+        };
+        let end = self
+            .segments
+            .iter()
+            .find(|s| s.id == read.segment)
+            .map_or(0, |s| s.bytes);
+        if self.reader.as_ref().is_none_or(|(id, _)| *id != read.segment) {
+            let file = File::open(segment_path(&self.dir, read.segment))?;
+            self.reader = Some((read.segment, file));
+        }
+        let (_, file) = self.reader.as_ref().expect("just opened");
+        Ok(Some(ReadJob {
+            // Its own handle: the segment may be deleted meanwhile (full
+            // buffer), and the read still sees it.
+            file: file.try_clone()?,
+            from: read,
+            end,
+            want,
+        }))
+    }
+
+    /// Takes in what a [`ReadJob`] read, unless the buffer moved on
+    /// meanwhile (its segment dropped for `max_bytes`, whose events were
+    /// counted as dropped then, or read by [`DiskBuffer::read_back`]):
+    /// then it is discarded.
+    pub fn finish_read(&mut self, done: ReadDone) -> ReadBack {
+        if self.read != Some(done.from) {
+            return ReadBack::default();
+        }
+        self.read_in_segment += done.events;
+        self.unread = self.unread.saturating_sub(done.events);
+        self.read = Some(StoredAt {
+            segment: done.from.segment,
+            offset: done.to,
+        });
+        self.skip_to_unread();
         if self.read.is_none() {
             self.unread = 0;
         }
-        Ok(back)
+        done.back
     }
 
     /// Everything before `oldest` is delivered: deletes the segments wholly
@@ -831,6 +910,33 @@ mod tests {
             "every event kept or counted"
         );
         assert_eq!(*kept.last().unwrap(), 59_999, "the newest are kept");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_read_run_elsewhere_is_taken_in_or_discarded_when_overtaken() {
+        let dir = temp_dir("job");
+        let (mut b, _) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
+        b.append(&events(0..5), false).unwrap();
+        b.append(&events(5..10), false).unwrap();
+        // Planned here, run on another thread, taken in here.
+        let job = b.next_read(3).unwrap().expect("records to read");
+        let done = std::thread::spawn(move || job.run()).join().unwrap().unwrap();
+        let back = b.finish_read(done);
+        assert_eq!(
+            metrics(&back),
+            (0..5).collect::<Vec<_>>(),
+            "whole records, about `want`"
+        );
+        assert_eq!(b.unread(), 5);
+        // Overtaken: the rest was read meanwhile, so the job's events are
+        // not queued twice.
+        let job = b.next_read(100).unwrap().expect("records to read");
+        let done = job.run().unwrap();
+        assert_eq!(metrics(&b.read_back(usize::MAX).unwrap()), (5..10).collect::<Vec<_>>());
+        assert!(b.finish_read(done).chunks.is_empty());
+        assert!(!b.spilled());
+        assert!(b.next_read(100).unwrap().is_none());
         fs::remove_dir_all(&dir).unwrap();
     }
 
