@@ -103,6 +103,19 @@ pub fn services_required() -> bool {
     std::env::var("DUCT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
+/// Whether this test runs as root; when not: `false` after printing why
+/// the test is skipped (`why` needs root), or a panic under
+/// `DUCT_REQUIRE_SERVICES=1`.
+pub fn require_root(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(!services_required(), "{why}, and DUCT_REQUIRE_SERVICES=1");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
 /// The path of `name` (searched in PATH and the sbin and lib directories
 /// Debian puts servers in, strongSwan's among them). When it is missing:
 /// `None` after printing why the test is skipped, or a panic under

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, require_binary, services_required, wait_for_port, TempDir};
+use super::{free_port, require_binary, require_root, wait_for_port, TempDir};
 
 /// Keys for a test: the host's and the user's, plain and encrypted.
 pub struct SshKeys {
@@ -35,11 +35,7 @@ impl SshKeys {
     pub fn make(tag: &str) -> Option<SshKeys> {
         require_binary("sshd", "openssh-server")?;
         let keygen = require_binary("ssh-keygen", "openssh-client")?;
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            let msg = "sshd tests log in as root and need to run as root";
-            assert!(!services_required(), "{msg}, and DUCT_REQUIRE_SERVICES=1");
-            eprintln!("SKIPPED: {msg}");
+        if !require_root("sshd tests log in as root and need to run as root") {
             return None;
         }
         let dir = TempDir::new(tag);
