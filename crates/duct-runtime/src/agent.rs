@@ -29,6 +29,8 @@ struct RunningSource {
 struct RunningOutput {
     identity: Identity,
     name: Option<String>,
+    /// It has a disk buffer.
+    disk: bool,
     label: String,
     addr: Addr<OutputActor>,
     stats: Arc<OutputStats>,
@@ -207,6 +209,7 @@ impl Agent {
         RunningOutput {
             identity: planned.identity,
             name: settings.name.clone(),
+            disk: matches!(settings.buffer, duct_core::plan::Buffer::Disk(_)),
             label: settings.label.clone(),
             addr,
             stats,
@@ -251,6 +254,7 @@ impl Agent {
             .iter()
             .map(|o| OutputRoute {
                 name: o.name.clone(),
+                disk: o.disk,
                 addr: o.addr.clone(),
             })
             .collect();

@@ -362,18 +362,30 @@ impl DiskBuffer {
     /// Writes `events` as one record. With `keep_in_memory` false, or
     /// while earlier records wait on disk, the record is left on disk
     /// (`spilled`) to be read back in order.
-    pub fn append(&mut self, events: &[Event], keep_in_memory: bool) -> io::Result<Appended> {
-        let mut out = Appended::default();
+    /// `record` is `events` already encoded ([`encode_record`]), or `None`
+    /// to encode them here.
+    pub fn append(&mut self, events: &[Event], record: Option<&[u8]>, keep_in_memory: bool) -> io::Result<Appended> {
         if events.is_empty() {
-            return Ok(out);
+            return Ok(Appended::default());
         }
-        encode_record(&mut self.record, events);
-        let len = self.record.len() as u64;
+        if let Some(record) = record {
+            return self.write_record(record, events.len(), keep_in_memory);
+        }
+        let mut own = std::mem::take(&mut self.record);
+        encode_record(&mut own, events);
+        let written = self.write_record(&own, events.len(), keep_in_memory);
+        self.record = own;
+        written
+    }
+
+    fn write_record(&mut self, record: &[u8], count: usize, keep_in_memory: bool) -> io::Result<Appended> {
+        let mut out = Appended::default();
+        let len = record.len() as u64;
         let active = self.head();
         if active.offset > 0 && active.offset + len > self.segment_bytes {
             self.rotate()?;
         }
-        self.writer.write_all(&self.record)?;
+        self.writer.write_all(record)?;
         self.dirty = true;
         let at = self.head();
         let last = self
@@ -381,14 +393,14 @@ impl DiskBuffer {
             .back_mut()
             .expect("the segment being written is always listed");
         last.bytes += len;
-        last.events += events.len() as u64;
+        last.events += count as u64;
         out.at = Some(at);
         if self.read.is_some() || !keep_in_memory {
             out.spilled = true;
-            self.unread += events.len() as u64;
+            self.unread += count as u64;
             if self.read.is_none() {
                 self.read = Some(at);
-                self.read_in_segment = last.events - events.len() as u64;
+                self.read_in_segment = last.events - count as u64;
             }
         }
         self.enforce_max_bytes(&mut out);
@@ -804,8 +816,8 @@ mod tests {
         {
             let (mut b, recovered) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
             assert_eq!(recovered, Recovered::default());
-            assert!(!b.append(&events(0..10), true).unwrap().spilled);
-            b.append(&log, true).unwrap();
+            assert!(!b.append(&events(0..10), None, true).unwrap().spilled);
+            b.append(&log, None, true).unwrap();
             // Killed: nothing delivered, nothing synced.
         }
         let (mut b, recovered) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
@@ -839,7 +851,7 @@ mod tests {
         {
             let (mut b, _) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
             for i in 0..5 {
-                b.append(&events(i * 10..i * 10 + 10), true).unwrap();
+                b.append(&events(i * 10..i * 10 + 10), None, true).unwrap();
             }
         }
         let seg = segment_path(&dir, 1);
@@ -870,7 +882,7 @@ mod tests {
         let (mut b, _) = DiskBuffer::open(&s).unwrap();
         let mut positions = Vec::new();
         for i in 0..400 {
-            positions.push(b.append(&events(i * 100..i * 100 + 100), true).unwrap().at.unwrap());
+            positions.push(b.append(&events(i * 100..i * 100 + 100), None, true).unwrap().at.unwrap());
         }
         let segments = b.segments.len();
         assert!(segments > 2, "{segments}");
@@ -894,7 +906,7 @@ mod tests {
         let (mut dropped_unread, mut dropped_from) = (0, None);
         for i in 0..6000 {
             // Left on disk: the queue in memory is full.
-            let out = b.append(&events(i * 10..i * 10 + 10), false).unwrap();
+            let out = b.append(&events(i * 10..i * 10 + 10), None, false).unwrap();
             assert!(out.spilled);
             dropped_unread += out.dropped_unread;
             dropped_from = out.dropped_before.or(dropped_from);
@@ -914,11 +926,25 @@ mod tests {
     }
 
     #[test]
+    fn a_record_encoded_by_the_router_is_written_as_it_is() {
+        let dir = temp_dir("given");
+        let (mut b, _) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
+        let mut given = BytesMut::new();
+        encode_record(&mut given, &events(0..5));
+        b.append(&events(0..5), Some(&given), false).unwrap();
+        b.append(&events(5..10), None, false).unwrap();
+        let back = b.read_back(usize::MAX).unwrap();
+        assert_eq!(metrics(&back), (0..10).collect::<Vec<_>>());
+        assert_eq!(back.chunks[1].0.offset, given.len() as u64, "the given record, whole");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_read_run_elsewhere_is_taken_in_or_discarded_when_overtaken() {
         let dir = temp_dir("job");
         let (mut b, _) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
-        b.append(&events(0..5), false).unwrap();
-        b.append(&events(5..10), false).unwrap();
+        b.append(&events(0..5), None, false).unwrap();
+        b.append(&events(5..10), None, false).unwrap();
         // Planned here, run on another thread, taken in here.
         let job = b.next_read(3).unwrap().expect("records to read");
         let done = std::thread::spawn(move || job.run()).join().unwrap().unwrap();
@@ -944,15 +970,15 @@ mod tests {
     fn spilled_records_are_read_back_in_order_with_later_ones() {
         let dir = temp_dir("spill");
         let (mut b, _) = DiskBuffer::open(&settings(&dir, 64 << 20)).unwrap();
-        assert!(!b.append(&events(0..5), true).unwrap().spilled);
-        assert!(b.append(&events(5..10), false).unwrap().spilled);
+        assert!(!b.append(&events(0..5), None, true).unwrap().spilled);
+        assert!(b.append(&events(5..10), None, false).unwrap().spilled);
         // Once spilled, later records stay on disk too, to keep the order.
-        assert!(b.append(&events(10..15), true).unwrap().spilled);
+        assert!(b.append(&events(10..15), None, true).unwrap().spilled);
         assert_eq!(b.unread(), 10);
         let back = b.read_back(6).unwrap();
         assert_eq!(metrics(&back), (5..15).collect::<Vec<_>>());
         assert!(!b.spilled());
-        assert!(!b.append(&events(15..20), true).unwrap().spilled);
+        assert!(!b.append(&events(15..20), None, true).unwrap().spilled);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

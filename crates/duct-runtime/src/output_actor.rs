@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use duct_core::plan::{Buffer, OutputRecipe, WhenFull};
 use duct_core::{Batch, Event, EventQueue, Output, OutputError, OutputSettings, OutputStats, Receipt, Telemetry};
 use tokio::sync::oneshot;
@@ -52,12 +53,19 @@ use crate::guard::{backoff, contain, CatchUnwind, InjectPanic, Throttle};
 /// (`end_to_end`).
 pub struct Enqueue {
     pub events: Arc<[Event]>,
+    /// `events` as a disk-buffer record, for an output with a disk buffer
+    /// (encoded by the router, off this output's thread).
+    pub record: Option<Bytes>,
     pub receipt: Option<Receipt>,
 }
 
 impl Enqueue {
     pub fn new(events: Arc<[Event]>) -> Self {
-        Enqueue { events, receipt: None }
+        Enqueue {
+            events,
+            record: None,
+            receipt: None,
+        }
     }
 }
 
@@ -373,12 +381,12 @@ impl OutputActor {
 
     /// Appends a chunk to the disk buffer; false if it must be queued in
     /// memory instead.
-    fn store(&mut self, chunk: &Arc<[Event]>) -> bool {
+    fn store(&mut self, chunk: &Arc<[Event]>, record: Option<&[u8]>) -> bool {
         let Disk::Open(buffer) = &mut self.disk else {
             return false;
         };
         let room = self.queue.len() + chunk.len() <= self.settings.maxsize.max(self.settings.batch);
-        match buffer.append(chunk, room) {
+        match buffer.append(chunk, record, room) {
             Ok(Appended {
                 at,
                 spilled,
@@ -796,7 +804,7 @@ impl Handler<Enqueue> for OutputActor {
         if self.retired {
             return;
         }
-        self.contained(ctx, |act, ctx| act.enqueue(msg.events, msg.receipt, ctx));
+        self.contained(ctx, |act, ctx| act.enqueue(msg, ctx));
     }
 }
 
@@ -820,10 +828,17 @@ impl OutputActor {
         }
     }
 
-    fn enqueue(&mut self, chunk: Arc<[Event]>, receipt: Option<Receipt>, ctx: &mut Context<Self>) {
+    fn enqueue(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        let Enqueue {
+            events: chunk,
+            mut record,
+            receipt,
+        } = msg;
         let chunk = if chunk.iter().all(|e| self.accepts(e)) {
             chunk
         } else {
+            // The record is of the whole chunk: this output writes its own.
+            record = None;
             chunk
                 .iter()
                 .filter(|e| self.accepts(e))
@@ -833,7 +848,7 @@ impl OutputActor {
         };
         // Written to disk, the events are kept: the listener's receipt is
         // let go of. In memory, it is held until they are delivered.
-        if !self.store(&chunk) {
+        if !self.store(&chunk, record.as_deref()) {
             self.queue.push_held(chunk, None, receipt);
             self.enforce_maxsize();
         } else if Arc::strong_count(&chunk) == 1 {

@@ -25,9 +25,11 @@ use std::time::Duration;
 use actix::dev::Request;
 use actix::prelude::*;
 use actix::WeakAddr;
+use bytes::{Bytes, BytesMut};
 use duct_core::pipeline::{Aggregator, Route, SourceRules};
 use duct_core::{Event, Receipt, Telemetry};
 
+use crate::disk_buffer::encode_record;
 use crate::guard::{contain, InjectPanic, Throttle};
 use crate::output_actor::{Enqueue, OutputActor};
 
@@ -47,6 +49,8 @@ impl Message for Publish {
 #[derive(Clone)]
 pub struct OutputRoute {
     pub name: Option<String>,
+    /// It has a disk buffer: it is handed the chunk's record encoded too.
+    pub disk: bool,
     pub addr: Addr<OutputActor>,
 }
 
@@ -130,14 +134,27 @@ impl Router {
             }
         }
         let chunk: Arc<[Event]> = events.into();
+        // Encoded once for every disk-buffered output, here rather than on
+        // each output's thread, which is the one that delivers.
+        let mut record: Option<Bytes> = None;
         for out in &self.outputs {
             let wanted = match &rules.route {
                 Route::All => true,
                 Route::Named(names) => out.name.as_ref().is_some_and(|n| names.contains(n)),
             };
             if wanted {
+                let record = out.disk.then(|| {
+                    record
+                        .get_or_insert_with(|| {
+                            let mut buf = BytesMut::new();
+                            encode_record(&mut buf, &chunk);
+                            buf.freeze()
+                        })
+                        .clone()
+                });
                 let msg = Enqueue {
                     events: chunk.clone(),
+                    record,
                     receipt: receipt.clone(),
                 };
                 match out.addr.try_send(msg) {

@@ -601,6 +601,7 @@ async fn a_listeners_receipt_is_let_go_once_on_disk_or_once_delivered() {
     let (receipt, kept) = duct_core::Receipt::new();
     disk.do_send(Enqueue {
         events: events(0..3),
+        record: None,
         receipt: Some(receipt),
     });
     let kept = tokio::time::timeout(Duration::from_secs(10), kept).await;
@@ -610,6 +611,7 @@ async fn a_listeners_receipt_is_let_go_once_on_disk_or_once_delivered() {
     let (receipt, mut kept) = duct_core::Receipt::new();
     memory.do_send(Enqueue {
         events: events(0..3),
+        record: None,
         receipt: Some(receipt),
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -624,6 +626,7 @@ async fn a_listeners_receipt_is_let_go_once_on_disk_or_once_delivered() {
     let (receipt, kept) = duct_core::Receipt::new();
     small.do_send(Enqueue {
         events: events(0..3),
+        record: None,
         receipt: Some(receipt),
     });
     small.do_send(Enqueue::new(events(3..6)));

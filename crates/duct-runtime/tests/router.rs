@@ -99,6 +99,7 @@ async fn a_panicking_shard_is_restarted_and_its_mailbox_keeps_flowing() {
     let router = Supervisor::start(move |_| Router::new(tel));
     router.do_send(SetOutputs(vec![OutputRoute {
         name: Some("collect".into()),
+        disk: false,
         addr: out,
     }]));
     router.do_send(publish(0..3));
