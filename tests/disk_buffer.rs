@@ -219,6 +219,36 @@ fn every_acknowledged_event_arrives_across_three_sigkills_and_a_receiver_restart
 }
 
 #[test]
+fn a_backlog_past_maxsize_is_read_back_from_disk_in_order_while_running() {
+    let dir = TempDir::new("disk-buffer-spill");
+    let (port, downstream) = (free_port(), free_port());
+    let buffer = dir.path().join("buffer");
+    // 300 events in memory, batches of 50: a backlog of 5,000 spills to
+    // disk and is read back, a block at a time off the output's thread.
+    let config = relay_config(port, downstream, &buffer, "").replace(
+        "    backoff_max: 0.5\n",
+        "    backoff_max: 0.5\n    maxsize: 300\n    batch: 50\n",
+    );
+    let relay = start_agent(&dir, "relay.yml", &config);
+    wait_ready(&relay, "relay");
+    let (acked, stop) = (AtomicU64::new(0), AtomicBool::new(false));
+    send_all(port, 5000, 50, &acked, &stop);
+    assert_eq!(acked.load(Ordering::SeqCst), 5000);
+
+    let receiver = start_receiver(&dir, "receiver.yml", downstream);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 5000 && Instant::now() < deadline {
+        gather(&receiver, &mut seen, Duration::from_millis(200));
+    }
+    gather(&receiver, &mut seen, Duration::from_millis(500));
+    assert_eq!(seen.len(), 5000, "each once:\n{}", relay.stderr());
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in the order sent");
+    let (code, _) = relay.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
 fn a_corrupted_record_is_skipped_counted_and_the_rest_delivered() {
     let dir = TempDir::new("disk-buffer-corrupt");
     let (port, downstream) = (free_port(), free_port());

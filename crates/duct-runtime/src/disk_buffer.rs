@@ -882,7 +882,12 @@ mod tests {
         let (mut b, _) = DiskBuffer::open(&s).unwrap();
         let mut positions = Vec::new();
         for i in 0..400 {
-            positions.push(b.append(&events(i * 100..i * 100 + 100), None, true).unwrap().at.unwrap());
+            positions.push(
+                b.append(&events(i * 100..i * 100 + 100), None, true)
+                    .unwrap()
+                    .at
+                    .unwrap(),
+            );
         }
         let segments = b.segments.len();
         assert!(segments > 2, "{segments}");
