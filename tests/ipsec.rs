@@ -1,7 +1,8 @@
 //! `duct.sources.linux.ipsec.StrongSwan` against a real strongSwan charon
 //! (tests/common/charon.rs): two established IKE SAs and one stuck
 //! connecting, read with `swanctl` here and over SSH, and with `ipsec
-//! statusall` under strongSwan's starter; then the daemon killed under the
+//! statusall` under strongSwan's starter here and over SSH (there with no
+//! `tool`, so the remote host is asked); then the daemon killed under the
 //! running agent, when every tunnel it knew must be reported down.
 //! Skipped without strongSwan, sshd or root unless DUCT_REQUIRE_SERVICES=1.
 
@@ -12,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::charon::{Charon, Launch};
-use common::sshd::{SshKeys, Sshd};
+use common::sshd::{Host, SshKeys, Sshd};
 use common::{description, ductd, ductd_bin, metric, service, state, Running, TempDir};
 use serde_json::Value;
 
@@ -121,7 +122,14 @@ fn over_ssh_swanctl_runs_on_the_remote_host_and_reports_what_it_reports_here() {
     };
     let conf = charon.conf.to_str().expect("utf-8 path").to_string();
     // The remote host's strongswan.conf is this daemon's.
-    let sshd = Sshd::start_with_env(&keys, "sshd-ipsec", None, &[("STRONGSWAN_CONF", &conf)]);
+    let sshd = Sshd::start_as(
+        &keys,
+        "sshd-ipsec",
+        Host {
+            env: &[("STRONGSWAN_CONF", &conf)],
+            ..Host::default()
+        },
+    );
     let dir = TempDir::new("ipsec-ssh");
     // No `sudo` option: the remote login user (root) decides it, and
     // sudo is not installed here, so a wrong guess gives no events.
@@ -163,4 +171,47 @@ fn ipsec_statusall_under_starter_reports_the_same_and_all_down_once_charon_dies(
     let events = until_reported(&agent, &["vpn"], false);
     assert_tunnels(&events, "vpn");
     assert_all_down_after_kill(&agent, &mut charon, &["vpn"]);
+}
+
+#[test]
+fn over_ssh_without_a_tool_the_remote_host_is_asked_and_ipsec_statusall_read_there() {
+    let Some(mut charon) = Charon::start("charon-ssh-starter", Launch::Starter) else {
+        return;
+    };
+    let Some(keys) = SshKeys::make("ssh-keys-ipsec-starter") else {
+        return;
+    };
+    let conf = charon.conf.to_str().expect("utf-8 path").to_string();
+    // The remote host runs starter and charon: its sessions see their pid
+    // files in /run, and both tools are installed there.
+    let sshd = Sshd::start_as(
+        &keys,
+        "sshd-ipsec-starter",
+        Host {
+            env: &[("STRONGSWAN_CONF", &conf)],
+            run: Some(charon.run_dir()),
+            ..Host::default()
+        },
+    );
+    let dir = TempDir::new("ipsec-ssh-starter");
+    // Neither `tool` nor `sudo`: the probe finds both tools, `ipsec`
+    // first as Duct preferred it, and a root login.
+    let config = agent_config(
+        &dir,
+        &sshd.globals(&keys, &dir),
+        &format!(
+            "  - {{service: there, source: duct.sources.linux.ipsec.StrongSwan, {}}}\n",
+            sshd.source_options()
+        ),
+    );
+    let agent = Running::start_with(ductd(&["-c", &config]));
+    let events = until_reported(&agent, &["there"], false);
+    assert_tunnels(&events, "there");
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("`ipsec statusall`") && stderr.contains("without sudo"),
+        "the tool chosen is said once:\n{stderr}"
+    );
+    assert_all_down_after_kill(&agent, &mut charon, &["there"]);
+    assert_eq!(sshd.logins(), 1, "one connection for every tick:\n{}", sshd.log_text());
 }

@@ -204,6 +204,12 @@ secrets {{
         cmd
     }
 
+    /// What the daemon's namespace sees as `/run`, for another program
+    /// that must see its pid files (sshd, for `ipsec` over SSH).
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
     /// `swanctl` with `args` against this daemon.
     pub fn swanctl(&self, args: &[&str]) -> Output {
         Command::new(&self.swanctl)

@@ -3,7 +3,8 @@
 //! a free loopback port in the foreground (`-D -e`), its log kept to count
 //! logins. Run as root, as the tests' user logs in as root. With a
 //! password, sshd runs in a mount namespace of its own whose `/etc/shadow`
-//! gives root that password, so the machine's accounts are left alone.
+//! gives root that password, so the machine's accounts are left alone; a
+//! test can also give it a `/run` of its own (a daemon's pid files).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,17 +81,40 @@ pub struct Sshd {
     log: PathBuf,
     /// Root's password inside sshd's namespace, if any.
     password: Option<String>,
+    /// What sshd's namespace sees as `/run`, if not the machine's.
+    run: Option<PathBuf>,
+}
+
+/// What the host sshd stands in for has beyond the keys: each is
+/// optional.
+#[derive(Default)]
+pub struct Host<'a> {
+    /// Root's password, allowed as a login.
+    pub password: Option<&'a str>,
+    /// (name, value) set in every session (`SetEnv`), as a host's own
+    /// login environment would set them.
+    pub env: &'a [(&'a str, &'a str)],
+    /// A directory mounted on `/run` for sshd and its sessions, as the
+    /// host of a daemon whose pid files are there.
+    pub run: Option<&'a Path>,
 }
 
 impl Sshd {
     /// sshd with `keys`, on a free port; `password` lets root log in with it.
     pub fn start(keys: &SshKeys, tag: &str, password: Option<&str>) -> Sshd {
-        Self::start_with_env(keys, tag, password, &[])
+        Self::start_as(
+            keys,
+            tag,
+            Host {
+                password,
+                ..Host::default()
+            },
+        )
     }
 
-    /// The same, with `env` (name, value) set in every session (`SetEnv`),
-    /// as a host's own login environment would set them.
-    pub fn start_with_env(keys: &SshKeys, tag: &str, password: Option<&str>, env: &[(&str, &str)]) -> Sshd {
+    /// sshd with `keys`, on a free port, standing in for `host`.
+    pub fn start_as(keys: &SshKeys, tag: &str, host: Host) -> Sshd {
+        let Host { password, env, run } = host;
         let dir = TempDir::new(tag);
         let port = free_port();
         let d = dir.path();
@@ -131,6 +155,7 @@ impl Sshd {
             log: d.join("sshd.log"),
             config,
             password: password.map(String::from),
+            run: run.map(Path::to_path_buf),
             dir,
         };
         sshd.launch();
@@ -146,22 +171,33 @@ impl Sshd {
             .append(true)
             .open(&self.log)
             .expect("sshd log");
-        let mut cmd = match &self.password {
-            None => Command::new(&sshd),
-            Some(_) => {
-                // In a mount namespace of its own, /etc/shadow is the test's.
-                let mut c = Command::new("unshare");
-                c.args([
-                    "-m",
-                    "sh",
-                    "-c",
-                    r#"mount --bind "$1" /etc/shadow && shift && exec "$@""#,
-                    "sh",
-                ])
-                .arg(self.dir.path().join("shadow"))
-                .arg(&sshd);
-                c
+        // Files of the host mounted over the machine's, in a mount
+        // namespace of sshd's own: (what, where).
+        let mut binds: Vec<(PathBuf, &str)> = Vec::new();
+        if self.password.is_some() {
+            binds.push((self.dir.path().join("shadow"), "/etc/shadow"));
+        }
+        if let Some(run) = &self.run {
+            binds.push((run.clone(), "/run"));
+        }
+        let mut cmd = if binds.is_empty() {
+            Command::new(&sshd)
+        } else {
+            // Pairs of arguments, then `--` and the program; the
+            // privilege-separation directory again under a new /run.
+            let mut c = Command::new("unshare");
+            c.args([
+                "-m",
+                "sh",
+                "-c",
+                r#"while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; mkdir -p /run/sshd && exec "$@""#,
+                "sh",
+            ]);
+            for (what, place) in &binds {
+                c.arg(what).arg(place);
             }
+            c.arg("--").arg(&sshd);
+            c
         };
         cmd.arg("-D").arg("-e").arg("-f").arg(&self.config);
         let child = cmd

@@ -280,15 +280,26 @@ impl StrongSwan {
                 installed.first().copied()
             }
         };
+        let detected = self.flavour.is_none();
         self.flavour = self.flavour.or(found);
+        let place = match self.host.remote() {
+            Some(r) => format!(" on {}", r.connection().target().label()),
+            None => String::new(),
+        };
         match (self.flavour, self.sudo) {
-            (Some(flavour), Some(sudo)) => Ok(Some((flavour, sudo))),
+            (Some(flavour), Some(sudo)) => {
+                if detected {
+                    let how = match flavour {
+                        Flavour::Ipsec => "`ipsec statusall`",
+                        Flavour::Swanctl => "`swanctl --list-conns` and `--list-sas`",
+                    };
+                    let sudo = if sudo { "through sudo" } else { "without sudo" };
+                    tracing::info!(service = %ctx.service(), "tunnels read with {how}{place}, {sudo} (set `tool` to choose)");
+                }
+                Ok(Some((flavour, sudo)))
+            }
             _ => {
                 if !std::mem::replace(&mut self.said_missing, true) {
-                    let place = match self.host.remote() {
-                        Some(r) => format!(" on {}", r.connection().target().label()),
-                        None => String::new(),
-                    };
                     tracing::warn!(service = %ctx.service(), "neither `ipsec` nor `swanctl` is installed{place} (Debian packages strongswan-starter, strongswan-swanctl): no events until one is");
                 }
                 Ok(None)
