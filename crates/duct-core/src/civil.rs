@@ -73,18 +73,65 @@ pub fn civil_from_seconds(seconds: i64) -> Civil {
 /// Seconds since the epoch as ISO 8601 in UTC (`2026-12-03T06:20:02Z`, with
 /// milliseconds when the time has them).
 pub fn iso8601_utc(t: f64) -> String {
+    let (second, ms) = split_millis(t);
+    let mut out = String::with_capacity(24);
+    write_second(&mut out, second);
+    write_millis(&mut out, ms);
+    out
+}
+
+/// [`iso8601_utc`] for many times in a row that mostly share their second,
+/// as a batch's events do: the date and time of day are formatted once per
+/// second, the milliseconds each time.
+#[derive(Debug, Default)]
+pub struct Iso8601Utc {
+    /// The second `text` starts with, and the length of that start.
+    second: Option<(i64, usize)>,
+    text: String,
+}
+
+impl Iso8601Utc {
+    /// `t` as [`iso8601_utc`] writes it.
+    pub fn format(&mut self, t: f64) -> &str {
+        let (second, ms) = split_millis(t);
+        match self.second {
+            Some((s, len)) if s == second => self.text.truncate(len),
+            _ => {
+                self.text.clear();
+                write_second(&mut self.text, second);
+                self.second = Some((second, self.text.len()));
+            }
+        }
+        write_millis(&mut self.text, ms);
+        &self.text
+    }
+}
+
+/// `t` rounded to the millisecond: whole seconds, and milliseconds.
+fn split_millis(t: f64) -> (i64, i64) {
     let millis = (t * 1000.0).round() as i64;
-    let c = civil_from_seconds(millis.div_euclid(1000));
-    let ms = millis.rem_euclid(1000);
-    let mut out = format!(
+    (millis.div_euclid(1000), millis.rem_euclid(1000))
+}
+
+fn write_second(out: &mut String, second: i64) {
+    let c = civil_from_seconds(second);
+    let _ = write!(
+        out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         c.year, c.month, c.day, c.hour, c.minute, c.second
     );
+}
+
+/// `.mmm` (when there are milliseconds) and the `Z`.
+fn write_millis(out: &mut String, ms: i64) {
     if ms != 0 {
-        let _ = write!(out, ".{ms:03}");
+        let digit = |d: i64| char::from(b'0' + d as u8);
+        out.push('.');
+        out.push(digit(ms / 100));
+        out.push(digit(ms / 10 % 10));
+        out.push(digit(ms % 10));
     }
     out.push('Z');
-    out
 }
 
 /// A `strftime` pattern of the fields a dated name uses: `%Y %y %m %d %H
@@ -169,6 +216,27 @@ mod tests {
     fn iso8601_has_milliseconds_only_when_there_are_some() {
         assert_eq!(iso8601_utc(1_796_278_802.0), "2026-12-03T06:20:02Z");
         assert_eq!(iso8601_utc(1_796_278_802.25), "2026-12-03T06:20:02.250Z");
+        assert_eq!(iso8601_utc(1_796_278_802.007), "2026-12-03T06:20:02.007Z");
+        assert_eq!(iso8601_utc(-0.5), "1969-12-31T23:59:59.500Z");
+    }
+
+    #[test]
+    fn the_cached_form_writes_what_iso8601_utc_writes() {
+        let mut stamps = Iso8601Utc::default();
+        let times = [
+            1_796_278_802.0,
+            1_796_278_802.25,
+            1_796_278_802.999_6, // rounds into the next second
+            1_796_278_803.5,
+            1_796_278_802.001,
+            -0.5,
+            0.0,
+            f64::NAN,
+            1e300,
+        ];
+        for t in times {
+            assert_eq!(stamps.format(t), iso8601_utc(t), "{t}");
+        }
     }
 
     #[test]
