@@ -6,6 +6,7 @@ pub mod elasticsearch;
 pub mod graphite;
 mod http_push;
 pub mod influxdb;
+mod json_object;
 pub mod line_protocol;
 pub mod logger;
 pub mod nats;
