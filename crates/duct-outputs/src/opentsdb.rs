@@ -17,7 +17,7 @@ use duct_core::{Batch, BoxFuture, Output, OutputArgs, OutputError, OutputSpec};
 use serde::Deserialize;
 
 use crate::http_push::{body_excerpt, is_retryable, names_with_http, url_with_path, Endpoint, HttpOptions};
-use crate::opentsdb_json::{put_body, rate_metadata};
+use crate::opentsdb_json::{metric_name, put_body, rate_metadata_body};
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -113,20 +113,18 @@ impl OpenTsdb {
         let Some(endpoint) = &self.metadata else {
             return Ok(());
         };
-        let mut new = Vec::new();
         let mut names = Vec::new();
+        let mut seen = HashSet::new();
         for event in batch.iter() {
-            let meta = rate_metadata(&event.service);
-            let name = meta["Metric"].as_str().unwrap_or_default().to_string();
-            if !self.described.contains(&name) && !names.contains(&name) {
+            let name = metric_name(&event.service);
+            if !self.described.contains(name.as_ref()) && seen.insert(name.clone()) {
                 names.push(name);
-                new.push(meta);
             }
         }
-        if new.is_empty() {
+        if names.is_empty() {
             return Ok(());
         }
-        let body = serde_json::to_vec(&new).expect("JSON values serialize");
+        let body = rate_metadata_body(&names);
         let answer = endpoint.post(body, "application/json").await?;
         // Metadata is a courtesy to Bosun's UI: a refusal is logged and not
         // asked again, and never holds the points back.
@@ -141,7 +139,7 @@ impl OpenTsdb {
                 "Bosun refused metadata; the points are sent anyway"
             );
         }
-        self.described.extend(names);
+        self.described.extend(names.into_iter().map(|n| n.into_owned()));
         Ok(())
     }
 }

@@ -12,34 +12,56 @@
 //! become tags, as in the InfluxDB outputs. Events without a finite metric
 //! have no point.
 
+use std::borrow::Cow;
+
 use duct_core::{Event, Metric};
-use serde_json::Value;
+use serde::Serialize;
+
+use crate::json_object::Object;
 
 /// `text` with every character OpenTSDB does not take as `_`.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+fn sanitize(text: &str) -> Cow<'_, str> {
+    let taken = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    if text.chars().all(taken) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().map(|c| if taken(c) { c } else { '_' }).collect())
 }
 
-/// One data point, or `None` when the event has none.
-pub fn data_point(event: &Event) -> Option<Value> {
+/// The metric name of a service, as OpenTSDB and Bosun are told it.
+pub fn metric_name(service: &str) -> Cow<'_, str> {
+    sanitize(service)
+}
+
+/// A data point, borrowed from its event where nothing needed replacing.
+/// Fields in byte order, as a `serde_json::Map` holds them.
+#[derive(Serialize)]
+struct Point<'a> {
+    metric: Cow<'a, str>,
+    tags: Object<Cow<'a, str>, Cow<'a, str>>,
+    timestamp: i64,
+    value: PointValue,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PointValue {
+    Int(i64),
+    Float(f64),
+}
+
+/// `event`'s data point, or `None` when it has none.
+fn point<'a>(event: &'a Event) -> Option<Point<'a>> {
     let metric = event.metric.filter(|m| m.as_f64().is_finite())?;
     let service = sanitize(&event.service);
     if service.is_empty() {
         return None;
     }
-    let mut tags = serde_json::Map::new();
-    let mut tag = |k: &str, v: &str| {
+    let mut tags = Vec::with_capacity(2 + event.attributes.len());
+    let mut tag = |k: &'a str, v: &'a str| {
         let (k, v) = (sanitize(k.trim()), sanitize(v.trim()));
         if !k.is_empty() && !v.is_empty() {
-            tags.insert(k, Value::String(v));
+            tags.push((k, v));
         }
     };
     tag("host", &event.host);
@@ -54,34 +76,137 @@ pub fn data_point(event: &Event) -> Option<Value> {
             tag(k, v);
         }
     }
-    let value = match metric {
-        Metric::Int(v) => Value::from(v),
-        Metric::Float(v) => Value::from(v),
-    };
-    Some(serde_json::json!({
-        "metric": service,
-        "timestamp": (event.time * 1000.0).round() as i64,
-        "value": value,
-        "tags": tags,
-    }))
+    Some(Point {
+        metric: service,
+        tags: Object::new(tags),
+        timestamp: (event.time * 1000.0).round() as i64,
+        value: match metric {
+            Metric::Int(v) => PointValue::Int(v),
+            Metric::Float(v) => PointValue::Float(v),
+        },
+    })
 }
 
 /// The `/api/put` body for `events`, and how many of them have a point.
 pub fn put_body<'a>(events: impl Iterator<Item = &'a Event>) -> (Vec<u8>, usize) {
-    let points: Vec<Value> = events.filter_map(data_point).collect();
-    let n = points.len();
-    (serde_json::to_vec(&points).expect("JSON values serialize"), n)
+    let mut body = Vec::with_capacity(events.size_hint().0 * 120 + 2);
+    body.push(b'[');
+    let mut n = 0;
+    for point in events.filter_map(point) {
+        if n > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &point).expect("points serialize");
+        n += 1;
+    }
+    body.push(b']');
+    (body, n)
 }
 
-/// Bosun's metadata for a metric seen for the first time: Duct's
-/// `{"Metric": service, "Name": "rate", "Value": "gauge"}`.
-pub fn rate_metadata(metric: &str) -> Value {
-    serde_json::json!({"Metric": sanitize(metric), "Name": "rate", "Value": "gauge"})
+/// Bosun's metadata for metrics seen for the first time, named as
+/// [`metric_name`] names them: Duct's `{"Metric": name, "Name": "rate",
+/// "Value": "gauge"}` for each.
+pub fn rate_metadata_body<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Metadata<'a> {
+        metric: &'a str,
+        name: &'static str,
+        value: &'static str,
+    }
+    let entries: Vec<Metadata<'_>> = names
+        .iter()
+        .map(|n| Metadata {
+            metric: n.as_ref(),
+            name: "rate",
+            value: "gauge",
+        })
+        .collect();
+    serde_json::to_vec(&entries).expect("metadata serializes")
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+
+    fn data_point(event: &Event) -> Option<Value> {
+        point(event).map(|p| serde_json::to_value(p).unwrap())
+    }
+
+    /// The point built as a `serde_json::Value`, the plain way the writer
+    /// must agree with.
+    fn value_point(event: &Event) -> Option<Value> {
+        let metric = event.metric.filter(|m| m.as_f64().is_finite())?;
+        let service = sanitize(&event.service).into_owned();
+        if service.is_empty() {
+            return None;
+        }
+        let mut tags = serde_json::Map::new();
+        let mut tag = |k: &str, v: &str| {
+            let (k, v) = (sanitize(k.trim()).into_owned(), sanitize(v.trim()).into_owned());
+            if !k.is_empty() && !v.is_empty() {
+                tags.insert(k, Value::String(v));
+            }
+        };
+        tag("host", &event.host);
+        if let Some(state) = &event.state {
+            tag("state", state);
+        }
+        for (k, v) in &event.attributes {
+            tag(k, v);
+        }
+        for t in &event.tags {
+            if let Some((k, v)) = t.split_once('=') {
+                tag(k, v);
+            }
+        }
+        let value = match metric {
+            Metric::Int(v) => Value::from(v),
+            Metric::Float(v) => Value::from(v),
+        };
+        Some(serde_json::json!({
+            "metric": service,
+            "timestamp": (event.time * 1000.0).round() as i64,
+            "value": value,
+            "tags": tags,
+        }))
+    }
+
+    #[test]
+    fn points_are_written_byte_for_byte_as_a_json_map_writes_them() {
+        let mut events = vec![sample()];
+        let mut e = sample();
+        e.service = "disk:/var (used%)".into();
+        e.state = Some("critical".into());
+        e.metric = Some(0.1.into());
+        e.attributes = vec![
+            ("z z".into(), "1".into()),
+            ("a".into(), " 2 ".into()),
+            ("z_z".into(), "3".into()),
+            ("host".into(), "other".into()),
+            ("".into(), "x".into()),
+        ];
+        e.tags = vec!["dc=eu 1".into(), "a=late".into(), "plain".into()];
+        events.push(e);
+        let mut e = sample();
+        e.metric = Some(i64::MIN.into());
+        e.host = "ünï\u{1}code".into();
+        e.time = f64::NAN;
+        events.push(e);
+        for event in &events {
+            let (body, n) = put_body(std::iter::once(event));
+            assert_eq!(n, 1);
+            let expected = serde_json::to_string(&[value_point(event).unwrap()]).unwrap();
+            assert_eq!(String::from_utf8(body).unwrap(), expected);
+        }
+        let (body, n) = put_body(events.iter());
+        assert_eq!(n, 3);
+        let all: Vec<Value> = events.iter().filter_map(value_point).collect();
+        assert_eq!(body, serde_json::to_vec(&all).unwrap());
+        assert_eq!(put_body(std::iter::empty()), (b"[]".to_vec(), 0));
+    }
 
     fn sample() -> Event {
         let mut e = Event::new("web1.example.org", "cpu user");
@@ -142,9 +267,15 @@ mod tests {
 
     #[test]
     fn bosun_metadata_is_ducts() {
+        let name = metric_name("cpu user");
+        assert_eq!(name, "cpu_user");
+        let body: Value = serde_json::from_slice(&rate_metadata_body(&[name, "load".into()])).unwrap();
         assert_eq!(
-            rate_metadata("cpu user"),
-            serde_json::json!({"Metric": "cpu_user", "Name": "rate", "Value": "gauge"})
+            body,
+            serde_json::json!([
+                {"Metric": "cpu_user", "Name": "rate", "Value": "gauge"},
+                {"Metric": "load", "Name": "rate", "Value": "gauge"},
+            ])
         );
     }
 }
