@@ -24,7 +24,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::http_push::{body_excerpt, names_with_http, url_with_path, Endpoint, HttpOptions};
+use crate::http_push::{body_excerpt, names_with_http, url_with_path, BodySize, Endpoint, HttpOptions};
 use crate::json_object::Object;
 
 #[derive(Debug, Deserialize)]
@@ -78,12 +78,14 @@ fn build(args: &OutputArgs<'_>) -> Result<Box<dyn Output>, Diagnostic> {
     Ok(Box::new(ElasticSearch {
         endpoint: Endpoint::new(args, "url", url.as_str(), &http)?,
         index,
+        body_size: BodySize::new(300),
     }))
 }
 
 struct ElasticSearch {
     endpoint: Endpoint,
     index: DatePattern,
+    body_size: BodySize,
 }
 
 /// The document for an event, in Duct's shape, borrowed from the event and
@@ -304,11 +306,12 @@ impl Output for ElasticSearch {
             if batch.is_empty() {
                 return Ok(());
             }
-            let mut body = Vec::with_capacity(batch.len() * 300);
+            let mut body = self.body_size.vec_for(batch.len());
             let mut writer = BulkWriter::default();
             for event in batch.iter() {
                 writer.push(&mut body, &self.index, event);
             }
+            self.body_size.learn(body.len(), batch.len());
             let answer = self.endpoint.post(body, "application/x-ndjson").await?;
             self.endpoint.judge(&answer, batch.len())?;
             let Some(outcome) = read_bulk_answer(&answer.body, batch.len()) else {

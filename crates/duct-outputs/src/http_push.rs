@@ -26,6 +26,38 @@ use duct_http::client::{header, Client, HeaderMap, HeaderValue, Method, Request,
 use duct_http::tls::TlsPolicy;
 use serde::Deserialize;
 
+/// How big a batch's body gets per event, learned from the last one, so
+/// the next body is allocated once at about its final size. Growing a
+/// multi-megabyte body by doubling held the old and the new buffer at once
+/// and left the allocator with more resident than one body's worth:
+/// measured on Elasticsearch at 620,000–720,000 events/s (bulk documents of
+/// several hundred bytes), VmRSS 60–65 MiB with a fixed guess of 300 bytes,
+/// 44–55 MiB learned. OpenTSDB's points are small and regular and its fixed
+/// guess measured as well or better, so it keeps that.
+#[derive(Debug)]
+pub struct BodySize {
+    per_event: usize,
+}
+
+impl BodySize {
+    /// Starting from a guess of `per_event` bytes.
+    pub fn new(per_event: usize) -> Self {
+        BodySize { per_event }
+    }
+
+    /// An empty body with room for `events` events and an eighth to spare.
+    pub fn vec_for(&self, events: usize) -> Vec<u8> {
+        Vec::with_capacity(events.saturating_mul(self.per_event + self.per_event / 8))
+    }
+
+    /// Learn from a body of `len` bytes that held `events` events.
+    pub fn learn(&mut self, len: usize, events: usize) {
+        if let Some(per_event) = len.checked_div(events) {
+            self.per_event = per_event;
+        }
+    }
+}
+
 /// The options every HTTP push output takes besides its own, flattened
 /// into its options struct.
 #[derive(Debug, Deserialize)]
@@ -199,6 +231,18 @@ pub fn body_excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_allocated_at_the_size_the_last_one_reached() {
+        let mut size = BodySize::new(300);
+        assert!(size.vec_for(10).capacity() >= 3_000);
+        size.learn(4_500, 10);
+        let body = size.vec_for(1_000);
+        assert!((450_000..=520_000).contains(&body.capacity()), "{}", body.capacity());
+        // An empty batch teaches nothing.
+        size.learn(0, 0);
+        assert!(size.vec_for(1).capacity() >= 450);
+    }
 
     #[test]
     fn retryable_answers_keep_the_batch() {
