@@ -2,8 +2,8 @@
 //! loopback ports: the host sources read this machine through SSH and give
 //! what they give locally; host keys are verified against known_hosts
 //! (plain and hashed entries, refusals as critical events, accept-new);
-//! key, encrypted-key and password logins; a port that accepts and never
-//! answers; a daemon killed and restarted
+//! key (ed25519, ECDSA, RSA), encrypted-key, password and ssh-agent logins;
+//! a port that accepts and never answers; a daemon killed and restarted
 //! under a running agent; and twenty daemons, six sources each, one
 //! connection per daemon.
 
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::sshd::{SshKeys, Sshd};
+use common::sshd::{generate_key, SshKeys, Sshd};
 use common::{description, ductd_output, metric, service, state, Running, TempDir};
 use serde_json::Value;
 
@@ -321,6 +321,115 @@ fn password_encrypted_key_and_inline_key_logins() {
     );
     assert!(stderr.contains("cannot decode the private key"), "{stderr}");
     assert_eq!(sshd.logins(), 3, "{}", sshd.log_text());
+}
+
+/// An `ssh-agent` in the foreground on a socket of its own, killed when
+/// dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(binary: &Path, dir: &TempDir) -> Agent {
+        let socket = dir.path().join("agent.sock");
+        let child = std::process::Command::new(binary)
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start ssh-agent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent { child, socket }
+    }
+
+    /// `ssh-add` with `args`, against this agent.
+    fn add(&self, ssh_add: &Path, args: &[&std::ffi::OsStr]) {
+        let out = std::process::Command::new(ssh_add)
+            .args(args)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .expect("run ssh-add");
+        assert!(
+            out.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ecdsa_key_and_agent_logins() {
+    let Some(keys) = SshKeys::make("ssh-keys-agent") else {
+        return;
+    };
+    let tools = ["ssh-keygen", "ssh-agent", "ssh-add"].map(|t| common::require_binary(t, "openssh-client"));
+    let [Some(keygen), Some(agent_bin), Some(ssh_add)] = tools else {
+        return;
+    };
+    let sshd = Sshd::start(&keys, "sshd-agent", None);
+    let dir = TempDir::new("ssh-agent");
+    let ecdsa = generate_key(&keygen, dir.path(), "user_ecdsa", "ecdsa", "");
+    // The agent's key is RSA: signing through an agent must ask it for
+    // rsa-sha2, as sshd refuses the SHA-1 `ssh-rsa` signature.
+    let agent_key = generate_key(&keygen, dir.path(), "agent_rsa", "rsa", "");
+    sshd.authorize(&[&ecdsa, &agent_key]);
+    let agent = Agent::start(&agent_bin, &dir);
+    agent.add(&ssh_add, &[agent_key.as_os_str()]);
+    let kh = dir.write("known_hosts", &sshd.known_hosts_line(&keys.host_public));
+    // No key or password on "agent": the agent's key is all it has.
+    let config = format!(
+        "ssh_username: root\nssh_knownhosts_file: {kh}\nsources:\n{}{}",
+        remote("ecdsa", SIX[0].1, &sshd, &format!(", ssh_keyfile: {}", ecdsa.display())),
+        remote("agent", SIX[0].1, &sshd, ""),
+        kh = kh.display(),
+    );
+    let path = dir.write("duct.yml", &config);
+    let run = |socket: &Path| {
+        let out = common::ductd(&["once", "-c", path.to_str().unwrap()])
+            .env("SSH_AUTH_SOCK", socket)
+            .output()
+            .expect("run ductd");
+        let events: HashMap<String, Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .map(|v| (service(&v).to_string(), v))
+            .collect();
+        (events, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (events, stderr) = run(&agent.socket);
+    for name in ["ecdsa", "agent"] {
+        let ev = get(&events, name, &stderr);
+        assert_eq!(state(ev), "ok", "{name}: {ev}\n{stderr}");
+    }
+    // Each login by the key meant for it, as sshd logged them.
+    let log = sshd.log_text();
+    let accepted = |kind: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("Accepted publickey for root") && l.contains(&format!("ssh2: {kind} ")))
+            .count()
+    };
+    assert_eq!((accepted("ECDSA"), accepted("RSA")), (1, 1), "{log}");
+
+    // The agent emptied: the agent-only source is refused, saying what
+    // it tried; the key-file one is unaffected.
+    agent.add(&ssh_add, &["-D".as_ref()]);
+    let (events, stderr) = run(&agent.socket);
+    assert_eq!(state(get(&events, "ecdsa", &stderr)), "ok", "{stderr}");
+    assert!(!events.contains_key("agent"), "{events:?}");
+    assert!(stderr.contains("the server refused the agent's keys"), "{stderr}");
 }
 
 #[test]

@@ -40,29 +40,15 @@ impl SshKeys {
             return None;
         }
         let dir = TempDir::new(tag);
-        let gen = |name: &str, kind: &str, pass: &str| {
-            let path = dir.path().join(name);
-            let ok = Command::new(&keygen)
-                .args(["-q", "-t", kind, "-N", pass, "-C", "", "-f"])
-                .arg(&path)
-                .status()
-                .expect("run ssh-keygen")
-                .success();
-            assert!(ok, "ssh-keygen {name}");
-            path
-        };
+        let gen = |name: &str, kind: &str, pass: &str| generate_key(&keygen, dir.path(), name, kind, pass);
         let host_key = gen("host_ed25519", "ed25519", "");
         let other = gen("other_ed25519", "ed25519", "");
         let user_key = gen("user_ed25519", "ed25519", "");
         let user_key_encrypted = gen("user_rsa", "rsa", Self::PASSPHRASE);
-        let public = |p: &Path| {
-            let text = std::fs::read_to_string(p.with_extension("pub")).expect("public key");
-            text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
-        };
-        let authorized = format!("{}\n{}\n", public(&user_key), public(&user_key_encrypted));
+        let authorized = format!("{}\n{}\n", public_key(&user_key), public_key(&user_key_encrypted));
         Some(SshKeys {
-            host_public: public(&host_key),
-            other_public: public(&other),
+            host_public: public_key(&host_key),
+            other_public: public_key(&other),
             host_key,
             user_key,
             user_key_encrypted,
@@ -70,6 +56,26 @@ impl SshKeys {
             dir,
         })
     }
+}
+
+/// A private key of `kind` (ed25519, ecdsa, rsa) made by `ssh-keygen` as
+/// `dir/name`, encrypted with `pass` unless it is empty.
+pub fn generate_key(keygen: &Path, dir: &Path, name: &str, kind: &str, pass: &str) -> PathBuf {
+    let path = dir.join(name);
+    let ok = Command::new(keygen)
+        .args(["-q", "-t", kind, "-N", pass, "-C", "", "-f"])
+        .arg(&path)
+        .status()
+        .expect("run ssh-keygen")
+        .success();
+    assert!(ok, "ssh-keygen {name}");
+    path
+}
+
+/// `TYPE BASE64` of the key whose private half is at `private`.
+pub fn public_key(private: &Path) -> String {
+    let text = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
 /// A running sshd, killed with its sessions when dropped.
@@ -286,6 +292,18 @@ impl Sshd {
     }
 
     /// Logins accepted so far: one per SSH connection.
+    /// Lets the keys whose private halves are `keys` log in too (sshd
+    /// reads `authorized_keys` at each login).
+    pub fn authorize(&self, keys: &[&Path]) {
+        let file = self.dir.path().join("authorized_keys");
+        let mut text = std::fs::read_to_string(&file).expect("authorized_keys");
+        for key in keys {
+            text.push_str(&public_key(key));
+            text.push('\n');
+        }
+        std::fs::write(&file, text).expect("authorized_keys");
+    }
+
     pub fn logins(&self) -> usize {
         self.log_text()
             .lines()
