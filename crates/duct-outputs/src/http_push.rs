@@ -31,7 +31,7 @@ use serde::Deserialize;
 /// multi-megabyte body by doubling held the old and the new buffer at once
 /// and left the allocator with more resident than one body's worth:
 /// measured on Elasticsearch at 620,000–720,000 events/s (bulk documents of
-/// several hundred bytes), VmRSS 60–65 MiB with a fixed guess of 300 bytes,
+/// several hundred bytes), VmRSS 60–70 MiB with a fixed guess of 300 bytes,
 /// 44–55 MiB learned. OpenTSDB's points are small and regular and its fixed
 /// guess measured as well or better, so it keeps that.
 #[derive(Debug)]
