@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::sshd::{generate_key, SshKeys, Sshd};
-use common::{description, ductd_output, metric, service, state, Running, TempDir};
+use common::{description, ductd, ductd_output, metric, service, state, Running, TempDir};
 use serde_json::Value;
 
 /// A remote source block for `sshd` (root, the given extra options).
@@ -34,14 +34,22 @@ fn once(dir: &TempDir, config: &str) -> (HashMap<String, Value>, String) {
 
 /// `ductd once` on `config`, failing or not: (exit code, events, stderr).
 fn once_any(dir: &TempDir, config: &str) -> (i32, HashMap<String, Value>, String) {
+    once_env(dir, config, &[])
+}
+
+/// [`once_any`] with `env` set for ductd.
+fn once_env(dir: &TempDir, config: &str, env: &[(&str, &Path)]) -> (i32, HashMap<String, Value>, String) {
     let path = dir.write("duct.yml", config);
-    let (code, stdout, stderr) = ductd_output(&["once", "-c", path.to_str().unwrap()]);
-    let events = stdout
+    let mut cmd = ductd(&["once", "-c", path.to_str().unwrap()]);
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run ductd");
+    let events = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .map(|v| (service(&v).to_string(), v))
         .collect();
-    (code, events, stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), events, stderr)
 }
 
 fn get<'a>(events: &'a HashMap<String, Value>, name: &str, stderr: &str) -> &'a Value {
@@ -396,20 +404,11 @@ fn ecdsa_key_and_agent_logins() {
         remote("agent", SIX[0].1, &sshd, ""),
         kh = kh.display(),
     );
-    let path = dir.write("duct.yml", &config);
-    let run = |socket: &Path| {
-        let out = common::ductd(&["once", "-c", path.to_str().unwrap()])
-            .env("SSH_AUTH_SOCK", socket)
-            .output()
-            .expect("run ductd");
-        let events: HashMap<String, Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .map(|v| (service(&v).to_string(), v))
-            .collect();
-        (events, String::from_utf8_lossy(&out.stderr).into_owned())
+    let run = || {
+        let (_, events, stderr) = once_env(&dir, &config, &[("SSH_AUTH_SOCK", &agent.socket)]);
+        (events, stderr)
     };
-    let (events, stderr) = run(&agent.socket);
+    let (events, stderr) = run();
     for name in ["ecdsa", "agent"] {
         let ev = get(&events, name, &stderr);
         assert_eq!(state(ev), "ok", "{name}: {ev}\n{stderr}");
@@ -426,7 +425,7 @@ fn ecdsa_key_and_agent_logins() {
     // The agent emptied: the agent-only source is refused, saying what
     // it tried; the key-file one is unaffected.
     agent.add(&ssh_add, &["-D".as_ref()]);
-    let (events, stderr) = run(&agent.socket);
+    let (events, stderr) = run();
     assert_eq!(state(get(&events, "ecdsa", &stderr)), "ok", "{stderr}");
     assert!(!events.contains_key("agent"), "{events:?}");
     assert!(stderr.contains("the server refused the agent's keys"), "{stderr}");

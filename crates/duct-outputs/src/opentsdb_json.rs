@@ -53,7 +53,7 @@ enum PointValue {
 /// `event`'s data point, or `None` when it has none.
 fn point<'a>(event: &'a Event) -> Option<Point<'a>> {
     let metric = event.metric.filter(|m| m.as_f64().is_finite())?;
-    let service = sanitize(&event.service);
+    let service = metric_name(&event.service);
     if service.is_empty() {
         return None;
     }
